@@ -1,0 +1,201 @@
+//! What every pf-* command does the same way, so the binaries stay thin:
+//!
+//! * inputs are file arguments, or stdin when there are none (`-` also means stdin);
+//! * records go to stdout as NDJSON, buffered and flushed whenever input goes idle;
+//! * diagnostics go to stderr prefixed with the tool name;
+//! * exit codes: 0 success, 1 some input could not be read or written,
+//!   2 bad usage or configuration. A closed stdout (`| head`) ends the tool quietly with 0.
+
+use anyhow::Result;
+use pf_config::Config;
+use pf_record::{Line, LineReader, Origin};
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_INPUT: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+/// Flattened into every command: input files and the configuration file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// Input files; stdin when none is given (`-` also reads stdin).
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Configuration file [default: config/config.yaml if present, else built-in defaults].
+    #[arg(long, short = 'c', value_name = "FILE", env = "PF_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+impl CommonArgs {
+    pub fn load_config(&self) -> Result<Config> {
+        Config::load(self.config.as_deref())
+    }
+}
+
+/// A failure that decides the exit code.
+#[derive(Debug)]
+pub struct Fatal {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl Fatal {
+    pub fn usage(error: anyhow::Error) -> Fatal {
+        Fatal {
+            code: EXIT_USAGE,
+            error,
+        }
+    }
+}
+
+impl From<anyhow::Error> for Fatal {
+    fn from(error: anyhow::Error) -> Fatal {
+        Fatal {
+            code: EXIT_INPUT,
+            error,
+        }
+    }
+}
+
+/// Runs a command body and maps its outcome to an exit code, printing the
+/// error chain (`what failed: why`) on stderr.
+pub fn run(tool: &str, body: impl FnOnce() -> Result<u8, Fatal>) -> ExitCode {
+    match body() {
+        Ok(code) => ExitCode::from(code),
+        Err(f) if is_broken_pipe(&f.error) => ExitCode::from(EXIT_OK),
+        Err(f) => {
+            eprintln!("{tool}: error: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Buffered NDJSON output to stdout.
+pub struct Output {
+    buf: Vec<u8>,
+    out: io::Stdout,
+}
+
+/// Write to stdout in chunks of about this size when input is busy.
+const OUTPUT_CHUNK: usize = 64 * 1024;
+
+impl Default for Output {
+    fn default() -> Self {
+        Output {
+            buf: Vec::with_capacity(OUTPUT_CHUNK * 2),
+            out: io::stdout(),
+        }
+    }
+}
+
+impl Output {
+    /// The buffer records are appended to (one complete line at a time).
+    pub fn buf(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    /// Writes out the buffer if it has grown past one chunk.
+    pub fn maybe_write(&mut self) -> io::Result<()> {
+        if self.buf.len() >= OUTPUT_CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            let mut lock = self.out.lock();
+            lock.write_all(&self.buf)?;
+            lock.flush()?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Totals of one run over the inputs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct InputStats {
+    pub lines: u64,
+    /// Inputs that could not be opened or read (reported on stderr as they happen).
+    pub unreadable: u64,
+}
+
+/// Reads every line of every input in order and hands it to `each`, which
+/// appends its output to the buffer. Output is written when the buffer
+/// fills and whenever the input has nothing more buffered (so a live
+/// `tail -f` sees each record at once). Unreadable files are reported and
+/// skipped; the return value counts them.
+pub fn for_each_line(
+    tool: &str,
+    files: &[PathBuf],
+    out: &mut Output,
+    mut each: impl FnMut(&Line<'_>, Origin<'_>, &mut Vec<u8>),
+) -> Result<InputStats> {
+    let mut stats = InputStats::default();
+    let stdin_only = [PathBuf::from("-")];
+    let files = if files.is_empty() {
+        &stdin_only[..]
+    } else {
+        files
+    };
+    for path in files {
+        let (reader, origin): (Box<dyn Read>, Origin<'_>) = if path.as_os_str() == "-" {
+            (Box::new(io::stdin()), Origin::Stdin)
+        } else {
+            match File::open(path) {
+                Ok(f) => (Box::new(f), Origin::File(path_str(path))),
+                Err(e) => {
+                    eprintln!("{tool}: cannot open {}: {e}; skipping it", path.display());
+                    stats.unreadable += 1;
+                    continue;
+                }
+            }
+        };
+        let mut lines = LineReader::new(BufReader::with_capacity(OUTPUT_CHUNK, reader));
+        loop {
+            if lines.is_drained() {
+                out.flush()?;
+            }
+            match lines.next_line() {
+                Ok(Some(line)) => {
+                    stats.lines += 1;
+                    each(&line, origin, out.buf());
+                    out.maybe_write()?;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!(
+                        "{tool}: error reading {}: {e}; going on with the next input",
+                        display_origin(origin)
+                    );
+                    stats.unreadable += 1;
+                    break;
+                }
+            }
+        }
+    }
+    out.flush()?;
+    Ok(stats)
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap_or("<non-UTF-8 path>")
+}
+
+pub fn display_origin(o: Origin<'_>) -> String {
+    match o {
+        Origin::Stdin => "stdin".into(),
+        Origin::File(f) => f.into(),
+    }
+}

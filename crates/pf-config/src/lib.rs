@@ -1,0 +1,215 @@
+//! `config/config.yaml`, typed.
+//!
+//! Every section has defaults so a missing key is never an error, but an
+//! unknown key is: a typo such as `treshold:` must not silently fall back
+//! to a default. Errors name the file, the line and the key.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Where tools look for the configuration when `--config` is not given.
+pub const DEFAULT_PATH: &str = "config/config.yaml";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kafka: Kafka,
+    pub paths: Paths,
+    pub anomaly: Anomaly,
+    pub parse: Parse,
+    pub retrain: Retrain,
+    /// Path the configuration was read from, if any (not part of the file).
+    #[serde(skip)]
+    pub origin: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Kafka {
+    /// Comma-separated bootstrap servers; empty means "no broker configured".
+    pub broker: String,
+    pub consumer_group: String,
+    pub topics: Vec<String>,
+    /// librdkafka properties passed through verbatim (`security.protocol`, ...).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for Kafka {
+    fn default() -> Self {
+        Kafka {
+            broker: String::new(),
+            consumer_group: "postfix-anomaly".into(),
+            topics: vec!["postfix".into(), "mail_login".into()],
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Paths {
+    pub models_dir: PathBuf,
+    pub features: PathBuf,
+    pub output_dir: PathBuf,
+    pub logs_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub metrics: PathBuf,
+    /// Log files the retraining job reads (`tail -n N` of each).
+    pub postfix_log: PathBuf,
+    pub roundcube_log: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            models_dir: "models".into(),
+            features: "features/selected_features.json".into(),
+            output_dir: "output".into(),
+            logs_dir: "logs".into(),
+            state_dir: "state".into(),
+            metrics: "metrics/training_metrics.csv".into(),
+            postfix_log: "/var/log/mail.log".into(),
+            roundcube_log: "/var/log/roundcube/errors.log".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Anomaly {
+    pub threshold: Thresholds,
+}
+
+/// Severity cut-offs on the decision score (negative = anomalous).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Thresholds {
+    pub high: f64,
+    pub medium: f64,
+    pub low: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            high: -0.1,
+            medium: -0.05,
+            low: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Parse {
+    /// Zone for timestamps that carry none: `local` (default), an IANA name
+    /// such as `Europe/Berlin`, `UTC`, or a fixed offset such as `+05:30`.
+    pub timezone: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retrain {
+    /// How many of the newest lines the retraining job reads.
+    pub max_lines: u64,
+}
+
+impl Default for Retrain {
+    fn default() -> Self {
+        Retrain { max_lines: 100_000 }
+    }
+}
+
+impl Config {
+    /// Loads `path`, or [`DEFAULT_PATH`] if it exists, or the built-in defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        match path {
+            Some(p) => Self::from_file(p),
+            None if Path::new(DEFAULT_PATH).is_file() => Self::from_file(Path::new(DEFAULT_PATH)),
+            None => Ok(Config::default()),
+        }
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read config file {}: check the path given to --config",
+                path.display()
+            )
+        })?;
+        let mut cfg = Self::from_yaml(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        cfg.origin = Some(path.to_path_buf());
+        Ok(cfg)
+    }
+
+    pub fn from_yaml(text: &str) -> Result<Config> {
+        let cfg: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let t = self.anomaly.threshold;
+        for (name, v) in [("high", t.high), ("medium", t.medium), ("low", t.low)] {
+            if !v.is_finite() {
+                bail!("anomaly.threshold.{name} must be a finite number, got {v}");
+            }
+        }
+        if !(t.high <= t.medium && t.medium <= t.low) {
+            bail!(
+                "anomaly.threshold must satisfy high <= medium <= low (scores are negative when anomalous); got high={}, medium={}, low={}",
+                t.high, t.medium, t.low
+            );
+        }
+        if self.kafka.topics.is_empty() {
+            bail!("kafka.topics must list at least one topic");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_old_system() {
+        let c = Config::from_yaml("").unwrap();
+        assert_eq!(c.anomaly.threshold.high, -0.1);
+        assert_eq!(c.anomaly.threshold.medium, -0.05);
+        assert_eq!(c.anomaly.threshold.low, 0.0);
+        assert_eq!(c.kafka.topics, vec!["postfix", "mail_login"]);
+        assert_eq!(c.retrain.max_lines, 100_000);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let err = Config::from_yaml("anomaly:\n  treshold:\n    high: -0.2\n").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("treshold"), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn threshold_order_is_checked() {
+        let err = Config::from_yaml(
+            "anomaly:\n  threshold:\n    high: 0.1\n    medium: -0.05\n    low: 0\n",
+        )
+        .unwrap_err();
+        assert!(format!("{err}").contains("high <= medium <= low"));
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let err = Config::from_yaml("kafka:\n  topics: postfix\n").unwrap_err();
+        let msg = format!("{err}");
+        assert!(msg.contains("topics"), "{msg}");
+    }
+}

@@ -1,0 +1,410 @@
+//! Turns mail-server log lines into pf records.
+//!
+//! Input lines may be raw syslog text, `kafka-tail` envelopes, `journalctl -o json`
+//! entries or earlier pf records; each becomes exactly one output record, so
+//! nothing is ever dropped: what is not understood is passed on as `unknown`.
+
+pub mod dovecot;
+pub mod fields;
+pub mod header;
+pub mod kind;
+pub mod postfix;
+pub mod roundcube;
+pub mod scan;
+pub mod time;
+
+use chrono::{DateTime, TimeZone, Utc};
+use fields::{Fields, Val};
+use header::{tag_name, Header};
+use pf_record::{json, Flag, Line, Origin};
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use time::{Clock, Stamp, Zone};
+
+pub use kind::{failure_of, Failure, KINDS};
+
+/// A parsed log message, borrowing from the line.
+#[derive(Debug, Default)]
+pub struct Event<'a> {
+    pub stamp: Option<Stamp>,
+    pub host: Option<Cow<'a, str>>,
+    pub program: Option<Cow<'a, str>>,
+    pub pid: Option<u64>,
+    pub kind: &'static str,
+    pub fields: Fields<'a>,
+}
+
+/// Parses lines; holds the clock used for year-less timestamps.
+pub struct LineParser {
+    clock: Clock,
+}
+
+impl LineParser {
+    pub fn new(zone: Zone, year: Option<i32>, now: DateTime<Utc>) -> LineParser {
+        LineParser {
+            clock: Clock::new(zone, year, now),
+        }
+    }
+
+    /// Parses one log line of text (no JSON handling).
+    pub fn parse_text<'a>(&mut self, line: &'a str, reference: Option<DateTime<Utc>>) -> Event<'a> {
+        let h = header::parse(line, &mut self.clock, reference);
+        let mut ev = Event {
+            stamp: h.stamp,
+            host: h.host.map(Cow::Borrowed),
+            pid: h.pid,
+            ..Event::default()
+        };
+        classify(&h, &mut ev);
+        ev
+    }
+
+    /// Parses one input line of any accepted form and appends exactly one NDJSON
+    /// record (with its newline) to `out`. Returns the record's kind.
+    pub fn process(
+        &mut self,
+        line: &Line<'_>,
+        origin: Origin<'_>,
+        out: &mut Vec<u8>,
+    ) -> &'static str {
+        let mut flags: Vec<Flag> = Vec::new();
+        if line.truncated {
+            flags.push(Flag::Truncated);
+        }
+        if line.had_cr {
+            flags.push(Flag::Crlf);
+        }
+        let text: Cow<'_, str> = match std::str::from_utf8(line.bytes) {
+            Ok(s) => Cow::Borrowed(s),
+            Err(_) => {
+                flags.push(Flag::InvalidUtf8);
+                String::from_utf8_lossy(line.bytes)
+            }
+        };
+        if line.bytes.contains(&0) {
+            flags.push(Flag::NulBytes);
+        }
+        let trimmed = text.trim_start();
+        if trimmed.starts_with('{') {
+            match serde_json::from_str::<Value>(&text) {
+                Ok(Value::Object(obj)) => {
+                    return self.process_json(obj, &text, line.number, origin, flags, out)
+                }
+                _ => flags.push(Flag::BadJson),
+            }
+        }
+        if trimmed.is_empty() {
+            flags.push(Flag::Empty);
+        }
+        let ev = self.parse_text(&text, None);
+        let source = SourceOut::Line {
+            origin,
+            line: line.number,
+        };
+        write_record(out, &text, &source, &ev, &flags, None);
+        ev.kind
+    }
+
+    fn process_json(
+        &mut self,
+        mut obj: Map<String, Value>,
+        text: &str,
+        number: u64,
+        origin: Origin<'_>,
+        mut flags: Vec<Flag>,
+        out: &mut Vec<u8>,
+    ) -> &'static str {
+        // kafka-tail envelope: {"topic","partition","offset","timestamp","key","value"}
+        if obj.contains_key("topic") && obj.get("value").is_some_and(Value::is_string) {
+            let value = match obj.remove("value") {
+                Some(Value::String(s)) => s,
+                _ => String::new(),
+            };
+            let mut source = Map::new();
+            for k in ["topic", "partition", "offset", "timestamp", "key"] {
+                if let Some(v) = obj.remove(k).filter(|v| !v.is_null()) {
+                    source.insert(k.to_string(), v);
+                }
+            }
+            take_flags(&mut obj, &mut flags);
+            let reference = source
+                .get("timestamp")
+                .and_then(Value::as_i64)
+                .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
+            let ev = self.parse_text(&value, reference);
+            write_record(
+                out,
+                &value,
+                &SourceOut::Json(&source),
+                &ev,
+                &flags,
+                Some(&obj),
+            );
+            return ev.kind;
+        }
+        // journalctl -o json
+        if obj.contains_key("MESSAGE") {
+            return self.process_journald(obj, number, origin, flags, out);
+        }
+        // An earlier pf record: parse its `raw` again, keep everything else.
+        if let Some(Value::String(raw)) = obj.remove("raw") {
+            let source = match obj.remove("source") {
+                Some(Value::Object(m)) => m,
+                _ => Map::new(),
+            };
+            for owned in [
+                "ts", "host", "program", "pid", "kind", "parsed", "failure", "fields",
+            ] {
+                obj.remove(owned);
+            }
+            take_flags(&mut obj, &mut flags);
+            let ev = self.parse_text(&raw, None);
+            write_record(
+                out,
+                &raw,
+                &SourceOut::Json(&source),
+                &ev,
+                &flags,
+                Some(&obj),
+            );
+            return ev.kind;
+        }
+        // Some other JSON object: keep it whole as text.
+        let ev = self.parse_text(text, None);
+        write_record(
+            out,
+            text,
+            &SourceOut::Line {
+                origin,
+                line: number,
+            },
+            &ev,
+            &flags,
+            None,
+        );
+        ev.kind
+    }
+
+    fn process_journald(
+        &mut self,
+        obj: Map<String, Value>,
+        number: u64,
+        origin: Origin<'_>,
+        mut flags: Vec<Flag>,
+        out: &mut Vec<u8>,
+    ) -> &'static str {
+        let message: String = match obj.get("MESSAGE") {
+            Some(Value::String(s)) => s.clone(),
+            // journald writes non-UTF-8 messages as arrays of bytes.
+            Some(Value::Array(bytes)) => {
+                let raw: Vec<u8> = bytes
+                    .iter()
+                    .filter_map(Value::as_u64)
+                    .map(|b| b.min(255) as u8)
+                    .collect();
+                if std::str::from_utf8(&raw).is_err() {
+                    flags.push(Flag::InvalidUtf8);
+                }
+                String::from_utf8_lossy(&raw).into_owned()
+            }
+            _ => String::new(),
+        };
+        let get = |k: &str| obj.get(k).and_then(Value::as_str);
+        let instant = get("__REALTIME_TIMESTAMP")
+            .and_then(|us| us.parse::<i64>().ok())
+            .and_then(|us| Utc.timestamp_micros(us).single());
+        let ident = get("SYSLOG_IDENTIFIER").unwrap_or_default();
+        let h = Header {
+            stamp: instant.map(|t| {
+                let off = self.clock.zone.offset_at(&t.naive_utc());
+                let off = self
+                    .clock
+                    .zone
+                    .offset_at(&t.with_timezone(&off).naive_local());
+                Stamp {
+                    at: t.with_timezone(&off),
+                    frac_digits: 6,
+                }
+            }),
+            host: get("_HOSTNAME"),
+            tag: (!ident.is_empty()).then_some(ident),
+            pid: get("_PID")
+                .or_else(|| get("SYSLOG_PID"))
+                .and_then(|p| p.parse().ok()),
+            msg: &message,
+            roundcube_stamp: false,
+        };
+        let mut ev = Event {
+            stamp: h.stamp,
+            host: h.host.map(Cow::Borrowed),
+            pid: h.pid,
+            ..Event::default()
+        };
+        classify(&h, &mut ev);
+        let mut source = Map::new();
+        if let Origin::File(f) = origin {
+            source.insert("file".into(), Value::from(f));
+        }
+        source.insert("line".into(), Value::from(number));
+        if let Some(c) = get("__CURSOR") {
+            source.insert("cursor".into(), Value::from(c));
+        }
+        write_record(out, &message, &SourceOut::Json(&source), &ev, &flags, None);
+        ev.kind
+    }
+}
+
+fn take_flags(obj: &mut Map<String, Value>, flags: &mut Vec<Flag>) {
+    if let Some(Value::Array(prior)) = obj.remove("flags") {
+        for f in prior {
+            if let Ok(flag) = serde_json::from_value::<Flag>(f) {
+                if !flags.contains(&flag) {
+                    flags.push(flag);
+                }
+            }
+        }
+    }
+}
+
+/// Picks the parser for the program and fills `ev`.
+fn classify<'a>(h: &Header<'a>, ev: &mut Event<'a>) {
+    let msg = h.msg;
+    let name = h.tag.map(tag_name).unwrap_or_default();
+    if h.roundcube_stamp
+        || matches!(name, "roundcube" | "roundcubemail")
+        || (h.tag.is_none() && msg.starts_with("[roundcube] "))
+    {
+        ev.program = Some(Cow::Borrowed("roundcube"));
+        ev.kind = roundcube::parse(msg, &mut ev.fields);
+        return;
+    }
+    let Some(tag) = h.tag else {
+        ev.kind = "unknown";
+        return;
+    };
+    // `postfix/smtpd`, `postfix-smo/submission/smtpd`, `postfix/10025/smtpd` → daemon `smtpd`.
+    if name.starts_with("postfix") && name.contains('/') {
+        let (instance, daemon) = name.rsplit_once('/').unwrap_or(("postfix", name));
+        if instance != "postfix" {
+            ev.fields.s("instance", instance);
+        }
+        ev.program = Some(match postfix::program_for(daemon) {
+            Some(p) => Cow::Borrowed(p),
+            None => Cow::Owned(format!("postfix/{daemon}")),
+        });
+        ev.kind = postfix::parse(daemon, msg, &mut ev.fields);
+        return;
+    }
+    if dovecot::is_dovecot_service(name) {
+        ev.program = Some(Cow::Borrowed("dovecot"));
+        ev.kind = dovecot::parse(tag, msg, &mut ev.fields);
+        return;
+    }
+    ev.program = Some(Cow::Borrowed(name));
+    ev.kind = match name {
+        "sendmail" | "sm-mta" | "sm-msp-queue" => "sendmail.event",
+        "amavis" | "amavisd" | "amavisd-new" => "amavis.event",
+        _ => "unknown",
+    };
+}
+
+enum SourceOut<'a> {
+    Line { origin: Origin<'a>, line: u64 },
+    Json(&'a Map<String, Value>),
+}
+
+/// Writes one record in the contract's field order (see `docs/records.md`).
+fn write_record(
+    out: &mut Vec<u8>,
+    raw: &str,
+    source: &SourceOut<'_>,
+    ev: &Event<'_>,
+    flags: &[Flag],
+    extra: Option<&Map<String, Value>>,
+) {
+    out.extend_from_slice(b"{\"raw\":");
+    json::write_str(out, raw);
+    out.extend_from_slice(b",\"source\":");
+    match source {
+        SourceOut::Line { origin, line } => {
+            out.push(b'{');
+            if let Origin::File(f) = origin {
+                out.extend_from_slice(b"\"file\":");
+                json::write_str(out, f);
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\"line\":");
+            json::write_i64(out, *line as i64);
+            out.push(b'}');
+        }
+        SourceOut::Json(m) => {
+            // Serialising a map of JSON values cannot fail.
+            let _ = serde_json::to_writer(&mut *out, m);
+        }
+    }
+    if let Some(st) = &ev.stamp {
+        out.extend_from_slice(b",\"ts\":\"");
+        st.write_rfc3339(out);
+        out.push(b'"');
+    }
+    if let Some(h) = &ev.host {
+        out.extend_from_slice(b",\"host\":");
+        json::write_str(out, h);
+    }
+    if let Some(p) = &ev.program {
+        out.extend_from_slice(b",\"program\":");
+        json::write_str(out, p);
+    }
+    if let Some(pid) = ev.pid {
+        out.extend_from_slice(b",\"pid\":");
+        json::write_i64(out, pid as i64);
+    }
+    out.extend_from_slice(b",\"kind\":\"");
+    out.extend_from_slice(ev.kind.as_bytes());
+    out.extend_from_slice(if ev.kind == "unknown" {
+        b"\",\"parsed\":false"
+    } else {
+        b"\",\"parsed\":true"
+    });
+    if let Some(f) = failure_of(ev.kind) {
+        out.extend_from_slice(b",\"failure\":\"");
+        out.extend_from_slice(f.as_str().as_bytes());
+        out.push(b'"');
+    }
+    out.extend_from_slice(b",\"fields\":{");
+    for (i, (k, v)) in ev.fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b"\":");
+        match v {
+            Val::Str(s) => json::write_str(out, s),
+            Val::Int(n) => json::write_i64(out, *n),
+            Val::Float(x) => json::write_f64(out, *x),
+        }
+    }
+    out.push(b'}');
+    if !flags.is_empty() {
+        out.extend_from_slice(b",\"flags\":[");
+        for (i, f) in flags.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(f.as_str().as_bytes());
+            out.push(b'"');
+        }
+        out.push(b']');
+    }
+    if let Some(extra) = extra {
+        for (k, v) in extra {
+            out.push(b',');
+            json::write_str(out, k);
+            out.push(b':');
+            let _ = serde_json::to_writer(&mut *out, v);
+        }
+    }
+    out.extend_from_slice(b"}\n");
+}
