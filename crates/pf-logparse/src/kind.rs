@@ -351,6 +351,11 @@ pub const KINDS: &[(&str, Option<Failure>, &str)] = &[
     ),
     ("postfix.panic", None, "a Postfix daemon panicked"),
     ("postfix.info", None, "an informational Postfix message"),
+    (
+        "postfix.debug",
+        None,
+        "verbose (-v) debugging output of a Postfix daemon",
+    ),
     // logins
     (
         "dovecot.login",

@@ -198,6 +198,10 @@ pub fn parse<'a>(daemon: &str, msg: &'a str, f: &mut Fields<'a>) -> &'static str
             return k;
         }
     }
+    if level.is_none() && is_verbose_debug(body) {
+        f.s("message", body);
+        return "postfix.debug";
+    }
     match level {
         Some(l) => {
             f.s("message", body);
@@ -211,6 +215,49 @@ pub fn parse<'a>(daemon: &str, msg: &'a str, f: &mut Fields<'a>) -> &'static str
         }
         None => "unknown",
     }
+}
+
+/// Output of a daemon run with `-v` (`qmgr_scan_start: ...`, `input attribute name: ...`):
+/// internal function names and IPC traces, never a mail event.
+fn is_verbose_debug(s: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "input attribute ",
+        "send attr ",
+        "private/",
+        "public/",
+        "request: ",
+        "request ignored",
+        "start sorted recipient list",
+        "end sorted recipient list",
+        "connection established",
+        "done incoming queue scan",
+        "done deferred queue scan",
+        "> ",
+        "< ",
+        ">>> ",
+        "watchdog_",
+        "auto_clnt_",
+        "connect to subsystem ",
+        "start move queue",
+        "end move queue",
+        "process generation: ",
+        "mynetworks: ",
+        "idle timeout -- exiting",
+        "connection closed",
+        "wakeup ",
+    ];
+    if PREFIXES.iter().any(|p| s.starts_with(p)) {
+        return true;
+    }
+    // `function_name: ...` — a C identifier with an underscore.
+    let Some((word, _)) = s.split_once(": ") else {
+        return false;
+    };
+    s.ends_with(" stream disconnect")
+        || word.contains('_')
+            && word
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
 }
 
 /// `after STAGE( (N bytes))? from host[ip]` as in `lost connection after DATA (0 bytes) from ...`.
@@ -408,7 +455,7 @@ fn reject_reply<'a>(reply: &'a str, f: &mut Fields<'a>) -> bool {
         }
         let list = &text[i + 1..];
         let list_end = list.find(';').unwrap_or(list.len());
-        f.s("reject_reason", &list[..list_end]);
+        f.s("reject_reason", list);
         let domain = list["blocked using ".len().min(list_end)..list_end].trim();
         f.s("rbl_domain", domain);
         return true;
@@ -438,6 +485,7 @@ fn smtpd_warning<'a>(s: &'a str, f: &mut Fields<'a>) -> Kind {
     if let Some((_, _, rest)) = host_bracket(s) {
         let rest = endpoint(s, f, Role::Client).unwrap_or(rest);
         if let Some(sasl) = rest.strip_prefix(": SASL ") {
+            f.s("message", &rest[2..]);
             let (method, why) = sasl.split_once(" authentication failed")?;
             f.s("sasl_method", method);
             let why = why.strip_prefix(':').unwrap_or(why).trim_start();
@@ -1013,6 +1061,14 @@ fn tlsproxy<'a>(s: &'a str, f: &mut Fields<'a>) -> Kind {
     if let Some(rest) = s.strip_prefix("SSL_accept error from ") {
         let rest = endpoint(rest, f, Role::Client)?;
         f.s("error", rest.trim_start_matches(": "));
+        return Some("tlsproxy.tls_error");
+    }
+    // `TLS handshake failed for service=smtpd peer=[1.2.3.4]:59869`
+    if let Some(rest) = s.strip_prefix("TLS handshake failed for service=") {
+        let (service, peer) = rest.split_once(" peer=")?;
+        f.s("service", service);
+        f.s("error", "TLS handshake failed");
+        bracket_ip_port(peer, f, "client_ip", "client_port")?;
         return Some("tlsproxy.tls_error");
     }
     None
