@@ -10,9 +10,18 @@ pub enum Val<'a> {
 }
 
 /// Ordered field list; later inserts of the same key replace earlier ones.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Fields<'a> {
     items: Vec<(&'static str, Val<'a>)>,
+}
+
+impl Default for Fields<'_> {
+    /// Room for a typical message's fields, so the list is allocated once per line.
+    fn default() -> Self {
+        Fields {
+            items: Vec::with_capacity(16),
+        }
+    }
 }
 
 impl<'a> Fields<'a> {
