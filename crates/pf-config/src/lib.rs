@@ -213,3 +213,16 @@ mod tests {
         assert!(msg.contains("topics"), "{msg}");
     }
 }
+
+#[cfg(test)]
+mod shipped {
+    /// The config file in the repository must load and keep the old system's thresholds.
+    #[test]
+    fn shipped_config_loads() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/config.yaml");
+        let c = super::Config::from_file(&path).expect("config/config.yaml is valid");
+        assert_eq!(c.anomaly.threshold.high, -0.1);
+        assert_eq!(c.parse.timezone.as_deref(), Some("local"));
+    }
+}
