@@ -13,52 +13,6 @@ use crate::scan::{
 
 type Kind = Option<&'static str>;
 
-/// Every Postfix daemon name we map program tags to.
-pub const DAEMONS: &[&str] = &[
-    "smtpd",
-    "postscreen",
-    "cleanup",
-    "qmgr",
-    "pickup",
-    "bounce",
-    "defer",
-    "trace",
-    "smtp",
-    "lmtp",
-    "local",
-    "virtual",
-    "pipe",
-    "error",
-    "retry",
-    "discard",
-    "anvil",
-    "dnsblog",
-    "tlsproxy",
-    "scache",
-    "master",
-    "postfix-script",
-    "postsuper",
-    "postdrop",
-    "sendmail",
-    "trivial-rewrite",
-    "verify",
-    "tlsmgr",
-    "postmap",
-    "postalias",
-    "postqueue",
-    "postlog",
-    "proxymap",
-    "flush",
-    "showq",
-    "oqmgr",
-    "qmqpd",
-    "spawn",
-    "postconf",
-    "postmulti",
-    "lmtp",
-    "nqmgr",
-];
-
 /// The normalised program name for a daemon (`postfix/smtpd`).
 pub fn program_for(daemon: &str) -> Option<&'static str> {
     const PROGRAMS: &[(&str, &str)] = &[
@@ -275,9 +229,8 @@ fn after_stage_from<'a>(s: &'a str, f: &mut Fields<'a>) -> Option<&'a str> {
         None => stage_text,
     };
     f.s("stage", stage);
-    let stage = f.get_str("stage").map(|_| stage);
     endpoint(&s[from + 6..], f, Role::Client)?;
-    stage
+    Some(stage)
 }
 
 fn smtpd<'a>(s: &'a str, level: Option<&str>, f: &mut Fields<'a>) -> Kind {
@@ -734,15 +687,11 @@ fn postscreen<'a>(s: &'a str, f: &mut Fields<'a>) -> Kind {
         reject_reply(reply, f);
         return Some("postscreen.reject");
     }
-    if let Some(k) = cache_cleanup(s, f) {
-        let _ = k;
-        return Some("postscreen.cache_cleanup");
-    }
-    None
+    cache_cleanup(s, f).map(|_| "postscreen.cache_cleanup")
 }
 
 /// `cache btree:/path full cleanup: retained=242 dropped=7 entries`
-fn cache_cleanup<'a>(s: &'a str, f: &mut Fields<'a>) -> Kind {
+fn cache_cleanup<'a>(s: &'a str, f: &mut Fields<'a>) -> Option<()> {
     let rest = s.strip_prefix("cache ")?;
     let (head, counts) = rest.split_once(" cleanup: ")?;
     let (table, kind) = head.rsplit_once(' ')?;
@@ -755,7 +704,7 @@ fn cache_cleanup<'a>(s: &'a str, f: &mut Fields<'a>) -> Kind {
             f.num("cache_dropped", v);
         }
     }
-    Some("cache_cleanup")
+    Some(())
 }
 
 fn cleanup<'a>(s: &'a str, level: Option<&'static str>, f: &mut Fields<'a>) -> Kind {
@@ -818,11 +767,6 @@ fn cleanup<'a>(s: &'a str, level: Option<&'static str>, f: &mut Fields<'a>) -> K
             .unwrap_or(trigger),
     );
     milter_tail(tail, f);
-    if action == "prepend" {
-        if let Some(v) = f.get_str("action_arg").map(|_| ()) {
-            let _ = v;
-        }
-    }
     Some("cleanup.header_action")
 }
 
@@ -861,15 +805,12 @@ fn qmgr<'a>(s: &'a str, f: &mut Fields<'a>) -> Kind {
         return Some("qmgr.skipped");
     }
     if s.starts_with("from=") {
-        let (kv, queue) = match s.strip_suffix(" (queue active)") {
-            Some(kv) => (kv, true),
-            None => (s, false),
-        };
-        key_values(kv, f);
-        if f.get_str("status").is_some() {
-            return Some("qmgr.expired");
-        }
-        return queue.then_some("qmgr.queued").or(Some("qmgr.queued"));
+        key_values(s.strip_suffix(" (queue active)").unwrap_or(s), f);
+        return Some(if f.get_str("status").is_some() {
+            "qmgr.expired"
+        } else {
+            "qmgr.queued"
+        });
     }
     None
 }
