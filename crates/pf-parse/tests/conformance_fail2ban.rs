@@ -81,16 +81,12 @@ fn check(file: &str, filter: &str) {
             ));
         }
     }
-    let passed = cases.len() - misses.len();
-    let rate = passed as f64 * 100.0 / cases.len() as f64;
-    println!(
-        "{file}: {passed}/{} cases agree with fail2ban ({rate:.1}%)",
-        cases.len()
+    assert_pass_rate(
+        &format!("{file}: cases agreeing with fail2ban"),
+        cases.len(),
+        &misses,
+        95.0,
     );
-    for m in &misses {
-        println!("  miss {m}");
-    }
-    assert!(rate >= 95.0, "{file}: {rate:.1}% is under 95%");
 }
 
 #[test]

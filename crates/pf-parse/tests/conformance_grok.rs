@@ -221,16 +221,7 @@ fn grok_cases_give_the_expected_values() {
             ));
         }
     }
-    let passed = cases.len() - misses.len();
-    let rate = passed as f64 * 100.0 / cases.len() as f64;
-    println!(
-        "postfix-grok: {passed}/{} cases match ({rate:.1}%)",
-        cases.len()
-    );
-    for m in &misses {
-        println!("  miss {m}");
-    }
-    assert!(rate >= 95.0, "pass rate {rate:.1}% is under 95%");
+    assert_pass_rate("postfix-grok: cases matching", cases.len(), &misses, 95.0);
 }
 
 #[test]

@@ -82,3 +82,14 @@ pub fn as_text(v: &Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// Prints `what: passed/total (rate%)` and every miss, then requires the rate to reach `min_pct`.
+pub fn assert_pass_rate(what: &str, total: usize, misses: &[String], min_pct: f64) {
+    let passed = total - misses.len();
+    let rate = passed as f64 * 100.0 / total as f64;
+    println!("{what}: {passed}/{total} ({rate:.1}%)");
+    for m in misses {
+        println!("  miss {m}");
+    }
+    assert!(rate >= min_pct, "{what}: {rate:.1}% is under {min_pct}%");
+}
