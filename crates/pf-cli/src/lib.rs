@@ -199,3 +199,68 @@ pub fn display_origin(o: Origin<'_>) -> String {
         Origin::File(f) => f.into(),
     }
 }
+
+/// Problems with single input lines, reported on stderr with where they
+/// were: the first [`LineErrors::SHOWN`] in full, then only counted, with a
+/// total at the end, so a flood of bad lines cannot drown the terminal.
+#[derive(Debug)]
+pub struct LineErrors {
+    tool: &'static str,
+    pub count: u64,
+}
+
+impl LineErrors {
+    pub const SHOWN: u64 = 20;
+
+    pub fn new(tool: &'static str) -> LineErrors {
+        LineErrors { tool, count: 0 }
+    }
+
+    pub fn report(&mut self, origin: Origin<'_>, line: u64, problem: impl std::fmt::Display) {
+        self.count += 1;
+        if self.count <= Self::SHOWN {
+            eprintln!(
+                "{}: {} line {line}: {problem}",
+                self.tool,
+                display_origin(origin)
+            );
+        } else if self.count == Self::SHOWN + 1 {
+            eprintln!(
+                "{}: more problem lines; only counting them from now on",
+                self.tool
+            );
+        }
+    }
+
+    /// Prints the total if anything was reported.
+    pub fn summary(&self, what: &str) {
+        if self.count > 0 {
+            eprintln!("{}: {} input line(s) {what}", self.tool, self.count);
+        }
+    }
+}
+
+/// [`for_each_line`] for NDJSON stages: hands over each non-blank line as
+/// text; lines that are not UTF-8 are reported to `errors` and skipped.
+pub fn for_each_record(
+    tool: &str,
+    files: &[PathBuf],
+    out: &mut Output,
+    errors: &mut LineErrors,
+    mut each: impl FnMut(&str, u64, Origin<'_>, &mut Vec<u8>, &mut LineErrors),
+) -> Result<InputStats> {
+    for_each_line(
+        tool,
+        files,
+        out,
+        |line, origin, buf| match std::str::from_utf8(line.bytes) {
+            Ok(text) if text.trim().is_empty() => {}
+            Ok(text) => each(text, line.number, origin, buf, errors),
+            Err(e) => errors.report(
+                origin,
+                line.number,
+                format_args!("not UTF-8 ({e}); a record must be a UTF-8 JSON object"),
+            ),
+        },
+    )
+}

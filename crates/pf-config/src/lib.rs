@@ -114,11 +114,40 @@ pub struct Parse {
 pub struct Retrain {
     /// How many of the newest lines the retraining job reads.
     pub max_lines: u64,
+    /// Trees in the forest.
+    pub trees: usize,
+    /// Rows each tree is grown from (ψ; fewer if the data has fewer).
+    pub max_samples: usize,
+    /// Expected share of anomalies in the training data, or `auto`.
+    pub contamination: Contamination,
 }
 
 impl Default for Retrain {
     fn default() -> Self {
-        Retrain { max_lines: 100_000 }
+        Retrain {
+            max_lines: 100_000,
+            trees: 100,
+            max_samples: 256,
+            contamination: Contamination::Fraction(0.001),
+        }
+    }
+}
+
+/// `contamination:` is a number such as `0.001` or the word `auto`; the
+/// model crate checks the value.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Contamination {
+    Fraction(f64),
+    Named(String),
+}
+
+impl std::fmt::Display for Contamination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Contamination::Fraction(v) => write!(f, "{v}"),
+            Contamination::Named(s) => f.write_str(s),
+        }
     }
 }
 

@@ -1,0 +1,253 @@
+//! The model file: self-describing JSON holding the feature encodings, the
+//! optional scaler, the trees and how they were trained. Versions live side
+//! by side in a models directory; a one-line `CURRENT` file names the one in
+//! use, and without it the newest `model-*.json` is used.
+
+use crate::forest::Forest;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const FORMAT: &str = "pf-model";
+pub const FORMAT_VERSION: u32 = 1;
+/// Name of the pointer file in a models directory.
+pub const CURRENT: &str = "CURRENT";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    pub format: String,
+    pub format_version: u32,
+    /// UTC timestamp naming this model, e.g. `20261125T185200Z`.
+    pub version: String,
+    /// RFC 3339 creation time.
+    pub created: String,
+    pub features: Vec<FeatureSpec>,
+    pub scaler: Option<Scaler>,
+    pub forest: Forest,
+    /// How the model was made (free-form: source, rows, seed, ...).
+    #[serde(default)]
+    pub training: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureSpec {
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: FeatureKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FeatureKind {
+    Numeric,
+    /// Strings mapped to codes; a category missing from `codes` gets `unseen`.
+    Categorical {
+        codes: BTreeMap<String, i64>,
+        unseen: i64,
+    },
+}
+
+/// scikit-learn's `StandardScaler` transform: `(x - mean) / scale`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scaler {
+    pub mean: Vec<f64>,
+    pub scale: Vec<f64>,
+}
+
+impl Model {
+    pub fn feature_names(&self) -> impl Iterator<Item = &str> {
+        self.features.iter().map(|f| f.name.as_str())
+    }
+
+    /// Everything scoring relies on without further checks.
+    pub fn validate(&self) -> Result<()> {
+        if self.format != FORMAT {
+            bail!(
+                "not a pf model: `format` is {:?}, expected {FORMAT:?}",
+                self.format
+            );
+        }
+        if self.format_version != FORMAT_VERSION {
+            bail!(
+                "model format version {} is not supported by this build (it reads version \
+                 {FORMAT_VERSION}); use the pf-score that came with the pf-train that wrote it",
+                self.format_version
+            );
+        }
+        let d = self.features.len();
+        if d == 0 {
+            bail!("the model lists no features");
+        }
+        let mut names = std::collections::HashSet::new();
+        for f in &self.features {
+            if !names.insert(f.name.as_str()) {
+                bail!("feature `{}` is listed twice", f.name);
+            }
+        }
+        if let Some(s) = &self.scaler {
+            if s.mean.len() != d || s.scale.len() != d {
+                bail!(
+                    "scaler has {} means and {} scales for {d} features",
+                    s.mean.len(),
+                    s.scale.len()
+                );
+            }
+            if s.mean.iter().chain(&s.scale).any(|v| !v.is_finite()) || s.scale.contains(&0.0) {
+                bail!("scaler holds a zero scale or a non-finite number");
+            }
+        }
+        self.forest.validate(d)
+    }
+
+    /// Reads and validates a model file.
+    pub fn load(path: &Path) -> Result<Model> {
+        let text = fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read model file {}; train one with pf-train or pass --model/--models-dir",
+                path.display()
+            )
+        })?;
+        let model: Model = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "model file {} is not a valid pf model (damaged or not written by pf-train?)",
+                path.display()
+            )
+        })?;
+        model
+            .validate()
+            .with_context(|| format!("model file {} is inconsistent", path.display()))?;
+        Ok(model)
+    }
+
+    /// Writes the model to `path` atomically (temp file, fsync, rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut bytes = serde_json::to_vec(self)?;
+        bytes.push(b'\n');
+        write_atomically(path, &bytes)
+    }
+}
+
+/// Writes `bytes` to `path` so readers see the old or the new file, never
+/// a part: a temporary file in the same directory, synced, then renamed.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("{} is not a file path", path.display()))?
+        .to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| -> Result<()> {
+        let mut f =
+            fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A directory of model versions.
+#[derive(Debug, Clone)]
+pub struct ModelsDir {
+    pub dir: PathBuf,
+}
+
+impl ModelsDir {
+    pub fn new(dir: impl Into<PathBuf>) -> ModelsDir {
+        ModelsDir { dir: dir.into() }
+    }
+
+    /// Model files, oldest first (names sort by their UTC timestamp).
+    pub fn versions(&self) -> Result<Vec<PathBuf>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("cannot list {}", self.dir.display())),
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("model-") && n.ends_with(".json"))
+            })
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    /// The model in use: the one `CURRENT` names, else the newest.
+    pub fn current(&self) -> Result<PathBuf> {
+        let pointer = self.dir.join(CURRENT);
+        match fs::read_to_string(&pointer) {
+            Ok(name) => {
+                let name = name.trim();
+                if name.is_empty() || name.contains('/') {
+                    bail!(
+                        "{} should hold the file name of a model in that directory, not {name:?}",
+                        pointer.display()
+                    );
+                }
+                Ok(self.dir.join(name))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.versions()?.pop().ok_or_else(|| {
+                    anyhow!(
+                        "no model in {}: train one with pf-train (see pipelines/retrain.sh) or \
+                         pass --model FILE",
+                        self.dir.display()
+                    )
+                })
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", pointer.display())),
+        }
+    }
+
+    /// Saves `model` as a new version and makes it current. Returns its path.
+    pub fn publish(&self, model: &mut Model) -> Result<PathBuf> {
+        fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create models directory {}", self.dir.display()))?;
+        let base = model.version.clone();
+        let mut path = self.dir.join(format!("model-{base}.json"));
+        let mut n = 2;
+        while path.exists() {
+            model.version = format!("{base}-{n}");
+            path = self.dir.join(format!("model-{}.json", model.version));
+            n += 1;
+        }
+        model.save(&path)?;
+        self.set_current(&path)?;
+        Ok(path)
+    }
+
+    pub fn set_current(&self, model_path: &Path) -> Result<()> {
+        let name = model_path
+            .file_name()
+            .ok_or_else(|| anyhow!("{} is not a model file", model_path.display()))?
+            .to_string_lossy();
+        write_atomically(&self.dir.join(CURRENT), format!("{name}\n").as_bytes())
+    }
+}
+
+/// A version name for a model made at `now`.
+pub fn version_at(now: chrono::DateTime<chrono::Utc>) -> String {
+    now.format("%Y%m%dT%H%M%SZ").to_string()
+}

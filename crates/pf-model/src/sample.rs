@@ -1,0 +1,201 @@
+//! Which training rows to keep, in bounded memory.
+//!
+//! * `--max-lines N` with N up to [`CAPACITY`]: exactly the last N rows (a ring).
+//! * `--max-lines all`: a uniform reservoir of [`CAPACITY`] rows over everything.
+//! * `--max-lines N` with N above [`CAPACITY`]: a stratified sample of the
+//!   last N rows: the stream is cut into blocks of N/[`STRATA`] rows, each
+//!   keeps a uniform reservoir of [`CAPACITY`]/[`STRATA`] rows, and the
+//!   blocks (or the part of the oldest block) inside the window are used.
+//!
+//! So memory never exceeds about [`CAPACITY`] rows however long the input.
+
+use crate::rng::Rng;
+use std::collections::VecDeque;
+
+/// Rows held at most (about 1M; 24 MiB for 6 features).
+pub const CAPACITY: usize = 1 << 20;
+pub const STRATA: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    Last(u64),
+    All,
+}
+
+#[derive(Debug)]
+pub struct Sample {
+    d: usize,
+    mode: Mode,
+    rng: Rng,
+    seen: u64,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Ring {
+        cap: usize,
+        rows: VecDeque<Vec<f32>>,
+    },
+    Reservoir {
+        rows: Vec<Vec<f32>>,
+    },
+    Strata {
+        window: u64,
+        block: u64,
+        per_block: usize,
+        blocks: VecDeque<Block>,
+    },
+}
+
+#[derive(Debug)]
+struct Block {
+    first: u64,
+    seen: u64,
+    /// (stream position, row)
+    rows: Vec<(u64, Vec<f32>)>,
+}
+
+impl Sample {
+    pub fn new(d: usize, window: Window, seed: u64) -> Sample {
+        let mode = match window {
+            Window::Last(n) if n as usize <= CAPACITY => Mode::Ring {
+                cap: n as usize,
+                rows: VecDeque::new(),
+            },
+            Window::All => Mode::Reservoir { rows: Vec::new() },
+            Window::Last(n) => Mode::Strata {
+                window: n,
+                block: n.div_ceil(STRATA as u64),
+                per_block: CAPACITY / STRATA,
+                blocks: VecDeque::new(),
+            },
+        };
+        Sample {
+            d,
+            mode,
+            rng: Rng::new(seed ^ 0x5EED),
+            seen: 0,
+        }
+    }
+
+    /// Rows offered so far.
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+
+    pub fn push(&mut self, row: &[f32]) {
+        debug_assert_eq!(row.len(), self.d);
+        let pos = self.seen;
+        self.seen += 1;
+        match &mut self.mode {
+            Mode::Ring { cap, rows } => {
+                if *cap == 0 {
+                    return;
+                }
+                if rows.len() == *cap {
+                    let mut old = rows.pop_front().unwrap_or_default();
+                    old.clear();
+                    old.extend_from_slice(row);
+                    rows.push_back(old);
+                } else {
+                    rows.push_back(row.to_vec());
+                }
+            }
+            Mode::Reservoir { rows } => {
+                if rows.len() < CAPACITY {
+                    rows.push(row.to_vec());
+                } else {
+                    let j = self.rng.below(pos + 1) as usize;
+                    if j < CAPACITY {
+                        rows[j].clear();
+                        rows[j].extend_from_slice(row);
+                    }
+                }
+            }
+            Mode::Strata {
+                window,
+                block,
+                per_block,
+                blocks,
+            } => {
+                if blocks.back().is_none_or(|b| b.seen == *block) {
+                    blocks.push_back(Block {
+                        first: pos,
+                        seen: 0,
+                        rows: Vec::new(),
+                    });
+                    // Drop blocks that ended before the window can reach.
+                    while blocks
+                        .front()
+                        .is_some_and(|b| b.first + *block + *window <= pos + 1)
+                    {
+                        blocks.pop_front();
+                    }
+                }
+                let Some(b) = blocks.back_mut() else { return };
+                if b.rows.len() < *per_block {
+                    b.rows.push((pos, row.to_vec()));
+                } else {
+                    let j = self.rng.below(b.seen + 1) as usize;
+                    if j < *per_block {
+                        b.rows[j] = (pos, row.to_vec());
+                    }
+                }
+                b.seen += 1;
+            }
+        }
+    }
+
+    /// The kept rows, row after row.
+    pub fn into_rows(self) -> Vec<f32> {
+        let mut out = Vec::new();
+        match self.mode {
+            Mode::Ring { rows, .. } => rows.iter().for_each(|r| out.extend_from_slice(r)),
+            Mode::Reservoir { rows } => rows.iter().for_each(|r| out.extend_from_slice(r)),
+            Mode::Strata { window, blocks, .. } => {
+                let start = self.seen.saturating_sub(window);
+                for b in &blocks {
+                    for (pos, r) in &b.rows {
+                        if *pos >= start {
+                            out.extend_from_slice(r);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_keeps_exactly_the_last_n_rows() {
+        let mut s = Sample::new(1, Window::Last(3), 0);
+        for i in 0..10 {
+            s.push(&[i as f32]);
+        }
+        assert_eq!(s.into_rows(), vec![7.0, 8.0, 9.0]);
+    }
+
+    #[test]
+    fn strata_sample_only_the_window_and_stay_bounded() {
+        let window = (CAPACITY * 3) as u64;
+        let mut s = Sample::new(1, Window::Last(window), 1);
+        let total = CAPACITY as u64 * 5;
+        for i in 0..total {
+            s.push(&[i as f32]);
+        }
+        let rows = s.into_rows();
+        assert!(rows.len() <= CAPACITY + CAPACITY / STRATA);
+        assert!(rows.len() > CAPACITY * 9 / 10);
+        let start = (total - window) as f32;
+        assert!(rows.iter().all(|&v| v >= start));
+        // Spread over the whole window, not just its end.
+        let mean = rows.iter().map(|&v| v as f64).sum::<f64>() / rows.len() as f64;
+        let mid = (start as f64 + total as f64) / 2.0;
+        assert!((mean - mid).abs() < window as f64 * 0.02, "{mean} vs {mid}");
+    }
+}
