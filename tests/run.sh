@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite, as README.md gives it and .ci/run runs it.
-# Installs what the tests need (today: only the Rust toolchain the machine has),
-# then runs every crate's unit and integration tests. The conformance tests read
-# the public corpora in ../shared (override with PF_SHARED_DIR) and print their
-# pass rates, misses and kinds tables.
+# Installs what the tests need (a Python venv with scikit-learn and shap, the
+# references the model is checked against), then runs every crate's unit and
+# integration tests. The conformance tests read the public corpora in ../shared
+# (override with PF_SHARED_DIR) and print their pass rates, misses and kinds
+# tables; the model tests print their parity and accuracy tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "tests/run.sh: cargo is required (https://rustup.rs)" >&2; exit 2; }
 export PF_SHARED_DIR="${PF_SHARED_DIR:-$(cd .. && pwd)/shared}"
+export PF_PYTHON="${PF_PYTHON:-$(tests/setup-python.sh)}"
 cargo fmt --all -- --check
 cargo test --workspace --release -- --nocapture

@@ -1,0 +1,374 @@
+use anyhow::{anyhow, bail, Context};
+use clap::Parser;
+use pf_cli::{CommonArgs, Fatal, LineErrors, Output, EXIT_OK};
+use pf_model::model::{version_at, FORMAT, FORMAT_VERSION};
+use pf_model::sample::{Window, CAPACITY};
+use pf_model::table::{Table, TableBuilder};
+use pf_model::{fit_scored, Contamination, FeatureKind, Model, ModelsDir, TrainParams};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+const EXAMPLES: &str = "\
+Examples:
+  pf-parse /var/log/mail.log | pf-features | pf-train
+  tail -n 100000 /var/log/mail.log | pf-parse | pf-features | pf-train --seed 7
+  pf-train --max-lines all --models-dir /var/lib/pf/models features-*.jsonl
+  pf-train --out model.json table.jsonl       # any numeric table: {\"features\":{...}}
+
+Input: records with a `features` object (pf-features output, or any NDJSON
+whose `features` holds numbers and category strings). The feature names
+come from --features, else from the first record, in its order.
+
+Output: models/model-<UTC time>.json, written atomically, then made
+current (models/CURRENT); older versions are kept. One row is appended to
+the training metrics CSV. With too little data nothing is written.
+
+Memory is bounded whatever the input size: at most about 1M rows are
+kept (the last N exactly for N up to that, else a uniform or stratified
+sample), see docs/model.md.
+
+Exit status: 0 on success, 1 if input could not be read or there is too
+little usable data, 2 on bad usage or configuration.";
+
+/// Train a new anomaly model (Isolation Forest) from feature records.
+#[derive(Parser, Debug)]
+#[command(name = "pf-train", version, after_help = EXAMPLES)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// JSON array of the feature names to train on [default: the first record's features].
+    #[arg(long, value_name = "FILE")]
+    features: Option<PathBuf>,
+    /// Train on the last N records, or `all` [default: retrain.max_lines, 100000].
+    #[arg(long, value_name = "N|all")]
+    max_lines: Option<String>,
+    /// Number of trees [default: retrain.trees, 100].
+    #[arg(long)]
+    trees: Option<usize>,
+    /// Rows per tree, ψ [default: retrain.max_samples, 256].
+    #[arg(long, value_name = "N")]
+    max_samples: Option<usize>,
+    /// Expected share of anomalies in the training data, or `auto` [default: retrain.contamination, 0.001].
+    #[arg(long, value_name = "FRACTION|auto")]
+    contamination: Option<String>,
+    /// Seed for a reproducible model [default: from the clock; recorded in the model].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Directory of model versions [default: paths.models_dir].
+    #[arg(long, value_name = "DIR")]
+    models_dir: Option<PathBuf>,
+    /// Write the model to this file only (no version directory, no CURRENT).
+    #[arg(long, value_name = "FILE", conflicts_with = "models_dir")]
+    out: Option<PathBuf>,
+    /// Training metrics CSV to append to [default: paths.metrics]; `-` for none.
+    #[arg(long, value_name = "FILE")]
+    metrics: Option<PathBuf>,
+    /// Refuse to train on fewer usable rows than this.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    min_rows: usize,
+}
+
+#[derive(Deserialize)]
+struct TrainingRecord {
+    #[serde(default)]
+    features: Option<Map<String, Value>>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    pf_cli::run("pf-train", || train(&args))
+}
+
+fn train(args: &Args) -> Result<u8, Fatal> {
+    let config = args.common.load_config().map_err(Fatal::usage)?;
+    let r = &config.retrain;
+    let window = match args.max_lines.as_deref() {
+        None => Window::Last(r.max_lines),
+        Some("all") => Window::All,
+        Some(n) => match n.parse::<u64>() {
+            Ok(n) if n > 0 => Window::Last(n),
+            _ => {
+                return Err(Fatal::usage(anyhow!(
+                    "--max-lines {n:?}: give a positive number of records or `all`"
+                )))
+            }
+        },
+    };
+    let contamination_text = args
+        .contamination
+        .clone()
+        .unwrap_or_else(|| r.contamination.to_string());
+    let contamination: Contamination = contamination_text
+        .parse()
+        .map_err(|e: String| Fatal::usage(anyhow!("contamination: {e}")))?;
+    let params = TrainParams {
+        n_trees: args.trees.unwrap_or(r.trees),
+        max_samples: args.max_samples.unwrap_or(r.max_samples),
+        contamination,
+        seed: args.seed.unwrap_or_else(clock_seed),
+    };
+    if params.n_trees == 0 || params.max_samples == 0 {
+        return Err(Fatal::usage(anyhow!(
+            "--trees and --max-samples must be at least 1"
+        )));
+    }
+    let names: Option<Vec<String>> = match &args.features {
+        Some(p) => Some(read_names(p).map_err(Fatal::usage)?),
+        None => None,
+    };
+
+    let started = chrono::Utc::now();
+    let mut builder: Option<TableBuilder> =
+        names.map(|n| TableBuilder::new(n, window, params.seed));
+    let mut errors = LineErrors::new("pf-train");
+    let mut out = Output::default();
+    let progress = std::io::stderr().is_terminal();
+    let mut lines = 0u64;
+    let stats = pf_cli::for_each_record(
+        "pf-train",
+        &args.common.files,
+        &mut out,
+        &mut errors,
+        |text, number, origin, _buf, errors| {
+            lines += 1;
+            if progress && lines % (1 << 16) == 0 {
+                eprint!("\rpf-train: {lines} records read");
+            }
+            let features = match serde_json::from_str::<TrainingRecord>(text) {
+                Ok(TrainingRecord { features: Some(f) }) => f,
+                Ok(_) => {
+                    return errors.report(
+                        origin,
+                        number,
+                        "record has no `features` object (run it through pf-features first)",
+                    )
+                }
+                Err(e) => {
+                    return errors.report(origin, number, format_args!("not a JSON record: {e}"))
+                }
+            };
+            let b = builder.get_or_insert_with(|| {
+                TableBuilder::new(features.keys().cloned().collect(), window, params.seed)
+            });
+            if let Err(e) = b.push(&features) {
+                errors.report(
+                    origin,
+                    number,
+                    format_args!("{e}; row left out of training"),
+                );
+            }
+        },
+    )?;
+    if progress && lines >= (1 << 16) {
+        eprintln!("\rpf-train: {lines} records read");
+    }
+    errors.summary("left out of training");
+    let builder = builder
+        .ok_or_else(|| anyhow!("no input records: nothing to train on; no model written"))?;
+    let table = builder.finish();
+    let n = table.n_rows();
+    if n < args.min_rows {
+        return Err(anyhow!(
+            "too little data: {n} usable rows (of {lines} records read); at least {} are needed \
+             (--min-rows). No model written",
+            args.min_rows
+        )
+        .into());
+    }
+
+    let fit_start = Instant::now();
+    let d = table.features.len();
+    let (forest, scores) = fit_scored(&table.rows, d, &params);
+    let training_seconds = fit_start.elapsed().as_secs_f64();
+    let finished = chrono::Utc::now();
+    let decisions: Vec<f64> = scores.iter().map(|s| s - forest.offset).collect();
+    let flagged = decisions.iter().filter(|&&s| s < 0.0).count();
+
+    let mut model = Model {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        version: version_at(finished),
+        created: finished.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        features: table.features.clone(),
+        scaler: None,
+        forest,
+        training: training_metadata(
+            &table,
+            lines,
+            errors.count,
+            &params,
+            &args.max_lines,
+            training_seconds,
+            started,
+            finished,
+        ),
+    };
+    let path = match &args.out {
+        Some(path) => {
+            model.save(path)?;
+            path.clone()
+        }
+        None => {
+            let dir = args
+                .models_dir
+                .clone()
+                .unwrap_or(config.paths.models_dir.clone());
+            ModelsDir::new(dir).publish(&mut model)?
+        }
+    };
+    let metrics = args.metrics.clone().unwrap_or(config.paths.metrics.clone());
+    if metrics.as_os_str() != "-" {
+        append_metrics(
+            &metrics,
+            &model,
+            &table,
+            &decisions,
+            flagged,
+            training_seconds,
+            started,
+            finished,
+        )
+        .with_context(|| {
+            format!(
+                "model written to {}, but the metrics row was not",
+                path.display()
+            )
+        })?;
+    }
+    eprintln!(
+        "pf-train: wrote {} ({n} rows of {} kept, {} trees, ψ {}, {flagged} training rows below 0{})",
+        path.display(),
+        table.rows_seen,
+        model.forest.trees.len(),
+        model.forest.max_samples,
+        if args.out.is_none() { "; now current" } else { "" }
+    );
+    Ok(if stats.unreadable > 0 {
+        pf_cli::EXIT_INPUT
+    } else {
+        EXIT_OK
+    })
+}
+
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn read_names(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read feature list {}", path.display()))?;
+    let names: Vec<String> = serde_json::from_str(&text)
+        .with_context(|| format!("{} must be a JSON array of feature names", path.display()))?;
+    if names.is_empty() {
+        bail!("{} lists no features", path.display());
+    }
+    Ok(names)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn training_metadata(
+    table: &Table,
+    lines: u64,
+    rejected: u64,
+    params: &TrainParams,
+    max_lines: &Option<String>,
+    seconds: f64,
+    started: chrono::DateTime<chrono::Utc>,
+    finished: chrono::DateTime<chrono::Utc>,
+) -> Map<String, Value> {
+    let v = json!({
+        "source": "pf-train",
+        "pf_version": env!("CARGO_PKG_VERSION"),
+        "records_read": lines,
+        "records_rejected": rejected,
+        "rows_accepted": table.rows_seen,
+        "rows_used": table.n_rows(),
+        "max_lines": max_lines.clone().unwrap_or_else(|| "config".into()),
+        "sample_capacity": CAPACITY,
+        "n_trees": params.n_trees,
+        "seed": params.seed,
+        "training_seconds": seconds,
+        "training_start": started.to_rfc3339(),
+        "training_end": finished.to_rfc3339(),
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+const METRICS_HEADER: &str = "timestamp,training_start,contamination,n_estimators,sample_size,\
+unique_services,unique_events,training_time,anomalies_found,anomaly_percentage,\
+avg_anomaly_score,min_anomaly_score,max_anomaly_score,training_end\n";
+
+#[allow(clippy::too_many_arguments)]
+fn append_metrics(
+    path: &Path,
+    model: &Model,
+    table: &Table,
+    decisions: &[f64],
+    flagged: usize,
+    seconds: f64,
+    started: chrono::DateTime<chrono::Utc>,
+    finished: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let categories = |name: &str| {
+        model
+            .features
+            .iter()
+            .find(|f| f.name == name)
+            .and_then(|f| match &f.kind {
+                FeatureKind::Categorical { codes, .. } => Some(codes.len().to_string()),
+                FeatureKind::Numeric => None,
+            })
+            .unwrap_or_default()
+    };
+    let n = decisions.len().max(1) as f64;
+    let contamination = match model.forest.contamination {
+        Contamination::Auto => "auto".to_string(),
+        Contamination::Fraction(f) => f.to_string(),
+    };
+    let row = format!(
+        "{},{},{},{},{},{},{},{:.3},{},{:.4},{:.6},{:.6},{:.6},{}\n",
+        model.version,
+        started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        contamination,
+        model.forest.trees.len(),
+        table.n_rows(),
+        categories("service_encoded"),
+        categories("event_encoded"),
+        seconds,
+        flagged,
+        flagged as f64 * 100.0 / n,
+        decisions.iter().sum::<f64>() / n,
+        decisions.iter().copied().fold(f64::INFINITY, f64::min),
+        decisions.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        finished.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    let fresh = std::fs::metadata(path)
+        .map(|m| m.len() == 0)
+        .unwrap_or(true);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open metrics file {}", path.display()))?;
+    let text = if fresh {
+        format!("{METRICS_HEADER}{row}")
+    } else {
+        row
+    };
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("cannot append to {}", path.display()))?;
+    Ok(())
+}
