@@ -211,7 +211,7 @@ mod tests {
         assert_eq!(
             f,
             serde_json::json!({"service_encoded":"postfix/smtpd","event_encoded":"smtpd.connect",
-                "hour":23,"minute":15,"dayofweek":0,"msg_len":23})
+                "hour":23,"minute":15,"dayofweek":0,"msg_len":25})
         );
     }
 

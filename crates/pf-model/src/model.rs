@@ -190,7 +190,7 @@ impl ModelsDir {
                     .is_some_and(|n| n.starts_with("model-") && n.ends_with(".json"))
             })
             .collect();
-        files.sort();
+        files.sort_by_cached_key(|p| version_order(p));
         Ok(files)
     }
 
@@ -247,7 +247,53 @@ impl ModelsDir {
     }
 }
 
+/// Sort key of a model file: its timestamp, then the `-N` suffix that a
+/// second model in the same second gets (plain name order would put
+/// `X-2` before `X`).
+fn version_order(path: &Path) -> (String, u64) {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let version = name.trim_start_matches("model-").trim_end_matches(".json");
+    match version.rsplit_once('-') {
+        Some((base, n)) if n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty() => {
+            (base.to_string(), n.parse().unwrap_or(u64::MAX))
+        }
+        _ => (version.to_string(), 1),
+    }
+}
+
 /// A version name for a model made at `now`.
 pub fn version_at(now: chrono::DateTime<chrono::Utc>) -> String {
     now.format("%Y%m%dT%H%M%SZ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_second_versions_sort_after_the_first() {
+        let mut v: Vec<PathBuf> = [
+            "model-20261125T191846Z-2.json",
+            "model-20261125T191847Z.json",
+            "model-20261125T191846Z.json",
+            "model-20261125T191846Z-10.json",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        v.sort_by_cached_key(|p| version_order(p));
+        let names: Vec<_> = v.iter().map(|p| p.to_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "model-20261125T191846Z.json",
+                "model-20261125T191846Z-2.json",
+                "model-20261125T191846Z-10.json",
+                "model-20261125T191847Z.json"
+            ]
+        );
+    }
 }

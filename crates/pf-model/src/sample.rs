@@ -12,7 +12,8 @@
 use crate::rng::Rng;
 use std::collections::VecDeque;
 
-/// Rows held at most (about 1M; 24 MiB for 6 features).
+/// Rows held at most (about 1M: 24 MiB for 6 features, plus one copy when
+/// training starts).
 pub const CAPACITY: usize = 1 << 20;
 pub const STRATA: usize = 64;
 
@@ -30,14 +31,17 @@ pub struct Sample {
     seen: u64,
 }
 
+/// Rows are stored flat (`d` values after another), never one allocation each.
 #[derive(Debug)]
 enum Mode {
+    /// `next` is the slot the next row overwrites once the ring is full.
     Ring {
         cap: usize,
-        rows: VecDeque<Vec<f32>>,
+        rows: Vec<f32>,
+        next: usize,
     },
     Reservoir {
-        rows: Vec<Vec<f32>>,
+        rows: Vec<f32>,
     },
     Strata {
         window: u64,
@@ -51,8 +55,8 @@ enum Mode {
 struct Block {
     first: u64,
     seen: u64,
-    /// (stream position, row)
-    rows: Vec<(u64, Vec<f32>)>,
+    positions: Vec<u64>,
+    rows: Vec<f32>,
 }
 
 impl Sample {
@@ -60,7 +64,8 @@ impl Sample {
         let mode = match window {
             Window::Last(n) if n as usize <= CAPACITY => Mode::Ring {
                 cap: n as usize,
-                rows: VecDeque::new(),
+                rows: Vec::new(),
+                next: 0,
             },
             Window::All => Mode::Reservoir { rows: Vec::new() },
             Window::Last(n) => Mode::Strata {
@@ -84,31 +89,29 @@ impl Sample {
     }
 
     pub fn push(&mut self, row: &[f32]) {
-        debug_assert_eq!(row.len(), self.d);
+        let d = self.d;
+        debug_assert_eq!(row.len(), d);
         let pos = self.seen;
         self.seen += 1;
         match &mut self.mode {
-            Mode::Ring { cap, rows } => {
+            Mode::Ring { cap, rows, next } => {
                 if *cap == 0 {
                     return;
                 }
-                if rows.len() == *cap {
-                    let mut old = rows.pop_front().unwrap_or_default();
-                    old.clear();
-                    old.extend_from_slice(row);
-                    rows.push_back(old);
+                if rows.len() < *cap * d {
+                    rows.extend_from_slice(row);
                 } else {
-                    rows.push_back(row.to_vec());
+                    rows[*next * d..(*next + 1) * d].copy_from_slice(row);
+                    *next = (*next + 1) % *cap;
                 }
             }
             Mode::Reservoir { rows } => {
-                if rows.len() < CAPACITY {
-                    rows.push(row.to_vec());
+                if rows.len() < CAPACITY * d {
+                    rows.extend_from_slice(row);
                 } else {
                     let j = self.rng.below(pos + 1) as usize;
                     if j < CAPACITY {
-                        rows[j].clear();
-                        rows[j].extend_from_slice(row);
+                        rows[j * d..(j + 1) * d].copy_from_slice(row);
                     }
                 }
             }
@@ -122,6 +125,7 @@ impl Sample {
                     blocks.push_back(Block {
                         first: pos,
                         seen: 0,
+                        positions: Vec::new(),
                         rows: Vec::new(),
                     });
                     // Drop blocks that ended before the window can reach.
@@ -133,12 +137,14 @@ impl Sample {
                     }
                 }
                 let Some(b) = blocks.back_mut() else { return };
-                if b.rows.len() < *per_block {
-                    b.rows.push((pos, row.to_vec()));
+                if b.positions.len() < *per_block {
+                    b.positions.push(pos);
+                    b.rows.extend_from_slice(row);
                 } else {
                     let j = self.rng.below(b.seen + 1) as usize;
                     if j < *per_block {
-                        b.rows[j] = (pos, row.to_vec());
+                        b.positions[j] = pos;
+                        b.rows[j * d..(j + 1) * d].copy_from_slice(row);
                     }
                 }
                 b.seen += 1;
@@ -146,24 +152,46 @@ impl Sample {
         }
     }
 
-    /// The kept rows, row after row.
-    pub fn into_rows(self) -> Vec<f32> {
-        let mut out = Vec::new();
+    /// The kept rows, row after row (oldest first where order is known).
+    pub fn into_rows(mut self) -> Vec<f32> {
+        let d = self.d;
         match self.mode {
-            Mode::Ring { rows, .. } => rows.iter().for_each(|r| out.extend_from_slice(r)),
-            Mode::Reservoir { rows } => rows.iter().for_each(|r| out.extend_from_slice(r)),
-            Mode::Strata { window, blocks, .. } => {
+            Mode::Ring { mut rows, next, .. } => {
+                rows.rotate_left(next * d);
+                rows
+            }
+            Mode::Reservoir { rows } => rows,
+            Mode::Strata {
+                window,
+                block,
+                per_block,
+                blocks,
+            } => {
                 let start = self.seen.saturating_sub(window);
+                let mut out = Vec::new();
                 for b in &blocks {
-                    for (pos, r) in &b.rows {
-                        if *pos >= start {
-                            out.extend_from_slice(r);
+                    let mut keep: Vec<usize> = (0..b.positions.len())
+                        .filter(|&k| b.positions[k] >= start)
+                        .collect();
+                    // A block still filling kept every row so far; thin it to
+                    // the rate of the full blocks so it is not over-weighted.
+                    if b.seen < block {
+                        let want =
+                            ((b.seen as f64) * per_block as f64 / block as f64).ceil() as usize;
+                        for i in 0..want.min(keep.len()) {
+                            let j = i + self.rng.below((keep.len() - i) as u64) as usize;
+                            keep.swap(i, j);
                         }
+                        keep.truncate(want);
+                        keep.sort_unstable();
+                    }
+                    for k in keep {
+                        out.extend_from_slice(&b.rows[k * d..(k + 1) * d]);
                     }
                 }
+                out
             }
         }
-        out
     }
 }
 

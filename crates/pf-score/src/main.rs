@@ -19,12 +19,13 @@ Examples:
 Adds `detection` to every record: `score` (the model's decision score;
 negative = anomalous), `is_anomaly` (score < anomaly.threshold.low),
 `severity` (high / medium / low / none from anomaly.threshold), `model`,
-and for anomalies `top_features`: the three features that pushed the
-record most towards anomalous, with their values and exact TreeSHAP
-contributions (in tree-depth units: how much shorter they made the
-record's average isolation path). A record that cannot be scored (no
-`features`, a null or non-numeric value) keeps flowing with
-`detection.error`, and is reported on stderr with its line number.
+and for anomalies `top_features`: the three features with the lowest
+exact TreeSHAP contributions, with their values (contributions are in
+tree-depth units: a negative one made the record's average isolation
+path shorter, i.e. pushed it towards anomalous). A record that cannot be
+scored (no `features`, a null or non-numeric value) is reported on stderr
+with its line number and passes on with `detection.error` (with
+--only-anomalies it is only reported).
 
 Exit status: 0 on success, 1 if an input could not be read or a line was
 not a JSON record, 2 on bad usage, configuration or model.";

@@ -43,7 +43,7 @@ struct Args {
     /// JSON array of the feature names to train on [default: the first record's features].
     #[arg(long, value_name = "FILE")]
     features: Option<PathBuf>,
-    /// Train on the last N records, or `all` [default: retrain.max_lines, 100000].
+    /// Train on the last N usable records, or `all` [default: retrain.max_lines, 100000].
     #[arg(long, value_name = "N|all")]
     max_lines: Option<String>,
     /// Number of trees [default: retrain.trees, 100].
@@ -201,7 +201,7 @@ fn train(args: &Args) -> Result<u8, Fatal> {
             lines,
             errors.count,
             &params,
-            &args.max_lines,
+            window,
             training_seconds,
             started,
             finished,
@@ -278,7 +278,7 @@ fn training_metadata(
     lines: u64,
     rejected: u64,
     params: &TrainParams,
-    max_lines: &Option<String>,
+    window: Window,
     seconds: f64,
     started: chrono::DateTime<chrono::Utc>,
     finished: chrono::DateTime<chrono::Utc>,
@@ -290,13 +290,16 @@ fn training_metadata(
         "records_rejected": rejected,
         "rows_accepted": table.rows_seen,
         "rows_used": table.n_rows(),
-        "max_lines": max_lines.clone().unwrap_or_else(|| "config".into()),
+        "max_lines": match window {
+            Window::All => Value::from("all"),
+            Window::Last(n) => Value::from(n),
+        },
         "sample_capacity": CAPACITY,
         "n_trees": params.n_trees,
         "seed": params.seed,
         "training_seconds": seconds,
-        "training_start": started.to_rfc3339(),
-        "training_end": finished.to_rfc3339(),
+        "training_start": started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "training_end": finished.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     });
     match v {
         Value::Object(m) => m,

@@ -1,0 +1,208 @@
+//! pf-score end to end: detection fields, thresholds from the config,
+//! explanations, and every kind of bad input.
+
+use pf_testkit::{feature_records, run, temp_dir};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pf-score");
+/// A directory with `models/` holding a model trained on normal records
+/// (hours 0-23, lengths 40-99), made with the library pf-train uses.
+fn trained(name: &str) -> std::path::PathBuf {
+    use pf_model::model::{version_at, FORMAT, FORMAT_VERSION};
+    use pf_model::sample::Window;
+    use pf_model::table::TableBuilder;
+    let dir = temp_dir(name);
+    let mut builder = None;
+    for line in feature_records(2000).lines() {
+        let rec: serde_json::Value = serde_json::from_str(line).unwrap();
+        let features = rec["features"].as_object().unwrap();
+        builder
+            .get_or_insert_with(|| {
+                TableBuilder::new(features.keys().cloned().collect(), Window::All, 1)
+            })
+            .push(features)
+            .unwrap();
+    }
+    let table = builder.unwrap().finish();
+    let params = pf_model::TrainParams {
+        seed: 1,
+        ..Default::default()
+    };
+    let forest = pf_model::fit(&table.rows, table.features.len(), &params);
+    let mut model = pf_model::Model {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        version: version_at(chrono_now()),
+        created: "2026-11-25T00:00:00Z".into(),
+        features: table.features,
+        scaler: None,
+        forest,
+        training: Default::default(),
+    };
+    pf_model::ModelsDir::new(dir.join("models"))
+        .publish(&mut model)
+        .unwrap();
+    dir
+}
+
+fn chrono_now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
+const NORMAL: &str =
+    "{\"id\":1,\"features\":{\"service_encoded\":\"postfix/smtpd\",\"hour\":7,\"msg_len\":60}}\n";
+const ODD: &str = "{\"id\":2,\"features\":{\"service_encoded\":\"postfix/smtpd\",\"hour\":23,\"msg_len\":9000}}\n";
+
+#[test]
+fn adds_detection_and_explains_anomalies() {
+    let dir = trained("score-basic");
+    let r = run(BIN, &[], format!("{NORMAL}{ODD}").as_bytes(), &dir);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let out = r.records();
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0]["id"], 1, "input fields pass through");
+    let (normal, odd) = (&out[0]["detection"], &out[1]["detection"]);
+    assert!(normal["score"].as_f64().unwrap() > 0.0);
+    assert_eq!(normal["is_anomaly"], false);
+    assert_eq!(normal["severity"], "none");
+    assert!(normal.get("top_features").is_none());
+    assert!(odd["score"].as_f64().unwrap() < 0.0);
+    assert_eq!(odd["is_anomaly"], true);
+    let top = odd["top_features"].as_array().unwrap();
+    assert_eq!(top.len(), 3);
+    assert_eq!(
+        top[0]["feature"], "msg_len",
+        "the 9000-character message is what is odd"
+    );
+    assert_eq!(top[0]["value"], 9000);
+    assert!(top[0]["contribution"].as_f64().unwrap() < 0.0);
+    let current = std::fs::read_to_string(dir.join("models/CURRENT")).unwrap();
+    assert_eq!(
+        format!("model-{}.json", odd["model"].as_str().unwrap()),
+        current.trim()
+    );
+
+    let only = run(
+        BIN,
+        &["--only-anomalies"],
+        format!("{NORMAL}{ODD}").as_bytes(),
+        &dir,
+    )
+    .records();
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0]["id"], 2);
+}
+
+#[test]
+fn thresholds_from_the_config_set_severity_and_sensitivity() {
+    let dir = trained("score-thresholds");
+    let score = run(BIN, &[], NORMAL.as_bytes(), &dir).records()[0]["detection"]["score"]
+        .as_f64()
+        .unwrap();
+    // Move `low` above the normal record's score: now it is a (low) anomaly.
+    std::fs::write(
+        dir.join("strict.yaml"),
+        format!(
+            "anomaly:\n  threshold:\n    high: -0.5\n    medium: -0.3\n    low: {}\n",
+            score + 0.01
+        ),
+    )
+    .unwrap();
+    let out = run(BIN, &["--config", "strict.yaml"], NORMAL.as_bytes(), &dir).records();
+    assert_eq!(out[0]["detection"]["is_anomaly"], true);
+    assert_eq!(out[0]["detection"]["severity"], "low");
+}
+
+#[test]
+fn rescoring_replaces_the_old_detection() {
+    let dir = trained("score-twice");
+    let once = run(BIN, &[], ODD.as_bytes(), &dir).stdout;
+    let twice = run(BIN, &[], once.as_bytes(), &dir);
+    assert_eq!(twice.stdout, once, "scoring is idempotent");
+    assert_eq!(twice.stdout.matches("\"detection\"").count(), 1);
+}
+
+#[test]
+fn unscorable_records_pass_on_marked_and_are_reported() {
+    let dir = trained("score-bad");
+    let input = [
+        "{\"id\":1}",
+        "{\"id\":2,\"features\":{\"service_encoded\":\"postfix/smtpd\",\"hour\":\"x\",\"msg_len\":3}}",
+        "{\"id\":3,\"features\":{\"service_encoded\":\"postfix/smtpd\",\"hour\":null,\"msg_len\":3}}",
+        "{\"id\":4,\"features\":{\"service_encoded\":\"postfix/smtpd\",\"msg_len\":3}}",
+        "{\"id\":5,\"features\":{\"service_encoded\":\"postfix/smtpd\",\"hour\":1e300,\"msg_len\":3}}",
+        "garbage",
+        "{\"id\":6,\"features\":{\"service_encoded\":\"brand-new\",\"hour\":3,\"msg_len\":50}}",
+    ]
+    .join("\n");
+    let r = run(BIN, &[], input.as_bytes(), &dir);
+    assert_eq!(r.status, 1, "a non-JSON line makes the exit status 1");
+    let out = r.records();
+    assert_eq!(
+        out.len(),
+        6,
+        "every record comes out; only the non-JSON line cannot"
+    );
+    let errors: Vec<&str> = out[..5]
+        .iter()
+        .map(|r| r["detection"]["error"].as_str().unwrap())
+        .collect();
+    assert!(errors[0].contains("no `features`"));
+    assert!(errors[1].contains("feature `hour`: expected a number, found a string"));
+    assert!(errors[2].contains("feature `hour`: is null"));
+    assert!(errors[3].contains("feature `hour`: missing"));
+    assert!(errors[4].contains("too large"));
+    assert!(
+        out[..5]
+            .iter()
+            .all(|r| r["detection"].get("score").is_none()),
+        "no made-up scores"
+    );
+    assert_eq!(out[5]["detection"]["unseen"][0], "service_encoded");
+    for needle in [
+        "stdin line 1:",
+        "stdin line 2: cannot score",
+        "stdin line 6: not a JSON record",
+        "5 record(s) could not be scored",
+        "service_encoded 1",
+    ] {
+        assert!(
+            r.stderr.contains(needle),
+            "missing {needle:?} in:\n{}",
+            r.stderr
+        );
+    }
+}
+
+#[test]
+fn missing_or_damaged_model_is_a_startup_error() {
+    let dir = temp_dir("score-nomodel");
+    let r = run(BIN, &["--models-dir", "nowhere"], NORMAL.as_bytes(), &dir);
+    assert_eq!(r.status, 2);
+    assert!(r.stderr.contains("no model in nowhere"), "{}", r.stderr);
+
+    std::fs::write(dir.join("broken.json"), "{\"format\":\"pf-model\",").unwrap();
+    let r = run(BIN, &["--model", "broken.json"], NORMAL.as_bytes(), &dir);
+    assert_eq!(r.status, 2);
+    assert!(
+        r.stderr.contains("broken.json is not a valid pf model"),
+        "{}",
+        r.stderr
+    );
+
+    let good = trained("score-corrupt");
+    let current = std::fs::read_to_string(good.join("models/CURRENT")).unwrap();
+    let path = good.join("models").join(current.trim());
+    let text = std::fs::read_to_string(&path).unwrap();
+    // A child index pointing outside the tree must be caught at load time.
+    let damaged = text.replacen("\"left\":[1,", "\"left\":[99999,", 1);
+    assert_ne!(damaged, text);
+    std::fs::write(&path, damaged).unwrap();
+    let r = run(BIN, &[], NORMAL.as_bytes(), &good);
+    assert_eq!(r.status, 2);
+    assert!(
+        r.stderr.contains("is inconsistent") && r.stderr.contains("tree 0"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("panicked"));
+}
