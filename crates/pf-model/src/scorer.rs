@@ -11,7 +11,7 @@
 use crate::forest::{score_from_path_sum, Forest, Tree};
 
 /// Rows walking one tree side by side.
-const LANES: usize = 8;
+const LANES: usize = 16;
 /// Rows that every tree passes over before the next tree is fetched.
 const BLOCK: usize = 512;
 /// Deeper trees would need too much memory in the complete layout; they are
@@ -19,6 +19,7 @@ const BLOCK: usize = 512;
 const MAX_COMPLETE_DEPTH: u32 = 14;
 
 #[derive(Debug, Clone, Copy)]
+#[repr(C)]
 struct Node {
     threshold: f32,
     feature: u32,
@@ -44,6 +45,9 @@ pub struct Scorer {
     trees: Vec<Layout>,
     max_samples: u64,
     offset: f64,
+    /// Trees in the three-levels-per-step layout (x86-64 with AVX2 and at
+    /// most 8 features); empty otherwise.
+    triples: Vec<Triples>,
 }
 
 /// Largest `f32` that is not greater than `t`.
@@ -67,6 +71,11 @@ impl Scorer {
             trees,
             max_samples: forest.max_samples,
             offset: forest.offset,
+            triples: if has_avx2() && n_features <= 8 {
+                forest.trees.iter().filter_map(Triples::compile).collect()
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -80,6 +89,12 @@ impl Scorer {
         let d = self.n_features;
         let n = rows.len() / d;
         assert_eq!(out.len(), n, "one output per row");
+        #[cfg(target_arch = "x86_64")]
+        if !self.triples.is_empty() && self.triples.len() == self.trees.len() {
+            // SAFETY: `triples` is only filled when AVX2 was detected and d <= 8.
+            unsafe { path_sums_triples(&self.triples, rows, d, out) };
+            return;
+        }
         // A block of rows stays in L1 while every tree passes over it, so
         // each tree is fetched once per block rather than once per row.
         for (block, sums) in rows.chunks(d * BLOCK).zip(out.chunks_mut(BLOCK)) {
@@ -156,14 +171,171 @@ fn walk_complete(
     }
 }
 
-fn compile(tree: &Tree) -> Layout {
-    let path_length = tree.sklearn_leaf_terms();
-    let depth = tree.depths().into_iter().max().unwrap_or(0);
-    if depth > MAX_COMPLETE_DEPTH {
-        return Layout::Walk {
-            tree: tree.clone(),
-            path_length,
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A tree cut into 3-level subtrees of 7 nodes: one step compares a row's
+/// values with all 7 thresholds at once (the row's ≤ 8 features sit in one
+/// register, so picking each node's feature is a shuffle, not a memory
+/// load), and a table turns the 7 outcomes into which of the 8 subtrees
+/// below to enter. Leaves keep the complete layout's order.
+#[derive(Debug, Clone)]
+struct Triples {
+    steps: u32,
+    nodes: Vec<Triple>,
+    leaves: Vec<f64>,
+}
+
+/// One 7-node subtree in one cache line.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+struct Triple {
+    thresholds: [f32; 8],
+    features: [u32; 8],
+}
+
+/// Which of the 8 grandchildren of a 7-node subtree (BFS order) a row
+/// reaches, from the bitmask of "went right" at each node.
+const fn triple_table() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut m = 0;
+    while m < 256 {
+        let b0 = m & 1;
+        let n1 = 1 + b0;
+        let b1 = (m >> n1) & 1;
+        let n2 = 3 + 2 * b0 + b1;
+        let b2 = (m >> n2) & 1;
+        t[m] = (b0 * 4 + b1 * 2 + b2) as u8;
+        m += 1;
+    }
+    t
+}
+static TRIPLE: [u8; 256] = triple_table();
+
+impl Triples {
+    fn compile(tree: &Tree) -> Option<Triples> {
+        let Layout::Complete {
+            depth,
+            nodes,
+            leaves,
+        } = compile_to_depth(tree, None)?
+        else {
+            return None;
         };
+        let steps = depth.div_ceil(3).max(1);
+        let Layout::Complete { nodes, leaves, .. } = (if steps * 3 == depth {
+            Layout::Complete {
+                depth,
+                nodes,
+                leaves,
+            }
+        } else {
+            compile_to_depth(tree, Some(steps * 3))?
+        }) else {
+            return None;
+        };
+        let mut triples = Vec::new();
+        for g in 0..steps {
+            for s in 0..(1usize << (3 * g)) {
+                let mut t = [f32::INFINITY; 8];
+                let mut f = [0u32; 8];
+                for l in 0..3 {
+                    for p in 0..(1usize << l) {
+                        let complete = (1usize << (3 * g as usize + l)) - 1 + (s << l) + p;
+                        let k = (1 << l) - 1 + p;
+                        t[k] = nodes[complete].threshold;
+                        f[k] = nodes[complete].feature;
+                    }
+                }
+                triples.push(Triple {
+                    thresholds: t,
+                    features: f,
+                });
+            }
+        }
+        Some(Triples {
+            steps,
+            nodes: triples,
+            leaves,
+        })
+    }
+}
+
+/// Scores with the [`Triples`] layout, four rows at a time per tree.
+///
+/// # Safety
+/// The CPU must support AVX2 and `d` must be at most 8.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn path_sums_triples(trees: &[Triples], rows: &[f32], d: usize, out: &mut [f64]) {
+    use std::arch::x86_64::*;
+    const ROWS: usize = 8;
+    let mut padded = vec![[0f32; 8]; BLOCK];
+    for (block, sums) in rows.chunks(d * BLOCK).zip(out.chunks_mut(BLOCK)) {
+        let n = sums.len();
+        for (p, row) in padded.iter_mut().zip(block.chunks_exact(d)) {
+            p[..d].copy_from_slice(row);
+        }
+        sums.fill(0.0);
+        for tree in trees {
+            let mut r = 0;
+            while r < n {
+                let take = ROWS.min(n - r);
+                let mut x = [_mm256_setzero_ps(); ROWS];
+                for k in 0..take {
+                    x[k] = _mm256_loadu_ps(padded[r + k].as_ptr());
+                }
+                let mut at = [0usize; ROWS];
+                let mut group = 0usize;
+                for step in 0..tree.steps {
+                    for k in 0..ROWS {
+                        // In range: at[k] < 8^step, and the step's subtrees
+                        // occupy group..group + 8^step of the arrays.
+                        let node = tree.nodes.get_unchecked(group + at[k]);
+                        let t = _mm256_loadu_ps(node.thresholds.as_ptr());
+                        let f = _mm256_loadu_si256(node.features.as_ptr() as *const __m256i);
+                        let v = _mm256_permutevar8x32_ps(x[k], f);
+                        let m = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(v, t)) as usize;
+                        at[k] = at[k] * 8 + *TRIPLE.get_unchecked(m) as usize;
+                    }
+                    group += 1 << (3 * step);
+                }
+                for k in 0..take {
+                    sums[r + k] += tree.leaves[at[k]];
+                }
+                r += ROWS;
+            }
+        }
+    }
+}
+
+fn compile(tree: &Tree) -> Layout {
+    compile_to_depth(tree, None).unwrap_or_else(|| Layout::Walk {
+        path_length: tree.sklearn_leaf_terms(),
+        tree: tree.clone(),
+    })
+}
+
+/// The complete layout, padded to `at_least` levels if given; `None` when
+/// the tree is too deep for it.
+fn compile_to_depth(tree: &Tree, at_least: Option<u32>) -> Option<Layout> {
+    let path_length = tree.sklearn_leaf_terms();
+    let depth = tree
+        .depths()
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+        .max(at_least.unwrap_or(0));
+    if depth > MAX_COMPLETE_DEPTH {
+        return None;
     }
     let internal = (1usize << depth) - 1;
     let mut nodes = vec![
@@ -193,11 +365,11 @@ fn compile(tree: &Tree) -> Layout {
             stack.push((tree.right[node] as usize, 2 * slot + 2, level + 1));
         }
     }
-    Layout::Complete {
+    Some(Layout::Complete {
         depth,
         nodes,
         leaves,
-    }
+    })
 }
 
 #[cfg(test)]

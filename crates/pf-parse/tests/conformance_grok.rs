@@ -207,7 +207,7 @@ fn grok_cases_give_the_expected_values() {
                         .iter()
                         .filter_map(|n| fields.get(*n).map(as_text))
                         .collect();
-                    if !got.iter().any(|g| *g == want) {
+                    if !got.contains(&want) {
                         reasons.push(format!("{grok}={want:?} but {}={got:?}", names.join("|")));
                     }
                 }

@@ -135,7 +135,7 @@ fn train(args: &Args) -> Result<u8, Fatal> {
         &mut errors,
         |text, number, origin, _buf, errors| {
             lines += 1;
-            if progress && lines % (1 << 16) == 0 {
+            if progress && lines.is_multiple_of(1 << 16) {
                 eprint!("\rpf-train: {lines} records read");
             }
             let features = match serde_json::from_str::<TrainingRecord>(text) {
