@@ -9,6 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "tests/run.sh: cargo is required (https://rustup.rs)" >&2; exit 2; }
 export PF_SHARED_DIR="${PF_SHARED_DIR:-$(cd .. && pwd)/shared}"
-export PF_PYTHON="${PF_PYTHON:-$(tests/setup-python.sh)}"
+# Assigned on its own line so that a failed set-up stops the run (set -e).
+PF_PYTHON="${PF_PYTHON:-}"
+[ -n "$PF_PYTHON" ] || PF_PYTHON="$(tests/setup-python.sh)"
+export PF_PYTHON
 cargo fmt --all -- --check
 cargo test --workspace --release -- --nocapture

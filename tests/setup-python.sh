@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 venv=.venv
 req=tests/python/requirements.txt
 stamp="$venv/.requirements"
-if [[ ! -x "$venv/bin/python" ]]; then
-    python3 -m venv "$venv" >&2
+# A venv without pip is a half-made one (an interrupted run): make it anew.
+if [[ ! -x "$venv/bin/python" || ! -x "$venv/bin/pip" ]]; then
+    rm -f "$stamp"
+    python3 -m venv --clear "$venv" >&2
 fi
 if ! cmp -s "$req" "$stamp" 2>/dev/null; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req" >&2
