@@ -52,6 +52,7 @@ fn main() {
         "train   1,000,000 rows x {d} features, 100 trees, psi 256 (incl. offset over all rows): {train_secs:.3} s"
     );
 
+    stats(&forest);
     let rows = data(2_000_000, d, 2);
     let scorer = Scorer::new(&forest, d).expect("valid forest");
     let mut out = vec![0.0; rows.len() / d];
@@ -64,15 +65,50 @@ fn main() {
     );
 
     let mut explainer = Explainer::new(&forest, d);
-    let mut phi = vec![0.0; d];
-    let n_explain = 2_000;
+    let n_explain = 100_000;
+    let sample = &rows[..n_explain * d];
+    let mut phi = vec![0.0; sample.len()];
+    let secs = best_of(3, || explainer.explain_many(sample, &mut phi));
+    println!(
+        "explain {:>9.0} rows/s  ({n_explain} rows in {secs:.3} s, exact TreeSHAP, every feature, batches)",
+        n_explain as f64 / secs
+    );
+    let mut one = vec![0.0; d];
+    let n_single = 20_000;
     let secs = best_of(3, || {
-        for row in rows.chunks_exact(d).take(n_explain) {
-            explainer.explain(row, &mut phi);
+        for row in sample.chunks_exact(d).take(n_single) {
+            explainer.explain(row, &mut one);
         }
     });
     println!(
-        "explain {:>9.0} rows/s  ({n_explain} rows in {secs:.3} s, exact TreeSHAP over all features)",
-        n_explain as f64 / secs
+        "explain {:>9.0} rows/s  ({n_single} rows in {secs:.3} s, one row at a time as pf-score does)",
+        n_single as f64 / secs
+    );
+    let mut slow = Explainer::recursive(&forest, d);
+    let n_slow = 1_000;
+    let secs = best_of(1, || {
+        for row in sample.chunks_exact(d).take(n_slow) {
+            slow.explain(row, &mut one);
+        }
+    });
+    println!(
+        "explain {:>9.0} rows/s  ({n_slow} rows in {secs:.3} s, textbook recursive TreeSHAP, for comparison)",
+        n_slow as f64 / secs
+    );
+}
+
+#[allow(dead_code)]
+fn stats(forest: &pf_model::Forest) {
+    let nodes: usize = forest.trees.iter().map(|t| t.len()).sum();
+    let leaves: usize = forest
+        .trees
+        .iter()
+        .map(|t| (0..t.len()).filter(|&i| t.is_leaf(i)).count())
+        .sum();
+    println!(
+        "forest: {} nodes, {} leaves ({:.1} per tree)",
+        nodes,
+        leaves,
+        leaves as f64 / forest.trees.len() as f64
     );
 }

@@ -31,10 +31,24 @@ struct ShapTree {
 /// Explains rows of one forest. Reuses its scratch space between rows.
 #[derive(Debug, Clone)]
 pub struct Explainer {
-    trees: Vec<ShapTree>,
+    engine: Engine,
     n_features: usize,
+    n_trees: usize,
     expected_value: f64,
-    path: Vec<PathElement>,
+}
+
+#[derive(Debug, Clone)]
+enum Engine {
+    /// Per-leaf tables (up to 64 features): fast.
+    Tables {
+        trees: Vec<TableTree>,
+        scratch: BlockScratch,
+    },
+    /// The recursive algorithm over the tree, for wider data.
+    Recursive {
+        trees: Vec<ShapTree>,
+        path: Vec<PathElement>,
+    },
 }
 
 impl Explainer {
@@ -50,14 +64,64 @@ impl Explainer {
                 tree: t.clone(),
             })
             .collect();
-        let n_trees = trees.len().max(1) as f64;
-        let expected_value = trees.iter().map(expected_leaf_value).sum::<f64>() / n_trees;
-        let deepest = trees.iter().map(|t| t.max_depth).max().unwrap_or(0);
+        let n_trees = trees.len().max(1);
+        let expected_value = trees.iter().map(expected_leaf_value).sum::<f64>() / n_trees as f64;
+        Self::build(trees, n_features, n_trees, expected_value, n_features <= 64)
+    }
+
+    /// The explainer that walks the tree recursively for every row (the
+    /// reference the tables are checked against).
+    pub fn recursive(forest: &Forest, n_features: usize) -> Explainer {
+        let mut e = Explainer::new(forest, n_features);
+        if let Engine::Tables { .. } = e.engine {
+            let trees = forest
+                .trees
+                .iter()
+                .map(|t| ShapTree {
+                    value: t.leaf_path_lengths(),
+                    cover: t.n_samples.iter().map(|&n| n as f64).collect(),
+                    max_depth: t.depths().into_iter().max().unwrap_or(0) as usize,
+                    tree: t.clone(),
+                })
+                .collect();
+            e = Self::build(trees, n_features, e.n_trees, e.expected_value, false);
+        }
+        e
+    }
+
+    fn build(
+        trees: Vec<ShapTree>,
+        n_features: usize,
+        n_trees: usize,
+        expected_value: f64,
+        tables: bool,
+    ) -> Explainer {
+        let engine = if tables {
+            let narrow = n_features <= 8;
+            let tables: Vec<TableTree> = trees.iter().map(|t| TableTree::new(t, narrow)).collect();
+            let deepest = tables.iter().map(|t| t.depth).max().unwrap_or(0);
+            Engine::Tables {
+                trees: tables,
+                scratch: BlockScratch {
+                    columns: vec![0.0; n_features * BLOCK],
+                    failed: vec![0; (deepest + 1) * BLOCK],
+                    stack: Vec::new(),
+                    acc: vec![[0.0; 8]; BLOCK],
+                    pext: if narrow { pext_table() } else { Vec::new() },
+                },
+            }
+        } else {
+            let deepest = trees.iter().map(|t| t.max_depth).max().unwrap_or(0);
+            Engine::Recursive {
+                trees,
+                path: vec![PathElement::default(); (deepest + 2) * (deepest + 3) / 2],
+            }
+        };
         Explainer {
-            trees,
+            engine,
             n_features,
+            n_trees,
             expected_value,
-            path: vec![PathElement::default(); (deepest + 2) * (deepest + 3) / 2],
         }
     }
 
@@ -71,13 +135,333 @@ impl Explainer {
     pub fn explain(&mut self, x: &[f32], phi: &mut [f64]) {
         assert_eq!(phi.len(), self.n_features);
         phi.fill(0.0);
-        for t in &self.trees {
-            recurse(t, x, phi, &mut self.path, 0, 0, 0, 1.0, 1.0, -1);
+        match &mut self.engine {
+            Engine::Tables { .. } => return self.explain_many(x, phi),
+            Engine::Recursive { trees, path } => {
+                for t in trees.iter() {
+                    recurse(t, x, phi, path, 0, 0, 0, 1.0, 1.0, -1);
+                }
+            }
         }
-        let n_trees = self.trees.len() as f64;
+        let n_trees = self.n_trees as f64;
         for v in phi.iter_mut() {
             *v /= n_trees;
         }
+    }
+
+    /// [`Self::explain`] for many rows (`rows` row after row, `phi` one
+    /// `n_features` slice per row): each tree's tables are used for a block
+    /// of rows while they are in cache.
+    pub fn explain_many(&mut self, rows: &[f32], phi: &mut [f64]) {
+        let d = self.n_features;
+        assert_eq!(rows.len(), phi.len(), "one output per input value");
+        match &mut self.engine {
+            Engine::Tables { trees, scratch } => {
+                phi.fill(0.0);
+                for (xs, out) in rows.chunks(d * BLOCK).zip(phi.chunks_mut(d * BLOCK)) {
+                    let n = xs.len() / d;
+                    for (r, x) in xs.chunks_exact(d).enumerate() {
+                        for (f, v) in x.iter().enumerate() {
+                            scratch.columns[f * BLOCK + r] = *v;
+                        }
+                    }
+                    scratch.acc.fill([0.0; 8]);
+                    for t in trees.iter() {
+                        t.add_block(n, d, out, scratch);
+                    }
+                    if d <= 8 {
+                        for (row, acc) in out.chunks_exact_mut(d).zip(&scratch.acc) {
+                            row.copy_from_slice(&acc[..d]);
+                        }
+                    }
+                }
+                let n_trees = self.n_trees as f64;
+                for v in phi.iter_mut() {
+                    *v /= n_trees;
+                }
+            }
+            Engine::Recursive { .. } => {
+                for (x, p) in rows.chunks_exact(d).zip(phi.chunks_exact_mut(d)) {
+                    self.explain(x, p);
+                }
+            }
+        }
+    }
+}
+
+/// Rows explained together by [`Explainer::explain_many`]: each tree is
+/// walked once per block, and each leaf's table serves the whole block
+/// while it is in cache.
+const BLOCK: usize = 128;
+
+#[derive(Debug, Clone)]
+struct BlockScratch {
+    /// The block's rows, feature after feature (`columns[f * BLOCK + r]`).
+    columns: Vec<f32>,
+    /// Per depth of the current path, per row: the features whose splits
+    /// the row failed on the way down.
+    failed: Vec<u64>,
+    stack: Vec<(u32, u32, u32, bool)>,
+    /// Narrow forests: per row, 8-wide sums.
+    acc: Vec<[f64; 8]>,
+    pext: Vec<u8>,
+}
+
+/// Leaves whose path has more distinct features than this get no table
+/// (2^k entries) and are computed when met.
+const MAX_TABLE_FEATURES: usize = 10;
+
+/// A tree prepared for explaining by table lookups.
+///
+/// Path-dependent TreeSHAP sums, over all leaves, a contribution that
+/// depends on the row only through one bit per distinct feature on the
+/// leaf's path: does the row follow the path at every split on that
+/// feature? With at most a handful of distinct features per path, each
+/// leaf's contributions for every bit pattern are computed once, up front,
+/// with the same path arithmetic as the recursive algorithm. Explaining a
+/// row is then one pass over the nodes (which splits the row fails) and one
+/// table entry per leaf.
+#[derive(Debug, Clone)]
+struct TableTree {
+    /// Per node: feature and threshold (internal nodes; rounded down to f32
+    /// like the scorer, so `x > t` is exact), children, leaf number or -1.
+    feature: Vec<u32>,
+    threshold: Vec<f32>,
+    left: Vec<u32>,
+    right: Vec<u32>,
+    leaf: Vec<i32>,
+    leaves: Vec<LeafTable>,
+    depth: usize,
+}
+
+#[derive(Debug, Clone)]
+struct LeafTable {
+    /// Distinct features on the path, in the order the recursive
+    /// algorithm would hold them (by last split).
+    features: Vec<u32>,
+    /// `2^k * k` contributions: entry `pattern * k + i` for feature `i`
+    /// when bit `j` of `pattern` says the row follows feature `j`'s splits.
+    table: Vec<f64>,
+    /// For leaves without a table: per feature its zero fraction, and the
+    /// leaf value.
+    zero: Vec<f64>,
+    value: f64,
+    /// With at most 8 features: the path's features as a bit mask, and the
+    /// table as whole 8-wide rows indexed in feature order (pattern bit j =
+    /// the j-th lowest feature of `mask`), so a lookup is one byte-table
+    /// step and one vector add.
+    mask: u8,
+    wide: Vec<[f64; 8]>,
+}
+
+/// `PEXT[(mask << 8) | bits]`: the bits of `bits` selected by `mask`,
+/// packed to the low end (x86's `pext`, which is slow on some CPUs).
+fn pext_table() -> Vec<u8> {
+    let mut t = vec![0u8; 1 << 16];
+    for mask in 0..256usize {
+        for bits in 0..256usize {
+            let (mut out, mut j) = (0u8, 0);
+            for b in 0..8 {
+                if mask & (1 << b) != 0 {
+                    out |= (((bits >> b) & 1) as u8) << j;
+                    j += 1;
+                }
+            }
+            t[(mask << 8) | bits] = out;
+        }
+    }
+    t
+}
+
+impl TableTree {
+    fn new(t: &ShapTree, narrow: bool) -> TableTree {
+        let tree = &t.tree;
+        let n = tree.len();
+        let mut out = TableTree {
+            feature: vec![0; n],
+            threshold: vec![f32::INFINITY; n],
+            left: vec![0; n],
+            right: vec![0; n],
+            leaf: vec![-1; n],
+            leaves: Vec::new(),
+            depth: t.max_depth,
+        };
+        // Walk every root-to-leaf path, keeping (feature, zero fraction)
+        // in the order of each feature's last split.
+        let mut stack: Vec<(usize, Vec<(u32, f64)>)> = vec![(0, Vec::new())];
+        while let Some((node, path)) = stack.pop() {
+            if tree.is_leaf(node) {
+                out.leaf[node] = out.leaves.len() as i32;
+                out.leaves
+                    .push(LeafTable::new(&path, t.value[node], narrow));
+                continue;
+            }
+            let f = tree.feature[node] as u32;
+            let (l, r) = (tree.left[node] as usize, tree.right[node] as usize);
+            out.feature[node] = f;
+            out.threshold[node] = crate::scorer::f32_at_or_below(tree.threshold[node]);
+            out.left[node] = l as u32;
+            out.right[node] = r as u32;
+            for child in [r, l] {
+                let ratio = t.cover[child] / t.cover[node];
+                let mut p = path.clone();
+                let incoming = match p.iter().position(|e| e.0 == f) {
+                    Some(k) => p.remove(k).1,
+                    None => 1.0,
+                };
+                p.push((f, ratio * incoming));
+                stack.push((child, p));
+            }
+        }
+        out
+    }
+
+    /// Adds this tree's (unscaled) SHAP values for the `n` rows of the
+    /// block in `scratch.columns` to `phi` (row after row, `d` each).
+    fn add_block(&self, n: usize, d: usize, phi: &mut [f64], scratch: &mut BlockScratch) {
+        let BlockScratch {
+            columns,
+            failed,
+            stack,
+            acc,
+            pext,
+        } = scratch;
+        failed[..n].fill(0);
+        stack.clear();
+        stack.push((0, 0, 0, false));
+        while let Some((node, depth, parent, right_child)) = stack.pop() {
+            let (node, depth) = (node as usize, depth as usize);
+            if node != 0 {
+                let p = parent as usize;
+                let f = self.feature[p] as usize;
+                let t = self.threshold[p];
+                let bit = 1u64 << f;
+                let (above, here) = failed.split_at_mut(depth * BLOCK);
+                let above = &above[(depth - 1) * BLOCK..(depth - 1) * BLOCK + n];
+                let x = &columns[f * BLOCK..f * BLOCK + n];
+                for ((out, &up), &v) in here[..n].iter_mut().zip(above).zip(x) {
+                    // Failing means going the other way than this child.
+                    let cold = (v > t) != right_child;
+                    *out = up | if cold { bit } else { 0 };
+                }
+            }
+            let leaf = self.leaf[node];
+            if leaf < 0 {
+                let next = depth as u32 + 1;
+                stack.push((self.right[node], next, node as u32, true));
+                stack.push((self.left[node], next, node as u32, false));
+                continue;
+            }
+            let l = &self.leaves[leaf as usize];
+            let k = l.features.len();
+            if k == 0 {
+                continue;
+            }
+            let rows_failed = &failed[depth * BLOCK..depth * BLOCK + n];
+            if !l.wide.is_empty() {
+                let base = (l.mask as usize) << 8;
+                for (sum, &failed) in acc.iter_mut().zip(rows_failed) {
+                    let followed = !(failed as u8) & l.mask;
+                    let row = &l.wide[pext[base | followed as usize] as usize];
+                    for (s, v) in sum.iter_mut().zip(row) {
+                        *s += v;
+                    }
+                }
+                continue;
+            }
+            for (r, &failed) in rows_failed.iter().enumerate() {
+                let mut pattern = 0usize;
+                for (j, &f) in l.features.iter().enumerate() {
+                    pattern |= ((((failed >> f) & 1) ^ 1) as usize) << j;
+                }
+                let out = &mut phi[r * d..(r + 1) * d];
+                if l.table.is_empty() {
+                    let one: Vec<f64> = (0..k).map(|j| ((pattern >> j) & 1) as f64).collect();
+                    let mut c = vec![0.0; k];
+                    leaf_contributions(&l.zero, &one, l.value, &mut c);
+                    for (&f, v) in l.features.iter().zip(c) {
+                        out[f as usize] += v;
+                    }
+                } else {
+                    let entries = &l.table[pattern * k..(pattern + 1) * k];
+                    for (&f, v) in l.features.iter().zip(entries) {
+                        out[f as usize] += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl LeafTable {
+    fn new(path: &[(u32, f64)], value: f64, narrow: bool) -> LeafTable {
+        let k = path.len();
+        let features: Vec<u32> = path.iter().map(|e| e.0).collect();
+        let zero: Vec<f64> = path.iter().map(|e| e.1).collect();
+        let mut table = Vec::new();
+        let mut wide = Vec::new();
+        let mut mask = 0u8;
+        if narrow {
+            for &f in &features {
+                mask |= 1 << f;
+            }
+            // Rank of each path feature among the mask's bits.
+            let rank: Vec<u32> = features
+                .iter()
+                .map(|&f| (mask as u32 & ((1u32 << f) - 1)).count_ones())
+                .collect();
+            wide = vec![[0.0; 8]; 1 << k];
+            let mut one = vec![0.0; k];
+            let mut c = vec![0.0; k];
+            for (pattern, row) in wide.iter_mut().enumerate() {
+                for (o, &r) in one.iter_mut().zip(&rank) {
+                    *o = ((pattern >> r) & 1) as f64;
+                }
+                leaf_contributions(&zero, &one, value, &mut c);
+                for (&f, v) in features.iter().zip(&c) {
+                    row[f as usize] = *v;
+                }
+            }
+        } else if k <= MAX_TABLE_FEATURES {
+            table = vec![0.0; (1 << k) * k];
+            let mut one = vec![0.0; k];
+            for pattern in 0..(1usize << k) {
+                for (j, o) in one.iter_mut().enumerate() {
+                    *o = ((pattern >> j) & 1) as f64;
+                }
+                leaf_contributions(
+                    &zero,
+                    &one,
+                    value,
+                    &mut table[pattern * k..(pattern + 1) * k],
+                );
+            }
+        }
+        LeafTable {
+            features,
+            table,
+            zero,
+            value,
+            mask,
+            wide,
+        }
+    }
+}
+
+/// One leaf's contribution to each distinct feature of its path, given the
+/// features' zero fractions (share of training samples that took the path
+/// at that feature's splits) and one fractions (1 if the row did, else 0):
+/// the leaf case of the recursive algorithm.
+fn leaf_contributions(zero: &[f64], one: &[f64], value: f64, out: &mut [f64]) {
+    let k = zero.len();
+    let mut m = vec![PathElement::default(); k + 1];
+    extend(&mut m, 0, 1.0, 1.0, -1);
+    for j in 0..k {
+        extend(&mut m, j + 1, zero[j], one[j], j as i32);
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        let w = unwound_sum(&m, k, i + 1);
+        *o = w * (one[i] - zero[i]) * value;
     }
 }
 
@@ -276,6 +660,40 @@ mod tests {
             }
         }
         phi.iter().map(|p| p / forest.trees.len() as f64).collect()
+    }
+
+    #[test]
+    fn tables_agree_with_the_recursive_algorithm() {
+        let mut rng = crate::rng::Rng::new(11);
+        let d = 6;
+        // Integer-valued columns give repeated thresholds and ties.
+        let rows: Vec<f32> = (0..3000 * d)
+            .map(|i| {
+                if i % 3 == 0 {
+                    rng.below(5) as f32
+                } else {
+                    rng.next_f64() as f32 * 100.0
+                }
+            })
+            .collect();
+        let forest = crate::train::fit(&rows, d, &crate::train::TrainParams::default());
+        let mut fast = Explainer::new(&forest, d);
+        let mut slow = Explainer::recursive(&forest, d);
+        assert!(matches!(fast.engine, Engine::Tables { .. }));
+        assert!(matches!(slow.engine, Engine::Recursive { .. }));
+        let mut a = vec![0.0; d];
+        let mut b = vec![0.0; d];
+        let sample = &rows[..200 * d];
+        let mut many = vec![0.0; sample.len()];
+        fast.explain_many(sample, &mut many);
+        for (row, m) in sample.chunks(d).zip(many.chunks(d)) {
+            fast.explain(row, &mut a);
+            slow.explain(row, &mut b);
+            for i in 0..d {
+                assert!((a[i] - b[i]).abs() < 1e-12, "{a:?} vs {b:?}");
+                assert_eq!(a[i], m[i]);
+            }
+        }
     }
 
     #[test]
