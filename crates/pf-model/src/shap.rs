@@ -116,7 +116,8 @@ impl Explainer {
                     columns: vec![0.0; n_features * BLOCK],
                     failed: vec![0; (deepest + 1) * BLOCK],
                     stack: Vec::new(),
-                    acc: vec![[0.0; 8]; BLOCK],
+                    acc: vec![Wide::default(); BLOCK],
+                    failed8: Vec::new(),
                     nodes: Vec::new(),
                     pext: if narrow { pext_table() } else { Vec::new() },
                 },
@@ -176,7 +177,7 @@ impl Explainer {
                             scratch.columns[f * BLOCK + r] = *v;
                         }
                     }
-                    scratch.acc.fill([0.0; 8]);
+                    scratch.acc.fill(Wide::default());
                     if d <= 8 && n < FEW_ROWS {
                         let longest = trees.iter().map(|t| t.leaf.len()).max().unwrap_or(0);
                         if scratch.nodes.len() < longest {
@@ -198,7 +199,7 @@ impl Explainer {
                     }
                     if d <= 8 {
                         for (row, acc) in out.chunks_exact_mut(d).zip(&scratch.acc) {
-                            row.copy_from_slice(&acc[..d]);
+                            row.copy_from_slice(&acc.0[..d]);
                         }
                     }
                 }
@@ -230,11 +231,12 @@ struct BlockScratch {
     /// The block's rows, feature after feature (`columns[f * BLOCK + r]`).
     columns: Vec<f32>,
     /// Per depth of the current path, per row: the features whose splits
-    /// the row failed on the way down.
+    /// the row failed on the way down (`failed8` with at most 8 features).
     failed: Vec<u64>,
+    failed8: Vec<u8>,
     stack: Vec<(u32, u32, u32, bool)>,
     /// Narrow forests: per row, 8-wide sums.
-    acc: Vec<[f64; 8]>,
+    acc: Vec<Wide>,
     /// Per node of one tree: the features whose splits the row failed.
     nodes: Vec<u64>,
     pext: Vec<u8>,
@@ -303,10 +305,28 @@ struct LeafTable {
     wide: Vec<Wide>,
 }
 
-/// One table row in one cache line.
+/// One table row (or one row's sums) in one cache line.
 #[derive(Debug, Clone, Copy, Default)]
 #[repr(C, align(64))]
 struct Wide([f64; 8]);
+
+impl Wide {
+    /// Written lane by lane on whole arrays so it compiles to vector adds.
+    #[inline(always)]
+    fn add(&mut self, other: &Wide) {
+        let (a, b) = (self.0, other.0);
+        self.0 = [
+            a[0] + b[0],
+            a[1] + b[1],
+            a[2] + b[2],
+            a[3] + b[3],
+            a[4] + b[4],
+            a[5] + b[5],
+            a[6] + b[6],
+            a[7] + b[7],
+        ];
+    }
+}
 
 /// `PEXT[(mask << 8) | bits]`: the bits of `bits` selected by `mask`,
 /// packed to the low end (x86's `pext`, which is slow on some CPUs).
@@ -400,14 +420,7 @@ impl TableTree {
     /// (unscaled) SHAP values of each row of `xs` to its `acc` entry, one
     /// row at a time so the sums stay in registers while the tree's tables
     /// stay in cache for the whole block.
-    fn add_rows(
-        &self,
-        xs: &[f32],
-        d: usize,
-        acc: &mut [[f64; 8]],
-        pext: &[u8],
-        failed: &mut [u64],
-    ) {
+    fn add_rows(&self, xs: &[f32], d: usize, acc: &mut [Wide], pext: &[u8], failed: &mut [u64]) {
         for (x, out) in xs.chunks_exact(d).zip(acc.iter_mut()) {
             failed[0] = 0;
             for s in &self.splits {
@@ -418,32 +431,50 @@ impl TableTree {
                 failed[s.left as usize] = f | if right { bit } else { 0 };
                 failed[s.right as usize] = f | if right { 0 } else { bit };
             }
-            let mut sum = [0.0f64; 8];
+            let mut sum = Wide::default();
             for (l, &node) in self.leaves.iter().zip(&self.leaf_node) {
                 let followed = !(failed[node as usize] as u8) & l.mask;
-                let row = &l.wide[pext[((l.mask as usize) << 8) | followed as usize] as usize];
-                for (s, v) in sum.iter_mut().zip(&row.0) {
-                    *s += v;
-                }
+                sum.add(&l.wide[pext[((l.mask as usize) << 8) | followed as usize] as usize]);
             }
-            for (o, v) in out.iter_mut().zip(sum) {
-                *o += v;
-            }
+            out.add(&sum);
         }
     }
 
     /// Adds this tree's (unscaled) SHAP values for the `n` rows of the
     /// block in `scratch.columns` to `phi` (row after row, `d` each).
     fn add_block(&self, n: usize, d: usize, phi: &mut [f64], scratch: &mut BlockScratch) {
+        if d <= 8 {
+            let mut failed = std::mem::take(&mut scratch.failed8);
+            self.walk_block::<u8>(n, d, phi, scratch, &mut failed);
+        } else {
+            let mut failed = std::mem::take(&mut scratch.failed);
+            self.walk_block::<u64>(n, d, phi, scratch, &mut failed);
+        }
+    }
+
+    /// The block walk with `M` bits per row for "failed" features: a byte
+    /// when there are at most 8 features (so the per-node pass over the
+    /// block is narrow and vectorises), else 64 bits.
+    fn walk_block<M: FailedMask>(
+        &self,
+        n: usize,
+        d: usize,
+        phi: &mut [f64],
+        scratch: &mut BlockScratch,
+        failed: &mut Vec<M>,
+    ) {
         let BlockScratch {
             columns,
-            failed,
             stack,
             acc,
             pext,
             ..
         } = scratch;
-        failed[..n].fill(0);
+        let need = (self.depth + 1) * BLOCK;
+        if failed.len() < need {
+            failed.resize(need, M::default());
+        }
+        failed[..n].fill(M::default());
         stack.clear();
         stack.push((0, 0, 0, false));
         while let Some((node, depth, parent, right_child)) = stack.pop() {
@@ -452,14 +483,14 @@ impl TableTree {
                 let p = parent as usize;
                 let f = self.feature[p] as usize;
                 let t = self.threshold[p];
-                let bit = 1u64 << f;
+                let bit = M::bit(f as u32);
                 let (above, here) = failed.split_at_mut(depth * BLOCK);
                 let above = &above[(depth - 1) * BLOCK..(depth - 1) * BLOCK + n];
                 let x = &columns[f * BLOCK..f * BLOCK + n];
                 for ((out, &up), &v) in here[..n].iter_mut().zip(above).zip(x) {
                     // Failing means going the other way than this child.
                     let cold = (v > t) != right_child;
-                    *out = up | if cold { bit } else { 0 };
+                    *out = up | M::select(cold, bit);
                 }
             }
             let leaf = self.leaf[node];
@@ -478,18 +509,16 @@ impl TableTree {
             if !l.wide.is_empty() {
                 let base = (l.mask as usize) << 8;
                 for (sum, &failed) in acc.iter_mut().zip(rows_failed) {
-                    let followed = !(failed as u8) & l.mask;
+                    let followed = !failed.low_byte() & l.mask;
                     let row = &l.wide[pext[base | followed as usize] as usize];
-                    for (s, v) in sum.iter_mut().zip(&row.0) {
-                        *s += v;
-                    }
+                    sum.add(row);
                 }
                 continue;
             }
             for (r, &failed) in rows_failed.iter().enumerate() {
                 let mut pattern = 0usize;
                 for (j, &f) in l.features.iter().enumerate() {
-                    pattern |= ((((failed >> f) & 1) ^ 1) as usize) << j;
+                    pattern |= (!failed.has(f) as usize) << j;
                 }
                 let out = &mut phi[r * d..(r + 1) * d];
                 if l.table.is_empty() {
@@ -507,6 +536,53 @@ impl TableTree {
                 }
             }
         }
+        let taken = std::mem::take(failed);
+        M::put_back(scratch, taken);
+    }
+}
+
+/// Per-row sets of features, as bits.
+trait FailedMask: Copy + Default + std::ops::BitOr<Output = Self> {
+    fn bit(feature: u32) -> Self;
+    fn select(on: bool, bit: Self) -> Self;
+    fn has(self, feature: u32) -> bool;
+    fn low_byte(self) -> u8;
+    fn put_back(scratch: &mut BlockScratch, v: Vec<Self>);
+}
+
+impl FailedMask for u8 {
+    fn bit(feature: u32) -> u8 {
+        1 << feature
+    }
+    fn select(on: bool, bit: u8) -> u8 {
+        (on as u8).wrapping_neg() & bit
+    }
+    fn has(self, feature: u32) -> bool {
+        (self >> feature) & 1 != 0
+    }
+    fn low_byte(self) -> u8 {
+        self
+    }
+    fn put_back(scratch: &mut BlockScratch, v: Vec<u8>) {
+        scratch.failed8 = v;
+    }
+}
+
+impl FailedMask for u64 {
+    fn bit(feature: u32) -> u64 {
+        1 << feature
+    }
+    fn select(on: bool, bit: u64) -> u64 {
+        (on as u64).wrapping_neg() & bit
+    }
+    fn has(self, feature: u32) -> bool {
+        (self >> feature) & 1 != 0
+    }
+    fn low_byte(self) -> u8 {
+        self as u8
+    }
+    fn put_back(scratch: &mut BlockScratch, v: Vec<u64>) {
+        scratch.failed = v;
     }
 }
 
