@@ -311,6 +311,21 @@ struct LeafTable {
 struct Wide([f64; 8]);
 
 impl Wide {
+    #[inline(always)]
+    fn add2(&mut self, x: &Wide, y: &Wide) {
+        let (a, b, c) = (self.0, x.0, y.0);
+        self.0 = [
+            a[0] + (b[0] + c[0]),
+            a[1] + (b[1] + c[1]),
+            a[2] + (b[2] + c[2]),
+            a[3] + (b[3] + c[3]),
+            a[4] + (b[4] + c[4]),
+            a[5] + (b[5] + c[5]),
+            a[6] + (b[6] + c[6]),
+            a[7] + (b[7] + c[7]),
+        ];
+    }
+
     /// Written lane by lane on whole arrays so it compiles to vector adds.
     #[inline(always)]
     fn add(&mut self, other: &Wide) {
@@ -495,6 +510,33 @@ impl TableTree {
             }
             let leaf = self.leaf[node];
             if leaf < 0 {
+                let (left, right) = (self.left[node] as usize, self.right[node] as usize);
+                let (ll, rl) = (self.leaf[left], self.leaf[right]);
+                if ll >= 0 && rl >= 0 {
+                    let (a, b) = (&self.leaves[ll as usize], &self.leaves[rl as usize]);
+                    if !a.wide.is_empty() && !b.wide.is_empty() {
+                        // Two sibling leaves: one pass, one update of each
+                        // row's sums, no per-child masks written.
+                        let f = self.feature[node] as usize;
+                        let t = self.threshold[node];
+                        let bit = 1u8 << f;
+                        let x = &columns[f * BLOCK..f * BLOCK + n];
+                        let up = &failed[depth * BLOCK..depth * BLOCK + n];
+                        let (base_a, base_b) = ((a.mask as usize) << 8, (b.mask as usize) << 8);
+                        for ((sum, &up), &v) in acc.iter_mut().zip(up).zip(x) {
+                            let up = up.low_byte();
+                            let right = (v > t) as u8;
+                            let failed_left = up | (right.wrapping_neg() & bit);
+                            let failed_right = up | ((right ^ 1).wrapping_neg() & bit);
+                            let ra =
+                                &a.wide[pext[base_a | (!failed_left & a.mask) as usize] as usize];
+                            let rb =
+                                &b.wide[pext[base_b | (!failed_right & b.mask) as usize] as usize];
+                            sum.add2(ra, rb);
+                        }
+                        continue;
+                    }
+                }
                 let next = depth as u32 + 1;
                 stack.push((self.right[node], next, node as u32, true));
                 stack.push((self.left[node], next, node as u32, false));
