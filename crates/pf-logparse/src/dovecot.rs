@@ -104,15 +104,14 @@ pub fn parse<'a>(tag: &'a str, msg: &'a str, f: &mut Fields<'a>) -> &'static str
         }
         return "dovecot.auth_failed";
     }
-    if matches!(service, "imap" | "pop3" | "submission" | "managesieve") {
-        if body.starts_with("Disconnected")
+    if matches!(service, "imap" | "pop3" | "submission" | "managesieve")
+        && (body.starts_with("Disconnected")
             || body.starts_with("Connection closed")
-            || body.starts_with("Logged out")
-        {
-            key_values(body.split_once(": ").map_or("", |(_, r)| r), f);
-            f.s("message", body);
-            return "dovecot.disconnect";
-        }
+            || body.starts_with("Logged out"))
+    {
+        key_values(body.split_once(": ").map_or("", |(_, r)| r), f);
+        f.s("message", body);
+        return "dovecot.disconnect";
     }
     if matches!(service, "lmtp" | "lda" | "deliver" | "dovecot-lda")
         && (body.contains("saved mail to")
