@@ -278,43 +278,73 @@ impl Triples {
 unsafe fn path_sums_triples(trees: &[Triples], rows: &[f32], d: usize, out: &mut [f64]) {
     use std::arch::x86_64::*;
     const ROWS: usize = 8;
-    let mut padded = vec![[0f32; 8]; BLOCK];
+    let mut padded = vec![[0f32; 8]; BLOCK.min(out.len())];
     for (block, sums) in rows.chunks(d * BLOCK).zip(out.chunks_mut(BLOCK)) {
         let n = sums.len();
         for (p, row) in padded.iter_mut().zip(block.chunks_exact(d)) {
             p[..d].copy_from_slice(row);
         }
         sums.fill(0.0);
+        let full = n - n % ROWS;
         for tree in trees {
-            let mut r = 0;
-            while r < n {
-                let take = ROWS.min(n - r);
+            for r in (0..full).step_by(ROWS) {
                 let mut x = [_mm256_setzero_ps(); ROWS];
-                for k in 0..take {
-                    x[k] = _mm256_loadu_ps(padded[r + k].as_ptr());
+                for (k, x) in x.iter_mut().enumerate() {
+                    *x = _mm256_loadu_ps(padded[r + k].as_ptr());
                 }
                 let mut at = [0usize; ROWS];
                 let mut group = 0usize;
                 for step in 0..tree.steps {
-                    for k in 0..ROWS {
-                        // In range: at[k] < 8^step, and the step's subtrees
-                        // occupy group..group + 8^step of the arrays.
-                        let node = tree.nodes.get_unchecked(group + at[k]);
-                        let t = _mm256_loadu_ps(node.thresholds.as_ptr());
-                        let f = _mm256_loadu_si256(node.features.as_ptr() as *const __m256i);
-                        let v = _mm256_permutevar8x32_ps(x[k], f);
-                        let m = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(v, t)) as usize;
-                        at[k] = at[k] * 8 + *TRIPLE.get_unchecked(m) as usize;
+                    for (k, at) in at.iter_mut().enumerate() {
+                        *at = triple_step(tree, group + *at, x[k]) + *at * 8;
                     }
                     group += 1 << (3 * step);
                 }
-                for k in 0..take {
+                for k in 0..ROWS {
                     sums[r + k] += tree.leaves[at[k]];
                 }
-                r += ROWS;
+            }
+        }
+        // The last few rows (or the single row pf-score scores at a time):
+        // eight trees side by side instead of eight rows.
+        for r in full..n {
+            let x = _mm256_loadu_ps(padded[r].as_ptr());
+            for chunk in trees.chunks(ROWS) {
+                let mut at = [0usize; ROWS];
+                let mut group = [0usize; ROWS];
+                let steps = chunk.iter().map(|t| t.steps).max().unwrap_or(0);
+                for step in 0..steps {
+                    for (k, tree) in chunk.iter().enumerate() {
+                        if step < tree.steps {
+                            at[k] = triple_step(tree, group[k] + at[k], x) + at[k] * 8;
+                            group[k] += 1 << (3 * step);
+                        }
+                    }
+                }
+                for (k, tree) in chunk.iter().enumerate() {
+                    sums[r] += tree.leaves[at[k]];
+                }
             }
         }
     }
+}
+
+/// One 3-level step: which of the 8 subtrees below `node` the row `x` enters.
+///
+/// # Safety
+/// AVX2 must be available and `node` an index into `tree.nodes`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn triple_step(tree: &Triples, node: usize, x: std::arch::x86_64::__m256) -> usize {
+    use std::arch::x86_64::*;
+    // In range: the caller's index is below 8^step within the step's group.
+    let node = tree.nodes.get_unchecked(node);
+    let t = _mm256_loadu_ps(node.thresholds.as_ptr());
+    let f = _mm256_loadu_si256(node.features.as_ptr() as *const __m256i);
+    let v = _mm256_permutevar8x32_ps(x, f);
+    let m = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(v, t)) as usize;
+    *TRIPLE.get_unchecked(m) as usize
 }
 
 fn compile(tree: &Tree) -> Layout {
@@ -375,6 +405,30 @@ fn compile_to_depth(tree: &Tree, at_least: Option<u32>) -> Option<Layout> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_single_row_and_reference_scores_are_identical() {
+        let mut rng = crate::rng::Rng::new(5);
+        for (d, psi) in [(6, 256), (3, 20), (10, 256)] {
+            let rows: Vec<f32> = (0..1003 * d)
+                .map(|_| (rng.next_f64() * 50.0).floor() as f32)
+                .collect();
+            let params = crate::train::TrainParams {
+                max_samples: psi,
+                ..Default::default()
+            };
+            let forest = crate::train::fit(&rows, d, &params);
+            let scorer = Scorer::new(&forest, d).unwrap();
+            let mut batch = vec![0.0; 1003];
+            scorer.score_samples(&rows, &mut batch);
+            for (i, row) in rows.chunks(d).enumerate() {
+                let mut one = [0.0];
+                scorer.score_samples(row, &mut one);
+                assert_eq!(one[0], batch[i], "row {i}, d {d}");
+                assert_eq!(one[0], forest.score_samples(row), "row {i}, d {d}");
+            }
+        }
+    }
 
     #[test]
     fn rounding_threshold_down_keeps_comparisons_exact() {
