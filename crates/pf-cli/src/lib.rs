@@ -8,7 +8,8 @@
 
 use anyhow::Result;
 use pf_config::Config;
-use pf_record::{Line, LineReader, Origin};
+pub use pf_record::Origin;
+use pf_record::{Line, LineReader};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};

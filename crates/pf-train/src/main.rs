@@ -1,6 +1,6 @@
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
-use pf_cli::{CommonArgs, Fatal, LineErrors, Output, EXIT_OK};
+use pf_cli::{CommonArgs, Fatal, LineErrors, Origin, Output, EXIT_OK};
 use pf_model::model::{version_at, FORMAT, FORMAT_VERSION};
 use pf_model::sample::{Window, CAPACITY};
 use pf_model::table::{Table, TableBuilder};
@@ -18,6 +18,7 @@ Examples:
   tail -n 100000 /var/log/mail.log | pf-parse | pf-features | pf-train --seed 7
   pf-train --max-lines all --models-dir /var/lib/pf/models features-*.jsonl
   pf-train --out model.json table.jsonl       # any numeric table: {\"features\":{...}}
+  pf-train --csv --exclude label --out model.json table.csv
 
 Input: records with a `features` object (pf-features output, or any NDJSON
 whose `features` holds numbers and category strings). The feature names
@@ -67,6 +68,13 @@ struct Args {
     /// Training metrics CSV to append to [default: paths.metrics]; `-` for none.
     #[arg(long, value_name = "FILE")]
     metrics: Option<PathBuf>,
+    /// Inputs are CSV tables with a header row (numbers, or strings for
+    /// categories; an empty cell is a missing value) instead of NDJSON.
+    #[arg(long)]
+    csv: bool,
+    /// With --csv: leave this column out (e.g. a label); repeatable.
+    #[arg(long, value_name = "COLUMN", requires = "csv")]
+    exclude: Vec<String>,
     /// Refuse to train on fewer usable rows than this.
     #[arg(long, default_value_t = 100, value_name = "N")]
     min_rows: usize,
@@ -128,29 +136,12 @@ fn train(args: &Args) -> Result<u8, Fatal> {
     let mut out = Output::default();
     let progress = std::io::stderr().is_terminal();
     let mut lines = 0u64;
-    let stats = pf_cli::for_each_record(
-        "pf-train",
-        &args.common.files,
-        &mut out,
-        &mut errors,
-        |text, number, origin, _buf, errors| {
+    let mut add =
+        |features: Map<String, Value>, origin: Origin<'_>, number: u64, errors: &mut LineErrors| {
             lines += 1;
             if progress && lines.is_multiple_of(1 << 16) {
                 eprint!("\rpf-train: {lines} records read");
             }
-            let features = match serde_json::from_str::<TrainingRecord>(text) {
-                Ok(TrainingRecord { features: Some(f) }) => f,
-                Ok(_) => {
-                    return errors.report(
-                        origin,
-                        number,
-                        "record has no `features` object (run it through pf-features first)",
-                    )
-                }
-                Err(e) => {
-                    return errors.report(origin, number, format_args!("not a JSON record: {e}"))
-                }
-            };
             let b = builder.get_or_insert_with(|| {
                 TableBuilder::new(features.keys().cloned().collect(), window, params.seed)
             });
@@ -161,8 +152,28 @@ fn train(args: &Args) -> Result<u8, Fatal> {
                     format_args!("{e}; row left out of training"),
                 );
             }
-        },
-    )?;
+        };
+    let unreadable = if args.csv {
+        read_csv(&args.common.files, &args.exclude, &mut errors, &mut add)
+    } else {
+        pf_cli::for_each_record(
+            "pf-train",
+            &args.common.files,
+            &mut out,
+            &mut errors,
+            |text, number, origin, _buf, errors| match serde_json::from_str::<TrainingRecord>(text)
+            {
+                Ok(TrainingRecord { features: Some(f) }) => add(f, origin, number, errors),
+                Ok(_) => errors.report(
+                    origin,
+                    number,
+                    "record has no `features` object (run it through pf-features first)",
+                ),
+                Err(e) => errors.report(origin, number, format_args!("not a JSON record: {e}")),
+            },
+        )?
+        .unreadable
+    };
     if progress && lines >= (1 << 16) {
         eprintln!("\rpf-train: {lines} records read");
     }
@@ -247,11 +258,94 @@ fn train(args: &Args) -> Result<u8, Fatal> {
         model.forest.max_samples,
         if args.out.is_none() { "; now current" } else { "" }
     );
-    Ok(if stats.unreadable > 0 {
+    Ok(if unreadable > 0 {
         pf_cli::EXIT_INPUT
     } else {
         EXIT_OK
     })
+}
+
+/// Reads CSV tables (header row first) and hands each row over as a
+/// feature object; returns how many inputs could not be read.
+fn read_csv(
+    files: &[PathBuf],
+    exclude: &[String],
+    errors: &mut LineErrors,
+    add: &mut dyn FnMut(Map<String, Value>, Origin<'_>, u64, &mut LineErrors),
+) -> u64 {
+    let stdin = [PathBuf::from("-")];
+    let files = if files.is_empty() { &stdin[..] } else { files };
+    let mut unreadable = 0;
+    for path in files {
+        let (reader, origin): (Box<dyn std::io::Read>, Origin<'_>) = if path.as_os_str() == "-" {
+            (Box::new(std::io::stdin()), Origin::Stdin)
+        } else {
+            match std::fs::File::open(path) {
+                Ok(f) => (
+                    Box::new(f),
+                    Origin::File(path.to_str().unwrap_or("<non-UTF-8 path>")),
+                ),
+                Err(e) => {
+                    eprintln!("pf-train: cannot open {}: {e}; skipping it", path.display());
+                    unreadable += 1;
+                    continue;
+                }
+            }
+        };
+        let mut csv = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
+        let header: Vec<String> = match csv.headers() {
+            Ok(h) => h.iter().map(|c| c.trim().to_string()).collect(),
+            Err(e) => {
+                eprintln!(
+                    "pf-train: {}: cannot read the CSV header: {e}",
+                    pf_cli::display_origin(origin)
+                );
+                unreadable += 1;
+                continue;
+            }
+        };
+        for row in csv.records() {
+            let row = match row {
+                Ok(r) => r,
+                Err(e) => {
+                    let line = e.position().map_or(0, |p| p.line());
+                    errors.report(origin, line, format_args!("not a CSV row: {e}"));
+                    continue;
+                }
+            };
+            let line = row.position().map_or(0, |p| p.line());
+            if row.len() != header.len() {
+                errors.report(
+                    origin,
+                    line,
+                    format_args!(
+                        "{} cells, but the header has {} columns; row left out",
+                        row.len(),
+                        header.len()
+                    ),
+                );
+                continue;
+            }
+            let mut features = Map::new();
+            for (name, cell) in header.iter().zip(row.iter()) {
+                if exclude.contains(name) {
+                    continue;
+                }
+                let cell = cell.trim();
+                let value = if cell.is_empty() {
+                    Value::Null
+                } else if let Ok(n) = cell.parse::<f64>() {
+                    serde_json::Number::from_f64(n)
+                        .map_or(Value::String(cell.into()), Value::Number)
+                } else {
+                    Value::String(cell.into())
+                };
+                features.insert(name.clone(), value);
+            }
+            add(features, origin, line, errors);
+        }
+    }
+    unreadable
 }
 
 fn clock_seed() -> u64 {

@@ -214,3 +214,61 @@ fn usage_errors_exit_2() {
         assert!(r.stderr.starts_with("pf-train: error:"), "{}", r.stderr);
     }
 }
+
+#[test]
+fn trains_on_a_csv_table_and_reports_bad_rows() {
+    let dir = temp_dir("train-csv");
+    let mut csv = String::from("size,proto,label\n");
+    for i in 0..150 {
+        csv.push_str(&format!(
+            "{},{},0\n",
+            100 + i % 37,
+            ["smtp", "esmtp"][i % 2]
+        ));
+    }
+    csv.push_str("12,smtp\n"); // line 152: a cell short
+    csv.push_str("nan,smtp,0\n"); // line 153: not a finite number
+    std::fs::write(dir.join("t.csv"), csv).unwrap();
+    let r = run(
+        BIN,
+        &[
+            "--csv",
+            "--exclude",
+            "label",
+            "--out",
+            "m.json",
+            "--metrics",
+            "-",
+            "t.csv",
+        ],
+        b"",
+        &dir,
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("t.csv line 152: 2 cells, but the header has 3"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("t.csv line 153: feature `size`"),
+        "{}",
+        r.stderr
+    );
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("m.json")).unwrap()).unwrap();
+    let names: Vec<&str> = m["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["size", "proto"],
+        "label excluded, header order kept"
+    );
+    assert_eq!(m["features"][1]["kind"], "categorical");
+    assert_eq!(m["training"]["rows_used"], 150);
+}

@@ -1,11 +1,11 @@
 //! Our trainer is as good as scikit-learn's: mean ROC-AUC over 10 seeds on
 //! the six Isolation Forest paper datasets in ../shared/datasets, trained
-//! through the real pf-train binary, must be within 0.01 of scikit-learn
+//! through the real pf-train binary straight from the CSV files
+//! (`--csv --exclude label`), must be within 0.01 of scikit-learn
 //! 1.9.1's (figures printed by tests/python/odds_sklearn_auc.py).
 
 use pf_model::{Encoder, Model, Scorer};
 use serde_json::{Map, Value};
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -27,16 +27,16 @@ fn odds_dir() -> PathBuf {
         .join("datasets/iforest-paper/odds")
 }
 
-/// Feature records (one NDJSON line per row) and labels from an ODDS CSV
-/// whose last column is `label`.
-fn load(name: &str) -> (String, Vec<Map<String, Value>>, Vec<bool>) {
+/// The CSV's path, its rows as feature objects and its labels (last
+/// column `label`).
+fn load(name: &str) -> (PathBuf, Vec<Map<String, Value>>, Vec<bool>) {
     let path = odds_dir().join(format!("{name}.csv"));
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (set PF_SHARED_DIR)", path.display()));
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().expect("header").split(',').collect();
     assert_eq!(header.last(), Some(&"label"));
-    let (mut ndjson, mut rows, mut labels) = (String::new(), Vec::new(), Vec::new());
+    let (mut rows, mut labels) = (Vec::new(), Vec::new());
     for line in lines.filter(|l| !l.is_empty()) {
         let cells: Vec<&str> = line.split(',').collect();
         let mut features = Map::new();
@@ -45,13 +45,9 @@ fn load(name: &str) -> (String, Vec<Map<String, Value>>, Vec<bool>) {
             features.insert(name.to_string(), Value::from(v));
         }
         labels.push(cells.last().map(|c| c.trim()) == Some("1"));
-        let mut rec = Map::new();
-        rec.insert("features".into(), Value::Object(features.clone()));
-        ndjson.push_str(&Value::Object(rec).to_string());
-        ndjson.push('\n');
         rows.push(features);
     }
-    (ndjson, rows, labels)
+    (path, rows, labels)
 }
 
 /// ROC-AUC of `score` (higher = more anomalous), ties counted as half.
@@ -81,32 +77,19 @@ fn roc_auc(score: &[f64], positive: &[bool]) -> f64 {
     (rank_sum - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg)
 }
 
-fn train(ndjson: &str, seed: u64, out: &PathBuf) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pf-train"))
-        .args([
-            "--contamination",
-            "auto",
-            "--max-lines",
-            "all",
-            "--min-rows",
-            "1",
-        ])
-        .args(["--seed", &seed.to_string(), "--metrics", "-", "--out"])
+/// Trains on the CSV file itself (`--csv --exclude label`).
+fn train(csv: &std::path::Path, seed: u64, out: &PathBuf) {
+    let result = Command::new(env!("CARGO_BIN_EXE_pf-train"))
+        .args(["--csv", "--exclude", "label", "--contamination", "auto"])
+        .args(["--max-lines", "all", "--min-rows", "1", "--metrics", "-"])
+        .args(["--seed", &seed.to_string(), "--out"])
         .arg(out)
+        .arg(csv)
         .env_remove("PF_CONFIG")
         .current_dir(std::env::temp_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
+        .stdin(Stdio::null())
+        .output()
         .expect("pf-train starts");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(ndjson.as_bytes())
-        .unwrap();
-    let result = child.wait_with_output().unwrap();
     assert!(
         result.status.success(),
         "pf-train failed: {}",
@@ -125,10 +108,10 @@ fn mean_roc_auc_matches_scikit_learn_on_the_paper_datasets() {
     );
     let mut failures = Vec::new();
     for (name, reference) in SKLEARN {
-        let (ndjson, rows, labels) = load(name);
+        let (csv, rows, labels) = load(name);
         let mut total = 0.0;
         for seed in 0..SEEDS {
-            train(&ndjson, seed, &model_path);
+            train(&csv, seed, &model_path);
             let model = Model::load(&model_path).expect("pf-train wrote a valid model");
             let d = model.features.len();
             let encoder = Encoder::new(&model);
