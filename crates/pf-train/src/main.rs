@@ -265,13 +265,17 @@ fn train(args: &Args) -> Result<u8, Fatal> {
     })
 }
 
+/// Takes one row's features, where they came from (input, line) and the
+/// error reporter.
+type AddRow<'a> = dyn FnMut(Map<String, Value>, Origin<'_>, u64, &mut LineErrors) + 'a;
+
 /// Reads CSV tables (header row first) and hands each row over as a
 /// feature object; returns how many inputs could not be read.
 fn read_csv(
     files: &[PathBuf],
     exclude: &[String],
     errors: &mut LineErrors,
-    add: &mut dyn FnMut(Map<String, Value>, Origin<'_>, u64, &mut LineErrors),
+    add: &mut AddRow<'_>,
 ) -> u64 {
     let stdin = [PathBuf::from("-")];
     let files = if files.is_empty() { &stdin[..] } else { files };
