@@ -265,3 +265,77 @@ pub fn for_each_record(
         },
     )
 }
+
+/// Progress of a long read on stderr, only when stderr is a terminal: a bar
+/// when the inputs' total size is known (all regular files), else a running
+/// count. Redrawn at most every 64k records.
+#[derive(Debug)]
+pub struct Progress {
+    tool: &'static str,
+    enabled: bool,
+    total_bytes: Option<u64>,
+    bytes: u64,
+    records: u64,
+}
+
+impl Progress {
+    pub fn new(tool: &'static str, files: &[PathBuf]) -> Progress {
+        use std::io::IsTerminal;
+        let total_bytes = if files.is_empty() || files.iter().any(|f| f.as_os_str() == "-") {
+            None
+        } else {
+            files
+                .iter()
+                .map(|f| {
+                    std::fs::metadata(f)
+                        .ok()
+                        .filter(|m| m.is_file())
+                        .map(|m| m.len())
+                })
+                .sum()
+        };
+        Progress {
+            tool,
+            enabled: io::stderr().is_terminal(),
+            total_bytes,
+            bytes: 0,
+            records: 0,
+        }
+    }
+
+    /// One more record of `bytes` input bytes.
+    pub fn record(&mut self, bytes: usize) {
+        self.records += 1;
+        self.bytes += bytes as u64;
+        if self.enabled && self.records.is_multiple_of(1 << 16) {
+            self.draw();
+        }
+    }
+
+    fn draw(&self) {
+        match self.total_bytes {
+            Some(total) if total > 0 => {
+                let share = (self.bytes as f64 / total as f64).min(1.0);
+                let filled = (share * 30.0) as usize;
+                eprint!(
+                    "\r{}: [{}{}] {:>3.0}% {} records",
+                    self.tool,
+                    "#".repeat(filled),
+                    ".".repeat(30 - filled),
+                    share * 100.0,
+                    self.records
+                );
+            }
+            _ => eprint!("\r{}: {} records read", self.tool, self.records),
+        }
+    }
+
+    /// Ends the progress line, if one was drawn.
+    pub fn finish(&mut self) {
+        if self.enabled && self.records >= 1 << 16 {
+            self.bytes = self.total_bytes.unwrap_or(self.bytes);
+            self.draw();
+            eprintln!();
+        }
+    }
+}

@@ -7,7 +7,7 @@ use pf_model::table::{Table, TableBuilder};
 use pf_model::{fit_scored, Contamination, FeatureKind, Model, ModelsDir, TrainParams};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -134,25 +134,26 @@ fn train(args: &Args) -> Result<u8, Fatal> {
         names.map(|n| TableBuilder::new(n, window, params.seed));
     let mut errors = LineErrors::new("pf-train");
     let mut out = Output::default();
-    let progress = std::io::stderr().is_terminal();
+    let mut progress = pf_cli::Progress::new("pf-train", &args.common.files);
     let mut lines = 0u64;
-    let mut add =
-        |features: Map<String, Value>, origin: Origin<'_>, number: u64, errors: &mut LineErrors| {
-            lines += 1;
-            if progress && lines.is_multiple_of(1 << 16) {
-                eprint!("\rpf-train: {lines} records read");
-            }
-            let b = builder.get_or_insert_with(|| {
-                TableBuilder::new(features.keys().cloned().collect(), window, params.seed)
-            });
-            if let Err(e) = b.push(&features) {
-                errors.report(
-                    origin,
-                    number,
-                    format_args!("{e}; row left out of training"),
-                );
-            }
-        };
+    let mut add = |features: Map<String, Value>,
+                   bytes: usize,
+                   origin: Origin<'_>,
+                   number: u64,
+                   errors: &mut LineErrors| {
+        lines += 1;
+        progress.record(bytes);
+        let b = builder.get_or_insert_with(|| {
+            TableBuilder::new(features.keys().cloned().collect(), window, params.seed)
+        });
+        if let Err(e) = b.push(&features) {
+            errors.report(
+                origin,
+                number,
+                format_args!("{e}; row left out of training"),
+            );
+        }
+    };
     let unreadable = if args.csv {
         read_csv(&args.common.files, &args.exclude, &mut errors, &mut add)
     } else {
@@ -163,7 +164,9 @@ fn train(args: &Args) -> Result<u8, Fatal> {
             &mut errors,
             |text, number, origin, _buf, errors| match serde_json::from_str::<TrainingRecord>(text)
             {
-                Ok(TrainingRecord { features: Some(f) }) => add(f, origin, number, errors),
+                Ok(TrainingRecord { features: Some(f) }) => {
+                    add(f, text.len() + 1, origin, number, errors)
+                }
                 Ok(_) => errors.report(
                     origin,
                     number,
@@ -174,9 +177,7 @@ fn train(args: &Args) -> Result<u8, Fatal> {
         )?
         .unreadable
     };
-    if progress && lines >= (1 << 16) {
-        eprintln!("\rpf-train: {lines} records read");
-    }
+    progress.finish();
     errors.summary("left out of training");
     let builder = builder
         .ok_or_else(|| anyhow!("no input records: nothing to train on; no model written"))?;
@@ -265,9 +266,9 @@ fn train(args: &Args) -> Result<u8, Fatal> {
     })
 }
 
-/// Takes one row's features, where they came from (input, line) and the
-/// error reporter.
-type AddRow<'a> = dyn FnMut(Map<String, Value>, Origin<'_>, u64, &mut LineErrors) + 'a;
+/// Takes one row's features, its size in input bytes (for progress), where
+/// it came from (input, line) and the error reporter.
+type AddRow<'a> = dyn FnMut(Map<String, Value>, usize, Origin<'_>, u64, &mut LineErrors) + 'a;
 
 /// Reads CSV tables (header row first) and hands each row over as a
 /// feature object; returns how many inputs could not be read.
@@ -346,7 +347,13 @@ fn read_csv(
                 };
                 features.insert(name.clone(), value);
             }
-            add(features, origin, line, errors);
+            add(
+                features,
+                row.as_slice().len() + row.len(),
+                origin,
+                line,
+                errors,
+            );
         }
     }
     unreadable
