@@ -12,9 +12,10 @@
 use crate::rng::Rng;
 use std::collections::VecDeque;
 
-/// Rows held at most (about 1M: 24 MiB for 6 features, plus one copy when
-/// training starts).
-pub const CAPACITY: usize = 1 << 20;
+/// Rows held at most: the default `--max-lines`, so `all` over any input
+/// needs the memory the default needs (2.4 MB for 6 features). The trees
+/// use ψ × trees rows (25,600 by default); the rest sharpens the offset.
+pub const CAPACITY: usize = 100_000;
 pub const STRATA: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +207,23 @@ mod tests {
             s.push(&[i as f32]);
         }
         assert_eq!(s.into_rows(), vec![7.0, 8.0, 9.0]);
+    }
+
+    #[test]
+    fn all_keeps_a_capacity_sized_uniform_sample() {
+        let mut s = Sample::new(1, Window::All, 2);
+        let total = CAPACITY * 10;
+        for i in 0..total {
+            s.push(&[i as f32]);
+        }
+        let rows = s.into_rows();
+        assert_eq!(rows.len(), CAPACITY, "no more rows than the capacity");
+        let mean = rows.iter().map(|&v| v as f64).sum::<f64>() / rows.len() as f64;
+        let mid = total as f64 / 2.0;
+        assert!(
+            (mean - mid).abs() < total as f64 * 0.01,
+            "uniform over all: {mean} vs {mid}"
+        );
     }
 
     #[test]

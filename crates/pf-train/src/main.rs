@@ -28,7 +28,7 @@ Output: models/model-<UTC time>.json, written atomically, then made
 current (models/CURRENT); older versions are kept. One row is appended to
 the training metrics CSV. With too little data nothing is written.
 
-Memory is bounded whatever the input size: at most about 1M rows are
+Memory is bounded whatever the input size: at most 100,000 rows are
 kept (the last N exactly for N up to that, else a uniform or stratified
 sample), see docs/model.md.
 
