@@ -899,37 +899,40 @@ mod tests {
 
     #[test]
     fn tables_agree_with_the_recursive_algorithm() {
-        let mut rng = crate::rng::Rng::new(11);
-        let d = 6;
-        // Integer-valued columns give repeated thresholds and ties.
-        let rows: Vec<f32> = (0..3000 * d)
-            .map(|i| {
-                if i % 3 == 0 {
-                    rng.below(5) as f32
-                } else {
-                    rng.next_f64() as f32 * 100.0
+        // 6 features: 8-wide tables and byte masks; 10: compact tables and
+        // 64-bit masks.
+        for d in [6usize, 10] {
+            let mut rng = crate::rng::Rng::new(11);
+            // Integer-valued columns give repeated thresholds and ties.
+            let rows: Vec<f32> = (0..3000 * d)
+                .map(|i| {
+                    if i % 3 == 0 {
+                        rng.below(5) as f32
+                    } else {
+                        rng.next_f64() as f32 * 100.0
+                    }
+                })
+                .collect();
+            let forest = crate::train::fit(&rows, d, &crate::train::TrainParams::default());
+            let mut fast = Explainer::new(&forest, d);
+            let mut slow = Explainer::recursive(&forest, d);
+            assert!(matches!(fast.engine, Engine::Tables { .. }));
+            assert!(matches!(slow.engine, Engine::Recursive { .. }));
+            let mut a = vec![0.0; d];
+            let mut b = vec![0.0; d];
+            let sample = &rows[..200 * d];
+            let mut many = vec![0.0; sample.len()];
+            fast.explain_many(sample, &mut many);
+            for (row, m) in sample.chunks(d).zip(many.chunks(d)) {
+                fast.explain(row, &mut a);
+                slow.explain(row, &mut b);
+                for i in 0..d {
+                    assert!((a[i] - b[i]).abs() < 1e-12, "d {d}: {a:?} vs {b:?}");
+                    assert!(
+                        (a[i] - m[i]).abs() < 1e-12,
+                        "d {d}: one row {a:?} vs a block {m:?}"
+                    );
                 }
-            })
-            .collect();
-        let forest = crate::train::fit(&rows, d, &crate::train::TrainParams::default());
-        let mut fast = Explainer::new(&forest, d);
-        let mut slow = Explainer::recursive(&forest, d);
-        assert!(matches!(fast.engine, Engine::Tables { .. }));
-        assert!(matches!(slow.engine, Engine::Recursive { .. }));
-        let mut a = vec![0.0; d];
-        let mut b = vec![0.0; d];
-        let sample = &rows[..200 * d];
-        let mut many = vec![0.0; sample.len()];
-        fast.explain_many(sample, &mut many);
-        for (row, m) in sample.chunks(d).zip(many.chunks(d)) {
-            fast.explain(row, &mut a);
-            slow.explain(row, &mut b);
-            for i in 0..d {
-                assert!((a[i] - b[i]).abs() < 1e-12, "{a:?} vs {b:?}");
-                assert!(
-                    (a[i] - m[i]).abs() < 1e-12,
-                    "one row {a:?} vs a block {m:?}"
-                );
             }
         }
     }
