@@ -127,11 +127,16 @@ impl Tree {
     /// bit-equal to `depth + c(n)`), so sums and scores match to the bit.
     /// 0 for internal nodes.
     pub fn sklearn_leaf_terms(&self) -> Vec<f64> {
+        self.per_leaf(|depth, n| ((depth + 1) as f64 + average_path_length(n)) - 1.0)
+    }
+
+    /// `value(depth, samples)` for each leaf, 0 for internal nodes.
+    fn per_leaf(&self, value: impl Fn(u32, u64) -> f64) -> Vec<f64> {
         let depth = self.depths();
         (0..self.len())
             .map(|i| {
                 if self.is_leaf(i) {
-                    ((depth[i] + 1) as f64 + average_path_length(self.n_samples[i])) - 1.0
+                    value(depth[i], self.n_samples[i])
                 } else {
                     0.0
                 }
@@ -154,16 +159,7 @@ impl Tree {
     /// Path length each leaf stands for: its depth plus the average path
     /// length of the samples it holds (0 for internal nodes).
     pub fn leaf_path_lengths(&self) -> Vec<f64> {
-        let depth = self.depths();
-        (0..self.len())
-            .map(|i| {
-                if self.is_leaf(i) {
-                    depth[i] as f64 + average_path_length(self.n_samples[i])
-                } else {
-                    0.0
-                }
-            })
-            .collect()
+        self.per_leaf(|depth, n| depth as f64 + average_path_length(n))
     }
 }
 
