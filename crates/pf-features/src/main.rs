@@ -76,10 +76,8 @@ fn main() -> ExitCode {
                 let replace = view.features.is_some();
                 value.clear();
                 list.write_features(&view, &mut value);
-                // `value` is `"features":{...}`; split off the key for the writer.
-                let object = &value[b"\"features\":".len()..];
                 if let Err(e) =
-                    pf_record::json::write_with_field(buf, text, "features", object, replace)
+                    pf_record::json::write_with_field(buf, text, "features", &value, replace)
                 {
                     errors.report(origin, number, e);
                 }

@@ -170,12 +170,12 @@ impl FeatureList {
         FeatureList::from_names(&names).with_context(|| format!("in {}", path.display()))
     }
 
-    /// Appends `"features":{...}` (without braces around the whole record).
+    /// Appends the `features` object `{...}` for the record.
     pub fn write_features(&self, r: &RecordView<'_>, out: &mut Vec<u8>) {
         let time =
             r.ts.as_deref()
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
-        out.extend_from_slice(b"\"features\":{");
+        out.push(b'{');
         for (i, f) in self.features.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
@@ -198,10 +198,9 @@ mod tests {
 
     fn features(json: &str, list: &FeatureList) -> serde_json::Value {
         let view: RecordView = serde_json::from_str(json).unwrap();
-        let mut out = b"{".to_vec();
+        let mut out = Vec::new();
         list.write_features(&view, &mut out);
-        out.push(b'}');
-        serde_json::from_slice::<serde_json::Value>(&out).unwrap()["features"].clone()
+        serde_json::from_slice::<serde_json::Value>(&out).unwrap()
     }
 
     #[test]

@@ -97,7 +97,7 @@ fn main() {
     );
 }
 
-#[allow(dead_code)]
+/// Tree size, which explanation speed depends on.
 fn stats(forest: &pf_model::Forest) {
     let nodes: usize = forest.trees.iter().map(|t| t.len()).sum();
     let leaves: usize = forest

@@ -110,7 +110,12 @@ impl Tree {
 
     /// The leaf `x` falls into. `x` is already cast to `f32`.
     pub fn leaf(&self, x: &[f32]) -> usize {
-        let mut node = 0usize;
+        self.leaf_and_depth(x).0
+    }
+
+    /// The leaf `x` falls into and its depth (root 0).
+    pub fn leaf_and_depth(&self, x: &[f32]) -> (usize, u32) {
+        let (mut node, mut depth) = (0usize, 0u32);
         while self.left[node] >= 0 {
             let f = self.feature[node] as usize;
             node = if (x[f] as f64) <= self.threshold[node] {
@@ -118,8 +123,9 @@ impl Tree {
             } else {
                 self.right[node] as usize
             };
+            depth += 1;
         }
-        node
+        (node, depth)
     }
 
     /// What each leaf adds to a row's path-length sum, computed exactly as
@@ -253,16 +259,7 @@ impl Forest {
     pub fn score_samples(&self, x: &[f32]) -> f64 {
         let mut sum = 0.0;
         for t in &self.trees {
-            let (mut node, mut depth) = (0usize, 0u32);
-            while t.left[node] >= 0 {
-                let f = t.feature[node] as usize;
-                node = if (x[f] as f64) <= t.threshold[node] {
-                    t.left[node] as usize
-                } else {
-                    t.right[node] as usize
-                };
-                depth += 1;
-            }
+            let (node, depth) = t.leaf_and_depth(x);
             sum += ((depth + 1) as f64 + average_path_length(t.n_samples[node])) - 1.0;
         }
         self.score_from_path_sum(sum)

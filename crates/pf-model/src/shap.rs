@@ -28,6 +28,17 @@ struct ShapTree {
     max_depth: usize,
 }
 
+impl ShapTree {
+    fn new(t: &Tree) -> ShapTree {
+        ShapTree {
+            value: t.leaf_path_lengths(),
+            cover: t.n_samples.iter().map(|&n| n as f64).collect(),
+            max_depth: t.depths().into_iter().max().unwrap_or(0) as usize,
+            tree: t.clone(),
+        }
+    }
+}
+
 /// Explains rows of one forest. Reuses its scratch space between rows.
 #[derive(Debug, Clone)]
 pub struct Explainer {
@@ -54,42 +65,23 @@ enum Engine {
 impl Explainer {
     /// The forest must have passed [`Forest::validate`] for `n_features`.
     pub fn new(forest: &Forest, n_features: usize) -> Explainer {
-        let trees: Vec<ShapTree> = forest
-            .trees
-            .iter()
-            .map(|t| ShapTree {
-                value: t.leaf_path_lengths(),
-                cover: t.n_samples.iter().map(|&n| n as f64).collect(),
-                max_depth: t.depths().into_iter().max().unwrap_or(0) as usize,
-                tree: t.clone(),
-            })
-            .collect();
-        let n_trees = trees.len().max(1);
-        let expected_value = trees.iter().map(expected_leaf_value).sum::<f64>() / n_trees as f64;
-        Self::build(trees, n_features, n_trees, expected_value, n_features <= 64)
+        Self::build(forest, n_features, n_features <= 64)
     }
 
     /// The explainer that walks the tree recursively for every row (the
     /// reference the tables are checked against).
     pub fn recursive(forest: &Forest, n_features: usize) -> Explainer {
-        let mut e = Explainer::new(forest, n_features);
-        if let Engine::Tables { .. } = e.engine {
-            let trees = forest
-                .trees
-                .iter()
-                .map(|t| ShapTree {
-                    value: t.leaf_path_lengths(),
-                    cover: t.n_samples.iter().map(|&n| n as f64).collect(),
-                    max_depth: t.depths().into_iter().max().unwrap_or(0) as usize,
-                    tree: t.clone(),
-                })
-                .collect();
-            e = Self::build(trees, n_features, e.n_trees, e.expected_value, false);
-        }
-        e
+        Self::build(forest, n_features, false)
     }
 
-    fn build(
+    fn build(forest: &Forest, n_features: usize, tables: bool) -> Explainer {
+        let trees: Vec<ShapTree> = forest.trees.iter().map(ShapTree::new).collect();
+        let n_trees = trees.len().max(1);
+        let expected_value = trees.iter().map(expected_leaf_value).sum::<f64>() / n_trees as f64;
+        Self::with_engine(trees, n_features, n_trees, expected_value, tables)
+    }
+
+    fn with_engine(
         trees: Vec<ShapTree>,
         n_features: usize,
         n_trees: usize,
@@ -105,7 +97,7 @@ impl Explainer {
                 bytes += table.table_bytes();
                 if bytes > MAX_TABLE_BYTES {
                     // Very deep trees: the recursive walk needs no tables.
-                    return Self::build(trees, n_features, n_trees, expected_value, false);
+                    return Self::with_engine(trees, n_features, n_trees, expected_value, false);
                 }
                 tables.push(table);
             }

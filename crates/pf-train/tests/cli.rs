@@ -17,6 +17,16 @@ fn model_files(dir: &std::path::Path) -> Vec<String> {
     names
 }
 
+/// The model's feature names, in order.
+fn feature_names(model: &Value) -> Vec<&str> {
+    model["features"]
+        .as_array()
+        .expect("features array")
+        .iter()
+        .map(|f| f["name"].as_str().expect("feature name"))
+        .collect()
+}
+
 #[test]
 fn writes_a_versioned_model_makes_it_current_and_appends_metrics() {
     let dir = temp_dir("train-versions");
@@ -56,14 +66,8 @@ fn writes_a_versioned_model_makes_it_current_and_appends_metrics() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("models").join(newest)).unwrap())
             .unwrap();
     assert_eq!(model["format"], "pf-model");
-    let names: Vec<&str> = model["features"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["name"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        names,
+        feature_names(&model),
         ["service_encoded", "hour", "msg_len"],
         "first record's order"
     );
@@ -258,14 +262,8 @@ fn trains_on_a_csv_table_and_reports_bad_rows() {
     );
     let m: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("m.json")).unwrap()).unwrap();
-    let names: Vec<&str> = m["features"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["name"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        names,
+        feature_names(&m),
         ["size", "proto"],
         "label excluded, header order kept"
     );
