@@ -19,20 +19,33 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_INPUT: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
-/// Flattened into every command: input files and the configuration file.
+/// Flattened into every command that reads records: input files and the configuration file.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
     /// Input files; stdin when none is given (`-` also reads stdin).
     #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
-    /// Configuration file [default: config/config.yaml if present, else built-in defaults].
-    #[arg(long, short = 'c', value_name = "FILE", env = "PF_CONFIG")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArg,
 }
 
 impl CommonArgs {
     pub fn load_config(&self) -> Result<Config> {
-        Config::load(self.config.as_deref())
+        self.config.load()
+    }
+}
+
+/// The configuration file option alone, for commands without input files.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// Configuration file [default: config/config.yaml if present, else built-in defaults].
+    #[arg(long = "config", value_name = "FILE", env = "PF_CONFIG")]
+    pub path: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    pub fn load(&self) -> Result<Config> {
+        Config::load(self.path.as_deref())
     }
 }
 

@@ -121,7 +121,7 @@ impl LineParser {
                 _ => String::new(),
             };
             let mut source = Map::new();
-            for k in ["topic", "partition", "offset", "timestamp", "key"] {
+            for k in pf_record::envelope::COORDINATES {
                 if let Some(v) = obj.remove(k).filter(|v| !v.is_null()) {
                     source.insert(k.to_string(), v);
                 }

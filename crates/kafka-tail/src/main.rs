@@ -1,0 +1,111 @@
+use anyhow::Context;
+use clap::Parser;
+use pf_cli::{ConfigArg, Fatal, EXIT_OK};
+use pf_kafka::{parse_property, Settings, StartAt};
+use std::io;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+const EXAMPLES: &str = "\
+Examples:
+  kafka-tail | pf-parse | pf-features | pf-score          # settings from config/config.yaml
+  kafka-tail -b kafka1:9092 -G detector -t postfix -t mail_login
+  kafka-tail -o beginning -e > backlog.jsonl              # everything retained, then exit
+  kafka-tail -o 2026-11-25T08:00:00Z -c 1000              # 1000 messages from 08:00 UTC on
+  kafka-tail -X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512 \\
+             -X sasl.username=detector -X sasl.password=@/etc/postfix-anomaly/kafka.secret
+
+Writes one JSON envelope per log line:
+  {\"topic\",\"partition\",\"offset\",\"timestamp\",\"key\",\"value\"}
+(`timestamp` in ms since the epoch; a message holding several lines gives one
+envelope per line; bytes that are not UTF-8 are replaced and the envelope
+gets \"flags\":[\"invalid_utf8\"]).
+
+Delivery is at least once: an offset is committed only after its line has
+been written to stdout. On SIGINT/SIGTERM the current output is written,
+offsets are committed, and kafka-tail exits 0. If stdout closes, it exits
+without committing what it could not write, so a restart reads it again.
+An unreachable broker is retried forever, with messages on stderr.
+
+-o applies the first time this process is given a partition; `stored`
+(the default) continues from the group's committed offset, or from
+`auto.offset.reset` (default `earliest`) for a new group.
+
+Exit status: 0 on success or when stopped by a signal, 1 if stdout could not
+be written, 2 on bad usage or configuration.";
+
+/// Consume Kafka topics in a consumer group, one JSON envelope per log line.
+#[derive(Parser, Debug)]
+#[command(name = "kafka-tail", version, after_help = EXAMPLES)]
+struct Args {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Bootstrap brokers, host:port[,host:port] [default: kafka.broker].
+    #[arg(short = 'b', value_name = "BROKERS")]
+    brokers: Option<String>,
+    /// Consumer group [default: kafka.consumer_group].
+    #[arg(short = 'G', value_name = "GROUP")]
+    group: Option<String>,
+    /// Topic to consume; repeat for several [default: kafka.topics].
+    #[arg(short = 't', value_name = "TOPIC")]
+    topics: Vec<String>,
+    /// librdkafka property, after kafka.properties; `key=@FILE` reads the value from FILE.
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    properties: Vec<String>,
+    /// Start at: beginning, end, stored, or an RFC 3339 time.
+    #[arg(short = 'o', value_name = "WHERE", default_value = "stored")]
+    offset: String,
+    /// Exit once every assigned partition has been read to its end.
+    #[arg(short = 'e')]
+    exit_at_end: bool,
+    /// Exit after N messages.
+    #[arg(short = 'c', value_name = "N")]
+    count: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    pf_cli::run("kafka-tail", || {
+        let settings = settings(&args).map_err(Fatal::usage)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(signal, Arc::clone(&stop))
+                .context("cannot install the signal handlers")?;
+        }
+        let summary = pf_kafka::tail(&settings, io::stdout(), &stop)?;
+        eprintln!(
+            "kafka-tail: {} messages, {} lines written{}; offsets committed",
+            summary.messages,
+            summary.lines,
+            if summary.repaired > 0 {
+                format!(" ({} with invalid UTF-8 repaired)", summary.repaired)
+            } else {
+                String::new()
+            }
+        );
+        Ok(EXIT_OK)
+    })
+}
+
+fn settings(args: &Args) -> anyhow::Result<Settings> {
+    let config = args.config.load()?;
+    let kafka = config.kafka;
+    let mut properties: Vec<(String, String)> = kafka.properties.into_iter().collect();
+    for p in &args.properties {
+        properties.push(parse_property(p)?);
+    }
+    Ok(Settings {
+        brokers: args.brokers.clone().unwrap_or(kafka.broker),
+        group: args.group.clone().unwrap_or(kafka.consumer_group),
+        topics: if args.topics.is_empty() {
+            kafka.topics
+        } else {
+            args.topics.clone()
+        },
+        properties,
+        start: args.offset.parse::<StartAt>()?,
+        exit_at_end: args.exit_at_end,
+        max_messages: args.count,
+    })
+}

@@ -1,0 +1,558 @@
+//! The consume loop and the rebalance handling that keep "committed ⇒ written".
+
+use crate::settings::{Settings, StartAt};
+use anyhow::{Context as _, Result};
+use pf_record::envelope::Envelope;
+use pf_record::Flag;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::ClientContext;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Write out once this much output is buffered, even if messages keep coming.
+const CHUNK: usize = 64 * 1024;
+/// How long one idle poll waits; also how quickly a stop request is seen.
+const IDLE_WAIT: Duration = Duration::from_millis(200);
+/// With `-e`, how often an idle consumer asks the broker whether it is at the end.
+const END_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Broker requests made by kafka-tail itself (offset lookups, commits).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one run did, for the summary line on stderr.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub messages: u64,
+    /// Envelopes written (a message holding several lines gives several).
+    pub lines: u64,
+    /// Lines whose bytes were not UTF-8 and were repaired (and flagged).
+    pub repaired: u64,
+}
+
+type Partition = (String, i32);
+
+/// Output buffer plus the offsets of what it holds.
+struct Sink<W> {
+    out: W,
+    buf: Vec<u8>,
+    /// Next offset per partition for the messages now in `buf`.
+    pending: BTreeMap<Partition, i64>,
+    /// Next offset per partition for messages already written out.
+    written: BTreeMap<Partition, i64>,
+    /// Set when a write failed: nothing more is written or stored.
+    failed: Option<io::ErrorKind>,
+    summary: Summary,
+}
+
+impl<W: Write> Sink<W> {
+    /// Writes the buffer out, then stores the offsets of what it held.
+    fn flush<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> io::Result<()> {
+        if let Some(kind) = self.failed {
+            return Err(kind.into());
+        }
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let result = self
+            .out
+            .write_all(&self.buf)
+            .and_then(|()| self.out.flush());
+        if let Err(e) = result {
+            // Part of the buffer may be out; none of its offsets are stored,
+            // so all of it is delivered again after a restart.
+            self.failed = Some(e.kind());
+            return Err(e);
+        }
+        self.buf.clear();
+        let mut tpl = TopicPartitionList::with_capacity(self.pending.len());
+        for ((topic, partition), next) in std::mem::take(&mut self.pending) {
+            // Fails only for a partition revoked meanwhile; its new owner
+            // starts from the last commit, so at worst lines repeat.
+            let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(next));
+            self.written.insert((topic, partition), next);
+        }
+        let _ = consumer.store_offsets(&tpl);
+        Ok(())
+    }
+
+    /// Synchronously commits what has been written for `only` (or everything).
+    fn commit<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        only: Option<&HashSet<Partition>>,
+    ) -> Result<(), KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in &self.written {
+            if only.map_or(true, |set| set.contains(&(topic.clone(), *partition))) {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+            }
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        consumer.commit(&tpl, CommitMode::Sync)
+    }
+}
+
+/// Prints to stderr, collapsing a message repeated within a minute (a
+/// broker that stays down is reported on every reconnect attempt).
+struct Reporter {
+    last: Mutex<Option<(String, Instant, u64)>>,
+}
+
+impl Reporter {
+    fn report(&self, message: &str) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((text, at, repeats)) = last.as_mut() {
+            if text == message && at.elapsed() < Duration::from_secs(60) {
+                *repeats += 1;
+                return;
+            }
+            if *repeats > 0 {
+                eprintln!("kafka-tail: (the previous message repeated {repeats} more times)");
+            }
+        }
+        eprintln!("kafka-tail: {message}");
+        *last = Some((message.to_string(), Instant::now(), 0));
+    }
+}
+
+struct TailContext<W> {
+    sink: Mutex<Sink<W>>,
+    start: StartAt,
+    /// Partitions this process has been assigned before: `start` applies
+    /// only the first time, so a rebalance never rewinds a partition.
+    seen: Mutex<HashSet<Partition>>,
+    /// Set when librdkafka reports a partition end (it does so through the
+    /// error callback as well as through `poll`).
+    reached_end: AtomicBool,
+    reporter: Reporter,
+}
+
+impl<W> TailContext<W> {
+    fn sink(&self) -> std::sync::MutexGuard<'_, Sink<W>> {
+        self.sink.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<W: Write + Send> ClientContext for TailContext<W> {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        if (level as i32) <= (RDKafkaLogLevel::Error as i32) {
+            self.reporter
+                .report(&format!("kafka {facility}: {message}"));
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if is_partition_eof(&error) {
+            self.reached_end.store(true, Ordering::Relaxed);
+            return;
+        }
+        let hint = match error.rdkafka_error_code() {
+            Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) => {
+                "; still retrying (check -b / kafka.broker and that the broker is up)"
+            }
+            _ => "; still retrying",
+        };
+        self.reporter.report(&format!("kafka: {reason}{hint}"));
+    }
+}
+
+impl<W: Write + Send> ConsumerContext for TailContext<W> {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.set_start_offsets(consumer, tpl);
+                let assigned = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                match assigned {
+                    Ok(()) => self.reporter.report(&format!("assigned {}", describe(tpl))),
+                    Err(e) => self
+                        .reporter
+                        .report(&format!("could not take partitions {}: {e}", describe(tpl))),
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let revoked: HashSet<Partition> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                {
+                    let mut sink = self.sink();
+                    // A failed write is reported by the main loop.
+                    let _ = sink.flush(consumer);
+                    if let Err(e) = sink.commit(consumer, Some(&revoked)) {
+                        self.reporter.report(&format!(
+                            "could not commit offsets of revoked partitions: {e}; their last lines will be read again by the next owner"
+                        ));
+                    }
+                    sink.written.retain(|p, _| !revoked.contains(p));
+                }
+                let _ = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                self.reporter.report(&format!("released {}", describe(tpl)));
+            }
+            other => {
+                self.reporter
+                    .report(&format!("rebalance failed: {other:?}; rejoining the group"));
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+impl<W> TailContext<W> {
+    fn set_start_offsets<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let new: Vec<Partition> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .filter(|p| seen.insert(p.clone()))
+            .collect();
+        let fixed = match self.start {
+            StartAt::Stored => return,
+            StartAt::Beginning => Offset::Beginning,
+            StartAt::End => Offset::End,
+            StartAt::Time(t) => {
+                let mut query = TopicPartitionList::new();
+                for (topic, partition) in &new {
+                    let _ = query.add_partition_offset(
+                        topic,
+                        *partition,
+                        Offset::Offset(t.timestamp_millis()),
+                    );
+                }
+                match consumer.offsets_for_times(query, REQUEST_TIMEOUT) {
+                    Ok(found) => {
+                        for e in found.elements() {
+                            // No message at or after the time: start at the end.
+                            let offset = match e.offset() {
+                                Offset::Offset(o) => Offset::Offset(o),
+                                _ => Offset::End,
+                            };
+                            let _ = tpl.set_partition_offset(e.topic(), e.partition(), offset);
+                        }
+                    }
+                    Err(e) => self.reporter.report(&format!(
+                        "could not look up offsets for time {t}: {e}; starting from the stored offsets"
+                    )),
+                }
+                return;
+            }
+        };
+        for (topic, partition) in &new {
+            let _ = tpl.set_partition_offset(topic, *partition, fixed);
+        }
+    }
+}
+
+fn describe(tpl: &TopicPartitionList) -> String {
+    let parts: Vec<String> = tpl
+        .elements()
+        .iter()
+        .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+        .collect();
+    if parts.is_empty() {
+        "no partitions".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// Appends one envelope per line of `payload`. A trailing newline does not
+/// make an extra line; an empty payload is one empty line (never dropped).
+fn write_message_lines(
+    buf: &mut Vec<u8>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    timestamp_ms: Option<i64>,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    summary: &mut Summary,
+) {
+    let key = key.map(String::from_utf8_lossy);
+    let body = payload.strip_suffix(b"\n").unwrap_or(payload);
+    for piece in body.split(|&b| b == b'\n') {
+        let mut flags: Vec<Flag> = Vec::new();
+        let piece = match piece.strip_suffix(b"\r") {
+            Some(p) => {
+                flags.push(Flag::Crlf);
+                p
+            }
+            None => piece,
+        };
+        let value = String::from_utf8_lossy(piece);
+        if matches!(value, Cow::Owned(_)) {
+            flags.push(Flag::InvalidUtf8);
+            summary.repaired += 1;
+        }
+        Envelope {
+            topic,
+            partition,
+            offset,
+            timestamp_ms,
+            key: key.as_deref(),
+            value: &value,
+            flags: &flags,
+        }
+        .write(buf);
+        summary.lines += 1;
+    }
+}
+
+/// True when every assigned partition has been read to its current end.
+fn all_at_end<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> bool {
+    let (Ok(assignment), Ok(position)) = (consumer.assignment(), consumer.position()) else {
+        return false;
+    };
+    if assignment.count() == 0 {
+        return false;
+    }
+    // A partition this process has read nothing from has no position; it
+    // started at the group's committed offset (librdkafka reports no end of
+    // partition for a fetch that starts at the end).
+    let committed = consumer.committed(REQUEST_TIMEOUT).ok();
+    assignment.elements().iter().all(|e| {
+        let Ok((low, high)) = consumer.fetch_watermarks(e.topic(), e.partition(), REQUEST_TIMEOUT)
+        else {
+            return false;
+        };
+        match position
+            .find_partition(e.topic(), e.partition())
+            .map(|p| p.offset())
+        {
+            Some(Offset::Offset(p)) => p >= high,
+            _ => match committed
+                .as_ref()
+                .and_then(|c| c.find_partition(e.topic(), e.partition()))
+                .map(|c| c.offset())
+            {
+                Some(Offset::Offset(c)) => c >= high,
+                _ => high <= low,
+            },
+        }
+    })
+}
+
+/// Consumes until `stop` is set, `max_messages` is reached, every partition
+/// is at its end (`exit_at_end`), or writing to `out` fails. Offsets of
+/// written lines are committed before returning.
+pub fn tail<W: Write + Send + 'static>(
+    settings: &Settings,
+    out: W,
+    stop: &AtomicBool,
+) -> Result<Summary> {
+    let mut config = ClientConfig::new();
+    for (k, v) in settings.client_properties()? {
+        config.set(k, v);
+    }
+    let context = TailContext {
+        sink: Mutex::new(Sink {
+            out,
+            buf: Vec::with_capacity(2 * CHUNK),
+            pending: BTreeMap::new(),
+            written: BTreeMap::new(),
+            failed: None,
+            summary: Summary::default(),
+        }),
+        start: settings.start,
+        seen: Mutex::new(HashSet::new()),
+        reached_end: AtomicBool::new(false),
+        reporter: Reporter {
+            last: Mutex::new(None),
+        },
+    };
+    let consumer: BaseConsumer<TailContext<W>> = config
+        .create_with_context(context)
+        .context("invalid Kafka settings (check -X and kafka.properties)")?;
+    let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topics)
+        .with_context(|| format!("cannot subscribe to {}", settings.topics.join(", ")))?;
+    consumer.context().reporter.report(&format!(
+        "consuming {} from {} as group {}",
+        settings.topics.join(", "),
+        settings.brokers,
+        settings.group
+    ));
+
+    let outcome = consume(settings, &consumer, stop);
+    let sink_result = {
+        let mut sink = consumer.context().sink();
+        let flushed = sink.flush(&consumer);
+        let committed = sink.commit(&consumer, None);
+        if let Err(e) = &committed {
+            consumer.context().reporter.report(&format!(
+                "could not commit the final offsets: {e}; the last lines will be read again next time"
+            ));
+        }
+        flushed.map(|()| sink.summary)
+    };
+    // Dropping the consumer leaves the group (revoking, which commits again).
+    let summary = consumer.context().sink().summary;
+    drop(consumer);
+    outcome?;
+    sink_result.context("cannot write to stdout")?;
+    Ok(summary)
+}
+
+fn consume<W: Write + Send>(
+    settings: &Settings,
+    consumer: &BaseConsumer<TailContext<W>>,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let context = consumer.context();
+    let mut messages = 0u64;
+    let mut last_end_check = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        // Take what is waiting; only when nothing is, write out and then wait.
+        let polled = match consumer.poll(Duration::ZERO) {
+            Some(r) => Some(r),
+            None => {
+                context
+                    .sink()
+                    .flush(consumer)
+                    .context("cannot write to stdout")?;
+                consumer.poll(IDLE_WAIT)
+            }
+        };
+        let polled_nothing = polled.is_none();
+        match polled {
+            None => {}
+            Some(Ok(msg)) => {
+                let mut sink = context.sink();
+                if let Some(kind) = sink.failed {
+                    return Err(io::Error::from(kind)).context("cannot write to stdout");
+                }
+                let Sink { buf, summary, .. } = &mut *sink;
+                write_message_lines(
+                    buf,
+                    msg.topic(),
+                    msg.partition(),
+                    msg.offset(),
+                    msg.timestamp().to_millis(),
+                    msg.key(),
+                    msg.payload().unwrap_or(b""),
+                    summary,
+                );
+                summary.messages += 1;
+                sink.pending
+                    .insert((msg.topic().to_string(), msg.partition()), msg.offset() + 1);
+                if sink.buf.len() >= CHUNK {
+                    sink.flush(consumer).context("cannot write to stdout")?;
+                }
+                messages += 1;
+                if settings.max_messages.is_some_and(|max| messages >= max) {
+                    return Ok(());
+                }
+            }
+            Some(Err(e)) if is_partition_eof(&e) => {
+                context.reached_end.store(true, Ordering::Relaxed)
+            }
+            Some(Err(e)) => context
+                .reporter
+                .report(&format!("kafka: {e}; still retrying")),
+        }
+        let idle = polled_nothing && last_end_check.elapsed() >= END_CHECK_INTERVAL;
+        if settings.exit_at_end && (context.reached_end.swap(false, Ordering::Relaxed) || idle) {
+            last_end_check = Instant::now();
+            context
+                .sink()
+                .flush(consumer)
+                .context("cannot write to stdout")?;
+            if all_at_end(consumer) {
+                return Ok(());
+            }
+        }
+        if let Some(kind) = context.sink().failed {
+            return Err(io::Error::from(kind)).context("cannot write to stdout");
+        }
+    }
+    Ok(())
+}
+
+fn is_partition_eof(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::PartitionEOF(_))
+        || e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(payload: &[u8]) -> (Vec<serde_json::Value>, Summary) {
+        let mut buf = Vec::new();
+        let mut summary = Summary::default();
+        write_message_lines(
+            &mut buf,
+            "postfix",
+            1,
+            7,
+            Some(1000),
+            Some(b"k"),
+            payload,
+            &mut summary,
+        );
+        let values = buf
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        (values, summary)
+    }
+
+    #[test]
+    fn one_envelope_per_line_of_a_message() {
+        let (v, s) = lines(b"first line\nsecond line\n");
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0]["value"], "first line");
+        assert_eq!(v[1]["value"], "second line");
+        assert!(v.iter().all(|e| e["offset"] == 7 && e["partition"] == 1));
+        assert_eq!(s.lines, 2);
+    }
+
+    #[test]
+    fn empty_message_is_one_empty_line_not_dropped() {
+        let (v, _) = lines(b"");
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0]["value"], "");
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_and_flagged() {
+        let (v, s) = lines(b"bad \xff byte\r\n");
+        assert_eq!(v[0]["value"], "bad \u{fffd} byte");
+        assert_eq!(v[0]["flags"], serde_json::json!(["crlf", "invalid_utf8"]));
+        assert_eq!(s.repaired, 1);
+    }
+}
