@@ -35,17 +35,31 @@ impl CommonArgs {
     }
 }
 
-/// The configuration file option alone, for commands without input files.
+/// The configuration options alone, for commands without input files.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConfigArg {
     /// Configuration file [default: config/config.yaml if present, else built-in defaults].
     #[arg(long = "config", value_name = "FILE", env = "PF_CONFIG")]
     pub path: Option<PathBuf>,
+    /// Print the effective configuration as key=value lines (secrets hidden) and exit.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 impl ConfigArg {
+    /// Loads the configuration; with `--print-config`, prints it and exits
+    /// (like `--help`), so scripts can read settings without parsing YAML.
     pub fn load(&self) -> Result<Config> {
-        Config::load(self.path.as_deref())
+        let config = Config::load(self.path.as_deref())?;
+        if self.print_config {
+            let mut out = io::stdout().lock();
+            for line in config.to_lines() {
+                let _ = writeln!(out, "{line}");
+            }
+            let _ = out.flush();
+            std::process::exit(i32::from(EXIT_OK));
+        }
+        Ok(config)
     }
 }
 
@@ -154,7 +168,19 @@ pub fn for_each_line(
     tool: &str,
     files: &[PathBuf],
     out: &mut Output,
+    each: impl FnMut(&Line<'_>, Origin<'_>, &mut Vec<u8>),
+) -> Result<InputStats> {
+    for_each_line_idle(tool, files, out, each, || Ok(()))
+}
+
+/// [`for_each_line`], also calling `idle` whenever the input has nothing
+/// more buffered, for stages that keep output buffers of their own.
+pub fn for_each_line_idle(
+    tool: &str,
+    files: &[PathBuf],
+    out: &mut Output,
     mut each: impl FnMut(&Line<'_>, Origin<'_>, &mut Vec<u8>),
+    mut idle: impl FnMut() -> io::Result<()>,
 ) -> Result<InputStats> {
     let mut stats = InputStats::default();
     let stdin_only = [PathBuf::from("-")];
@@ -180,6 +206,7 @@ pub fn for_each_line(
         loop {
             if lines.is_drained() {
                 out.flush()?;
+                idle()?;
             }
             match lines.next_line() {
                 Ok(Some(line)) => {
@@ -200,6 +227,7 @@ pub fn for_each_line(
         }
     }
     out.flush()?;
+    idle()?;
     Ok(stats)
 }
 
@@ -261,9 +289,21 @@ pub fn for_each_record(
     files: &[PathBuf],
     out: &mut Output,
     errors: &mut LineErrors,
-    mut each: impl FnMut(&str, u64, Origin<'_>, &mut Vec<u8>, &mut LineErrors),
+    each: impl FnMut(&str, u64, Origin<'_>, &mut Vec<u8>, &mut LineErrors),
 ) -> Result<InputStats> {
-    for_each_line(
+    for_each_record_idle(tool, files, out, errors, each, || Ok(()))
+}
+
+/// [`for_each_record`] with an `idle` hook as in [`for_each_line_idle`].
+pub fn for_each_record_idle(
+    tool: &str,
+    files: &[PathBuf],
+    out: &mut Output,
+    errors: &mut LineErrors,
+    mut each: impl FnMut(&str, u64, Origin<'_>, &mut Vec<u8>, &mut LineErrors),
+    idle: impl FnMut() -> io::Result<()>,
+) -> Result<InputStats> {
+    for_each_line_idle(
         tool,
         files,
         out,
@@ -276,6 +316,7 @@ pub fn for_each_record(
                 format_args!("not UTF-8 ({e}); a record must be a UTF-8 JSON object"),
             ),
         },
+        idle,
     )
 }
 

@@ -5,14 +5,14 @@
 //! to a default. Errors name the file, the line and the key.
 
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Where tools look for the configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "config/config.yaml";
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub kafka: Kafka,
@@ -25,7 +25,7 @@ pub struct Config {
     pub origin: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Kafka {
     /// Comma-separated bootstrap servers; empty means "no broker configured".
@@ -47,7 +47,7 @@ impl Default for Kafka {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Paths {
     pub models_dir: PathBuf,
@@ -76,14 +76,14 @@ impl Default for Paths {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Anomaly {
     pub threshold: Thresholds,
 }
 
 /// Severity cut-offs on the decision score (negative = anomalous).
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Thresholds {
     pub high: f64,
@@ -101,7 +101,7 @@ impl Default for Thresholds {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Parse {
     /// Zone for timestamps that carry none: `local` (default), an IANA name
@@ -109,7 +109,7 @@ pub struct Parse {
     pub timezone: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retrain {
     /// How many of the newest lines the retraining job reads.
@@ -135,7 +135,7 @@ impl Default for Retrain {
 
 /// `contamination:` is a number such as `0.001` or the word `auto`; the
 /// model crate checks the value.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Contamination {
     Fraction(f64),
@@ -184,6 +184,17 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Every setting as `section.key=value` lines, the way `postconf` shows
+    /// Postfix's: what a tool will really use, after defaults. Values of
+    /// properties whose name suggests a secret are hidden.
+    pub fn to_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Ok(value) = serde_json::to_value(self) {
+            flatten("", &value, &mut lines);
+        }
+        lines
+    }
+
     fn validate(&self) -> Result<()> {
         let t = self.anomaly.threshold;
         for (name, v) in [("high", t.high), ("medium", t.medium), ("low", t.low)] {
@@ -201,6 +212,44 @@ impl Config {
             bail!("kafka.topics must list at least one topic");
         }
         Ok(())
+    }
+}
+
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        Value::Array(items) => {
+            let parts: Vec<String> = items.iter().map(scalar).collect();
+            out.push(format!("{prefix}={}", parts.join(",")));
+        }
+        v => {
+            let secret = ["password", "secret", "token"]
+                .iter()
+                .any(|w| prefix.contains(w));
+            if secret {
+                out.push(format!("{prefix}=(hidden)"));
+            } else {
+                out.push(format!("{prefix}={}", scalar(v)));
+            }
+        }
+    }
+}
+
+fn scalar(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        v => v.to_string(),
     }
 }
 
@@ -233,6 +282,23 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err}").contains("high <= medium <= low"));
+    }
+
+    #[test]
+    fn lines_show_effective_values_and_hide_secrets() {
+        let c = Config::from_yaml(
+            "kafka:\n  broker: k1:9092\n  properties:\n    sasl.password: hunter2\n",
+        )
+        .unwrap();
+        let lines = c.to_lines();
+        assert!(
+            lines.contains(&"kafka.broker=k1:9092".to_string()),
+            "{lines:?}"
+        );
+        assert!(lines.contains(&"kafka.topics=postfix,mail_login".to_string()));
+        assert!(lines.contains(&"anomaly.threshold.high=-0.1".to_string()));
+        assert!(lines.contains(&"kafka.properties.sasl.password=(hidden)".to_string()));
+        assert!(!lines.iter().any(|l| l.contains("hunter2")));
     }
 
     #[test]

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The live detector: kafka-tail | pf-parse | pf-features | pf-score | pf-sink
+#
+#   pipelines/live-detector.sh [--config FILE] [--output-dir DIR] [--quiet] [-- KAFKA-TAIL OPTIONS]
+#   pipelines/live-detector.sh [--config FILE] [--output-dir DIR] [--quiet] --replay LOG FILE...
+#
+# Writes under paths.output_dir (or --output-dir): postfix_logs.json and
+# mail_login_logs.json (parsed records per topic), all_detections.jsonl and
+# anomalies.jsonl, and prints one line per anomaly. --replay feeds log files
+# through the same stages instead of Kafka (no broker needed).
+#
+# The stages run as one unit: if any of them stops, the others are stopped
+# and the script exits with that stage's status (non-zero unless it was a
+# clean end), so systemd's Restart=on-failure restarts the whole pipeline and
+# Kafka redelivers whatever was not written. SIGTERM/SIGINT stop kafka-tail
+# first; the later stages drain what it wrote, and the exit status is 0.
+#
+# Binaries are taken from $PF_BIN if set, else target/release of this
+# checkout (built if missing), else $PATH.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+
+config=()
+sink_args=()
+replay=()
+mode=kafka
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --config) config=(--config "$2"); shift 2 ;;
+        --output-dir) sink_args+=(--output-dir "$2"); shift 2 ;;
+        --quiet|-q) sink_args+=(--quiet); shift ;;
+        --replay) mode=replay; shift; replay=("$@"); set --; break ;;
+        --) shift; break ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "live-detector.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+if [ -n "${PF_BIN:-}" ]; then
+    bin="$PF_BIN"
+elif [ -f "$root/Cargo.toml" ]; then
+    bin="$root/target/release"
+    for tool in kafka-tail pf-parse pf-features pf-score pf-sink; do
+        if [ ! -x "$bin/$tool" ]; then
+            cargo build --release -q --manifest-path "$root/Cargo.toml" \
+                -p kafka-tail -p pf-parse -p pf-features -p pf-score -p pf-sink
+            break
+        fi
+    done
+else
+    bin="$(dirname "$(command -v pf-parse)")"
+fi
+
+if [ "$mode" = replay ] && [ ${#replay[@]} -eq 0 ]; then
+    echo "live-detector.sh: --replay needs at least one log file" >&2
+    exit 2
+fi
+
+fifos="$(mktemp -d "${TMPDIR:-/tmp}/live-detector.XXXXXX")"
+mkfifo "$fifos/tail" "$fifos/parsed" "$fifos/features" "$fifos/scored"
+cleanup() { rm -rf "$fifos"; }
+trap cleanup EXIT
+
+if [ "$mode" = kafka ]; then
+    "$bin/kafka-tail" "${config[@]}" "$@" > "$fifos/tail" &
+else
+    cat -- "${replay[@]}" > "$fifos/tail" &
+fi
+first=$!
+"$bin/pf-parse" "${config[@]}" < "$fifos/tail" > "$fifos/parsed" &
+parse=$!
+"$bin/pf-features" "${config[@]}" < "$fifos/parsed" > "$fifos/features" &
+features=$!
+"$bin/pf-score" "${config[@]}" < "$fifos/features" > "$fifos/scored" &
+score=$!
+"$bin/pf-sink" "${config[@]}" "${sink_args[@]}" < "$fifos/scored" &
+sink=$!
+stages=("$first" "$parse" "$features" "$score" "$sink")
+
+stopping=0
+stop() { stopping=1; kill -TERM "$first" 2>/dev/null || true; }
+trap stop TERM INT
+
+# Wait for whichever stage ends first; one that fails stops the rest.
+status=0
+remaining=("${stages[@]}")
+while [ ${#remaining[@]} -gt 0 ]; do
+    ended=""
+    set +e
+    wait -n -p ended "${remaining[@]}"
+    rc=$?
+    set -e
+    # A trapped signal interrupts `wait` before any stage has ended.
+    [ -n "$ended" ] || continue
+    left=()
+    for pid in "${remaining[@]}"; do [ "$pid" = "$ended" ] || left+=("$pid"); done
+    remaining=("${left[@]+"${left[@]}"}")
+    if [ $rc -ne 0 ] && [ $status -eq 0 ]; then
+        status=$rc
+        if [ $stopping -eq 0 ]; then
+            echo "live-detector.sh: a stage (pid $ended) exited with status $rc; stopping the pipeline" >&2
+        fi
+        kill -TERM "${remaining[@]}" 2>/dev/null || true
+    fi
+done
+exit "$status"
