@@ -13,5 +13,9 @@ export PF_SHARED_DIR="${PF_SHARED_DIR:-$(cd .. && pwd)/shared}"
 PF_PYTHON="${PF_PYTHON:-}"
 [ -n "$PF_PYTHON" ] || PF_PYTHON="$(tests/setup-python.sh)"
 export PF_PYTHON
+# The Kafka broker binary the kafka-tail tests start (one per test, on a free port).
+PF_TANSU="${PF_TANSU:-}"
+[ -n "$PF_TANSU" ] || PF_TANSU="$(tests/find-tansu.sh "$PF_PYTHON")"
+export PF_TANSU
 cargo fmt --all -- --check
 cargo test --workspace --release -- --nocapture

@@ -22,8 +22,6 @@ use std::time::{Duration, Instant};
 const CHUNK: usize = 64 * 1024;
 /// How long one idle poll waits; also how quickly a stop request is seen.
 const IDLE_WAIT: Duration = Duration::from_millis(200);
-/// With `-e`, how often an idle consumer asks the broker whether it is at the end.
-const END_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// Broker requests made by kafka-tail itself (offset lookups, commits).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -91,7 +89,7 @@ impl<W: Write> Sink<W> {
     ) -> Result<(), KafkaError> {
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), next) in &self.written {
-            if only.map_or(true, |set| set.contains(&(topic.clone(), *partition))) {
+            if only.is_none_or(|set| set.contains(&(topic.clone(), *partition))) {
                 tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
             }
         }
@@ -131,9 +129,6 @@ struct TailContext<W> {
     /// Partitions this process has been assigned before: `start` applies
     /// only the first time, so a rebalance never rewinds a partition.
     seen: Mutex<HashSet<Partition>>,
-    /// Set when librdkafka reports a partition end (it does so through the
-    /// error callback as well as through `poll`).
-    reached_end: AtomicBool,
     reporter: Reporter,
 }
 
@@ -152,10 +147,6 @@ impl<W: Write + Send> ClientContext for TailContext<W> {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if is_partition_eof(&error) {
-            self.reached_end.store(true, Ordering::Relaxed);
-            return;
-        }
         let hint = match error.rdkafka_error_code() {
             Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) => {
                 "; still retrying (check -b / kafka.broker and that the broker is up)"
@@ -231,12 +222,36 @@ impl<W> TailContext<W> {
         consumer: &BaseConsumer<C>,
         tpl: &mut TopicPartitionList,
     ) {
+        if self.start == StartAt::Stored {
+            return;
+        }
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let new: Vec<Partition> = tpl
+        let assigned: Vec<Partition> = tpl
             .elements()
             .iter()
             .map(|e| (e.topic().to_string(), e.partition()))
-            .filter(|p| seen.insert(p.clone()))
+            .collect();
+        // A partition given back to us after a rebalance continues from the
+        // group's commit; if there is none (nothing was read from it yet),
+        // the start rule applies again rather than auto.offset.reset.
+        let returning: Vec<&Partition> = assigned.iter().filter(|p| seen.contains(*p)).collect();
+        let mut uncommitted: HashSet<Partition> = HashSet::new();
+        if !returning.is_empty() {
+            let mut query = TopicPartitionList::new();
+            for (topic, partition) in &returning {
+                let _ = query.add_partition(topic, *partition);
+            }
+            if let Ok(committed) = consumer.committed_offsets(query, REQUEST_TIMEOUT) {
+                for e in committed.elements() {
+                    if !matches!(e.offset(), Offset::Offset(_)) {
+                        uncommitted.insert((e.topic().to_string(), e.partition()));
+                    }
+                }
+            }
+        }
+        let new: Vec<Partition> = assigned
+            .into_iter()
+            .filter(|p| seen.insert(p.clone()) || uncommitted.contains(p))
             .collect();
         let fixed = match self.start {
             StartAt::Stored => return,
@@ -288,19 +303,16 @@ fn describe(tpl: &TopicPartitionList) -> String {
     }
 }
 
-/// Appends one envelope per line of `payload`. A trailing newline does not
-/// make an extra line; an empty payload is one empty line (never dropped).
+/// Appends one envelope per line of `payload`, with the coordinates of
+/// `message` (whose `value` and `flags` are replaced). A trailing newline
+/// does not make an extra line; an empty payload is one empty line (never
+/// dropped).
 fn write_message_lines(
     buf: &mut Vec<u8>,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-    timestamp_ms: Option<i64>,
-    key: Option<&[u8]>,
+    message: Envelope<'_>,
     payload: &[u8],
     summary: &mut Summary,
 ) {
-    let key = key.map(String::from_utf8_lossy);
     let body = payload.strip_suffix(b"\n").unwrap_or(payload);
     for piece in body.split(|&b| b == b'\n') {
         let mut flags: Vec<Flag> = Vec::new();
@@ -317,20 +329,21 @@ fn write_message_lines(
             summary.repaired += 1;
         }
         Envelope {
-            topic,
-            partition,
-            offset,
-            timestamp_ms,
-            key: key.as_deref(),
             value: &value,
             flags: &flags,
+            ..message
         }
         .write(buf);
         summary.lines += 1;
     }
 }
 
-/// True when every assigned partition has been read to its current end.
+/// True when every assigned partition has been read to its end, judged
+/// from the high watermark of the latest fetch response (kept by
+/// librdkafka; no broker request, and no reliance on ListOffsets, which
+/// some Kafka-compatible brokers answer loosely). Only asked after a poll
+/// found nothing waiting, so a partition whose position is unset has had
+/// nothing to deliver since it was fetched.
 fn all_at_end<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> bool {
     let (Ok(assignment), Ok(position)) = (consumer.assignment(), consumer.position()) else {
         return false;
@@ -338,13 +351,8 @@ fn all_at_end<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> bool {
     if assignment.count() == 0 {
         return false;
     }
-    // A partition this process has read nothing from has no position; it
-    // started at the group's committed offset (librdkafka reports no end of
-    // partition for a fetch that starts at the end).
-    let committed = consumer.committed(REQUEST_TIMEOUT).ok();
     assignment.elements().iter().all(|e| {
-        let Ok((low, high)) = consumer.fetch_watermarks(e.topic(), e.partition(), REQUEST_TIMEOUT)
-        else {
+        let Some(high) = fetched_high_watermark(consumer, e.topic(), e.partition()) else {
             return false;
         };
         match position
@@ -352,16 +360,32 @@ fn all_at_end<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> bool {
             .map(|p| p.offset())
         {
             Some(Offset::Offset(p)) => p >= high,
-            _ => match committed
-                .as_ref()
-                .and_then(|c| c.find_partition(e.topic(), e.partition()))
-                .map(|c| c.offset())
-            {
-                Some(Offset::Offset(c)) => c >= high,
-                _ => high <= low,
-            },
+            _ => true,
         }
     })
+}
+
+/// The high watermark librdkafka last saw in a fetch response, if any.
+fn fetched_high_watermark<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid for the consumer's lifetime, the
+    // topic is a NUL-terminated string that outlives the call, and the two
+    // out-pointers are to live locals. The call only reads cached state.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
 }
 
 /// Consumes until `stop` is set, `max_messages` is reached, every partition
@@ -387,7 +411,6 @@ pub fn tail<W: Write + Send + 'static>(
         }),
         start: settings.start,
         seen: Mutex::new(HashSet::new()),
-        reached_end: AtomicBool::new(false),
         reporter: Reporter {
             last: Mutex::new(None),
         },
@@ -433,7 +456,7 @@ fn consume<W: Write + Send>(
 ) -> Result<()> {
     let context = consumer.context();
     let mut messages = 0u64;
-    let mut last_end_check = Instant::now();
+    let mut idle_at_end = 0;
     while !stop.load(Ordering::Relaxed) {
         // Take what is waiting; only when nothing is, write out and then wait.
         let polled = match consumer.poll(Duration::ZERO) {
@@ -455,16 +478,17 @@ fn consume<W: Write + Send>(
                     return Err(io::Error::from(kind)).context("cannot write to stdout");
                 }
                 let Sink { buf, summary, .. } = &mut *sink;
-                write_message_lines(
-                    buf,
-                    msg.topic(),
-                    msg.partition(),
-                    msg.offset(),
-                    msg.timestamp().to_millis(),
-                    msg.key(),
-                    msg.payload().unwrap_or(b""),
-                    summary,
-                );
+                let key = msg.key().map(String::from_utf8_lossy);
+                let coordinates = Envelope {
+                    topic: msg.topic(),
+                    partition: msg.partition(),
+                    offset: msg.offset(),
+                    timestamp_ms: msg.timestamp().to_millis(),
+                    key: key.as_deref(),
+                    value: "",
+                    flags: &[],
+                };
+                write_message_lines(buf, coordinates, msg.payload().unwrap_or(b""), summary);
                 summary.messages += 1;
                 sink.pending
                     .insert((msg.topic().to_string(), msg.partition()), msg.offset() + 1);
@@ -476,22 +500,20 @@ fn consume<W: Write + Send>(
                     return Ok(());
                 }
             }
-            Some(Err(e)) if is_partition_eof(&e) => {
-                context.reached_end.store(true, Ordering::Relaxed)
-            }
             Some(Err(e)) => context
                 .reporter
                 .report(&format!("kafka: {e}; still retrying")),
         }
-        let idle = polled_nothing && last_end_check.elapsed() >= END_CHECK_INTERVAL;
-        if settings.exit_at_end && (context.reached_end.swap(false, Ordering::Relaxed) || idle) {
-            last_end_check = Instant::now();
-            context
-                .sink()
-                .flush(consumer)
-                .context("cannot write to stdout")?;
-            if all_at_end(consumer) {
-                return Ok(());
+        // Two idle polls in a row at the end, so that a fetch response being
+        // handed over just as we look cannot end the run early.
+        if settings.exit_at_end {
+            if polled_nothing && all_at_end(consumer) {
+                idle_at_end += 1;
+                if idle_at_end >= 2 {
+                    return Ok(());
+                }
+            } else {
+                idle_at_end = 0;
             }
         }
         if let Some(kind) = context.sink().failed {
@@ -501,11 +523,6 @@ fn consume<W: Write + Send>(
     Ok(())
 }
 
-fn is_partition_eof(e: &KafkaError) -> bool {
-    matches!(e, KafkaError::PartitionEOF(_))
-        || e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,16 +530,16 @@ mod tests {
     fn lines(payload: &[u8]) -> (Vec<serde_json::Value>, Summary) {
         let mut buf = Vec::new();
         let mut summary = Summary::default();
-        write_message_lines(
-            &mut buf,
-            "postfix",
-            1,
-            7,
-            Some(1000),
-            Some(b"k"),
-            payload,
-            &mut summary,
-        );
+        let coordinates = Envelope {
+            topic: "postfix",
+            partition: 1,
+            offset: 7,
+            timestamp_ms: Some(1000),
+            key: Some("k"),
+            value: "",
+            flags: &[],
+        };
+        write_message_lines(&mut buf, coordinates, payload, &mut summary);
         let values = buf
             .split(|&b| b == b'\n')
             .filter(|l| !l.is_empty())

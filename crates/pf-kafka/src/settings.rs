@@ -102,7 +102,8 @@ impl Settings {
         props.push(("bootstrap.servers".into(), self.brokers.clone()));
         props.push(("group.id".into(), self.group.clone()));
         props.push(("enable.auto.offset.store".into(), "false".into()));
-        props.push(("enable.partition.eof".into(), self.exit_at_end.to_string()));
+        // -e watches the fetched high watermarks instead of end-of-partition events.
+        props.push(("enable.partition.eof".into(), "false".into()));
         Ok(props)
     }
 }

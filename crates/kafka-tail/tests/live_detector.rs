@@ -1,0 +1,259 @@
+//! pipelines/live-detector.sh end to end on a real broker: the bundled
+//! sample's Postfix and Roundcube lines produced to the two topics come out,
+//! record for record, in the old system's output files.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The other stages' binaries sit beside kafka-tail's in the target dir.
+fn bin_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_kafka-tail"))
+        .parent()
+        .expect("binary dir")
+        .to_path_buf();
+    for tool in ["pf-parse", "pf-features", "pf-score", "pf-sink"] {
+        assert!(
+            dir.join(tool).is_file(),
+            "{tool} is not built in {}: run the workspace's tests (cargo test --workspace)",
+            dir.display()
+        );
+    }
+    dir
+}
+
+fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn records(path: &Path) -> Vec<Value> {
+    read_lines(path)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display())))
+        .collect()
+}
+
+#[test]
+fn sample_through_kafka_into_the_output_files() {
+    let broker = Broker::start("live");
+    let dir = pf_testkit::temp_dir("live-detector");
+    let repo = repo();
+    let postfix = read_lines(&repo.join("pipelines/sample/mail.log"));
+    let roundcube = read_lines(&repo.join("pipelines/sample/roundcube.log"));
+    let as_bytes = |v: &[String]| v.iter().map(|l| l.as_bytes().to_vec()).collect::<Vec<_>>();
+    produce(&broker.addr(), "postfix", &as_bytes(&postfix));
+    produce(&broker.addr(), "mail_login", &as_bytes(&roundcube));
+
+    let out = dir.join("out");
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "kafka:\n  broker: \"{}\"\n  consumer_group: live-test\n  topics: [postfix, mail_login]\n\
+             paths:\n  models_dir: {}\n  features: {}\n  output_dir: {}\n",
+            broker.addr(),
+            repo.join("models").display(),
+            repo.join("features/selected_features.json").display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    let mut args: Vec<String> = vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--quiet".into(),
+        "--".into(),
+        "-e".into(),
+    ];
+    args.extend(FAST_GROUP.iter().map(|s| s.to_string()));
+    let run = Command::new(repo.join("pipelines/live-detector.sh"))
+        .args(&args)
+        .env("PF_BIN", bin_dir())
+        .env_remove("PF_CONFIG")
+        .current_dir(&dir)
+        .output()
+        .expect("live-detector.sh runs");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "live-detector.sh failed:\n{stderr}");
+
+    // Every produced line was scored once, with its Kafka coordinates.
+    let all = records(&out.join("all_detections.jsonl"));
+    assert_eq!(all.len(), postfix.len() + roundcube.len(), "{stderr}");
+    let mut raw_by_topic: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut coordinates = BTreeSet::new();
+    for r in &all {
+        let topic = r["source"]["topic"]
+            .as_str()
+            .expect("source.topic")
+            .to_string();
+        let key = (
+            topic.clone(),
+            r["source"]["partition"].as_i64().expect("partition"),
+            r["source"]["offset"].as_i64().expect("offset"),
+        );
+        assert!(coordinates.insert(key), "a message was scored twice");
+        raw_by_topic
+            .entry(topic)
+            .or_default()
+            .push(r["raw"].as_str().unwrap().to_string());
+        let d = &r["detection"];
+        assert!(d["score"].is_f64(), "no score: {r}");
+        assert!(d["model"].is_string());
+        assert!(
+            r["kind"].as_str() != Some("unknown"),
+            "sample line not parsed: {r}"
+        );
+    }
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        sorted(raw_by_topic["postfix"].clone()),
+        sorted(postfix.clone())
+    );
+    assert_eq!(
+        sorted(raw_by_topic["mail_login"].clone()),
+        sorted(roundcube.clone())
+    );
+
+    // Per-topic parsed records: same lines, without features and detection.
+    let postfix_logs = records(&out.join("postfix_logs.json"));
+    let login_logs = records(&out.join("mail_login_logs.json"));
+    assert_eq!(postfix_logs.len(), postfix.len());
+    assert_eq!(login_logs.len(), roundcube.len());
+    for r in postfix_logs.iter().chain(&login_logs) {
+        assert!(r.get("detection").is_none() && r.get("features").is_none());
+        assert!(r["kind"].is_string() && r["raw"].is_string());
+    }
+    assert!(login_logs
+        .iter()
+        .all(|r| r["program"] == "roundcube" && r["source"]["topic"] == "mail_login"));
+
+    // anomalies.jsonl is exactly the anomalous part of all_detections.
+    let anomalies = records(&out.join("anomalies.jsonl"));
+    let flagged: Vec<&Value> = all
+        .iter()
+        .filter(|r| r["detection"]["is_anomaly"] == true)
+        .collect();
+    assert_eq!(anomalies.len(), flagged.len());
+    assert!(
+        !anomalies.is_empty(),
+        "the sample's attacks raise no anomaly"
+    );
+    for a in &anomalies {
+        assert_eq!(a["detection"]["is_anomaly"], true);
+        assert!(a["detection"]["score"].as_f64().unwrap() < 0.0);
+        assert_eq!(a["detection"]["top_features"].as_array().unwrap().len(), 3);
+    }
+    assert!(
+        stderr.contains(&format!(
+            "pf-sink: {} records, {} anomalies",
+            all.len(),
+            anomalies.len()
+        )),
+        "{stderr}"
+    );
+
+    // Running again continues after the committed offsets: nothing new.
+    let again = Command::new(repo.join("pipelines/live-detector.sh"))
+        .args(&args)
+        .env("PF_BIN", bin_dir())
+        .current_dir(&dir)
+        .output()
+        .expect("live-detector.sh runs");
+    assert!(again.status.success());
+    assert_eq!(records(&out.join("all_detections.jsonl")).len(), all.len());
+}
+
+/// A stage dying mid-stream stops the whole pipeline with a non-zero
+/// status (so systemd restarts it), instead of leaving half a pipeline.
+#[test]
+fn a_dead_stage_stops_the_pipeline() {
+    let broker = Broker::start("live-kill");
+    let dir = pf_testkit::temp_dir("live-detector-kill");
+    let repo = repo();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "kafka:\n  broker: \"{}\"\n  consumer_group: kill-test\n  topics: [postfix]\n\
+             paths:\n  models_dir: {}\n  features: {}\n  output_dir: {}\n",
+            broker.addr(),
+            repo.join("models").display(),
+            repo.join("features/selected_features.json").display(),
+            dir.join("out").display()
+        ),
+    )
+    .unwrap();
+    let mut args: Vec<String> = vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--quiet".into(),
+        "--".into(),
+    ];
+    args.extend(FAST_GROUP.iter().map(|s| s.to_string()));
+    let mut child = Command::new(repo.join("pipelines/live-detector.sh"))
+        .args(&args)
+        .env("PF_BIN", bin_dir())
+        .current_dir(&dir)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("live-detector.sh starts");
+    // Wait until pf-features runs, then kill it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let pid = loop {
+        let out = Command::new("pgrep")
+            .args(["-P", &child.id().to_string(), "-x", "pf-features"])
+            .output()
+            .expect("pgrep");
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !text.is_empty() {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pf-features never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the pipeline kept running with a dead stage");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        !status.success(),
+        "exit status must say the pipeline failed"
+    );
+    assert!(stderr.contains("stopping the pipeline"), "{stderr}");
+    let left = Command::new("pgrep")
+        .args(["-f", &config.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&left.stdout).trim().is_empty(),
+        "stages left running after the pipeline stopped"
+    );
+}
