@@ -1,32 +1,93 @@
 #!/usr/bin/env bash
 # The retraining job: the newest lines of the mail logs -> a new model,
-# made current atomically (the previous versions stay in the models dir).
+# made current atomically (earlier versions stay in the models directory).
 #
-#   pipelines/retrain.sh [-n LINES] [--config FILE] [LOG FILE...] [-- PF-TRAIN OPTIONS]
+#   pipelines/retrain.sh [MAX_LINES] [--config FILE] [LOG FILE...] [-- PF-TRAIN OPTIONS]
 #
-# Defaults: -n 100000 (retrain.max_lines), logs /var/log/mail.log. Each log
-# contributes its last LINES lines; pf-train then keeps the newest LINES
-# usable records. Example (cron, daily at 03:10):
-#   10 3 * * *  cd /opt/postfix-anomaly && pipelines/retrain.sh /var/log/mail.log
+# MAX_LINES defaults to retrain.max_lines (100,000). The logs default to
+# paths.postfix_log and paths.roundcube_log from the config (a missing one is
+# skipped with a warning). Each log contributes its last MAX_LINES lines, and
+# pf-train keeps the newest MAX_LINES usable records. Everything is also
+# appended to paths.logs_dir/retraining.log with UTC timestamps.
+#
+# Exit status: 0 when a new model is current; non-zero when anything failed
+# (no log readable, too little data, a stage failed), in which case the
+# current model is left exactly as it was. Cron example (daily, 02:00):
+#   0 2 * * *  cd /opt/postfix-anomaly && pipelines/retrain.sh
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-bin="$root/target/release"
-lines=100000
+cd "$root"
+
+lines=""
 config=()
 logs=()
 while [ $# -gt 0 ]; do
     case "$1" in
-        -n) lines="$2"; shift 2 ;;
         --config) config=(--config "$2"); shift 2 ;;
         --) shift; break ;;
-        *) logs+=("$1"); shift ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) if [ -z "$lines" ] && [ ${#logs[@]} -eq 0 ] && [[ "$1" =~ ^[0-9]+$ ]]; then
+               lines="$1"
+           else
+               logs+=("$1")
+           fi
+           shift ;;
     esac
 done
-[ ${#logs[@]} -gt 0 ] || logs=(/var/log/mail.log)
-for tool in pf-parse pf-features pf-train; do
-    [ -x "$bin/$tool" ] || { cargo build --release -q --manifest-path "$root/Cargo.toml" -p "$tool"; }
+
+if [ -n "${PF_BIN:-}" ]; then
+    bin="$PF_BIN"
+else
+    bin="$root/target/release"
+    for tool in pf-parse pf-features pf-train; do
+        if [ ! -x "$bin/$tool" ]; then
+            cargo build --release -q -p pf-parse -p pf-features -p pf-train
+            break
+        fi
+    done
+fi
+
+setting() { "$bin/pf-train" "${config[@]}" --print-config | sed -n "s/^$1=//p"; }
+[ -n "$lines" ] || lines="$(setting retrain.max_lines)"
+logs_dir="$(setting paths.logs_dir)"
+mkdir -p "$logs_dir"
+logfile="$logs_dir/retraining.log"
+# Everything on stderr (ours and the stages') also goes to the log file.
+exec 2> >(while IFS= read -r line; do
+    printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$line" >> "$logfile"
+    printf '%s\n' "$line"
+done >&2)
+
+echo "retrain.sh: start: newest $lines lines" >&2
+if [ ${#logs[@]} -eq 0 ]; then
+    for key in paths.postfix_log paths.roundcube_log; do
+        logs+=("$(setting "$key")")
+    done
+fi
+readable=()
+for f in "${logs[@]}"; do
+    if [ -r "$f" ]; then
+        readable+=("$f")
+    else
+        echo "retrain.sh: warning: cannot read $f; training without it" >&2
+    fi
 done
-tail -q -n "$lines" "${logs[@]}" \
+if [ ${#readable[@]} -eq 0 ]; then
+    echo "retrain.sh: FAILED: none of the logs is readable (${logs[*]}); set paths.postfix_log / paths.roundcube_log or name the files; the current model is unchanged" >&2
+    exit 1
+fi
+
+set +e
+tail -q -n "$lines" -- "${readable[@]}" \
     | "$bin/pf-parse" "${config[@]}" \
     | "$bin/pf-features" "${config[@]}" \
     | "$bin/pf-train" "${config[@]}" --max-lines "$lines" "$@"
+statuses=("${PIPESTATUS[@]}")
+set -e
+for s in "${statuses[@]}"; do
+    if [ "$s" -ne 0 ]; then
+        echo "retrain.sh: FAILED (stage exit statuses: ${statuses[*]} for tail, pf-parse, pf-features, pf-train); the current model is unchanged" >&2
+        exit 1
+    fi
+done
+echo "retrain.sh: done: trained on ${readable[*]}" >&2
