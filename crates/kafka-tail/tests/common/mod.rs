@@ -15,14 +15,18 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Consumer-group timings for tansu, whose JoinGroup waits half the session
-/// timeout (22.5 s with librdkafka's default); real Kafka refuses values
-/// this low, so they are passed as -X here and not built into kafka-tail.
-pub const FAST_GROUP: [&str; 4] = [
+/// Timings for tansu, whose JoinGroup waits half the session timeout (22.5 s
+/// with librdkafka's default) and whose Fetch waits half of
+/// fetch.wait.max.ms even when data is there; real Kafka refuses session
+/// timeouts this low and answers fetches as soon as data arrives, so these
+/// are passed as -X here and not built into kafka-tail.
+pub const FAST_GROUP: [&str; 6] = [
     "-X",
     "session.timeout.ms=2000",
     "-X",
     "heartbeat.interval.ms=500",
+    "-X",
+    "fetch.wait.max.ms=20",
 ];
 
 pub struct Broker {
