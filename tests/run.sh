@@ -18,4 +18,6 @@ PF_TANSU="${PF_TANSU:-}"
 [ -n "$PF_TANSU" ] || PF_TANSU="$(tests/find-tansu.sh "$PF_PYTHON")"
 export PF_TANSU
 cargo fmt --all -- --check
+# Every binary first: the pipeline tests run the other stages' binaries.
+cargo build --workspace --release --bins
 cargo test --workspace --release -- --nocapture

@@ -1,0 +1,149 @@
+//! pf-sink: scored records into the output files, anomalies on stdout.
+
+use pf_testkit::{run, temp_dir};
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pf-sink");
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn scored(topic: Option<&str>, program: &str, anomaly: bool, raw: &str) -> String {
+    let mut r = json!({
+        "raw": raw,
+        "kind": "smtpd.sasl_auth_failed",
+        "program": program,
+        "ts": "2026-03-03T22:13:00+00:00",
+        "parsed": true,
+        "fields": {"client_ip": "203.0.113.250"},
+        "features": {"hour": 22, "msg_len": 80},
+        "detection": {
+            "score": if anomaly { -0.12 } else { 0.08 },
+            "is_anomaly": anomaly,
+            "severity": if anomaly { "high" } else { "none" },
+            "model": "model-x"
+        }
+    });
+    if anomaly {
+        r["detection"]["top_features"] = json!([
+            {"feature": "hour", "value": 22, "contribution": -1.5},
+            {"feature": "msg_len", "value": 80, "contribution": -0.7},
+            {"feature": "service_encoded", "value": "postfix/smtpd", "contribution": -0.1}
+        ]);
+    }
+    if let Some(t) = topic {
+        r["source"] = json!({"topic": t, "partition": 0, "offset": 5});
+    }
+    r.to_string()
+}
+
+#[test]
+fn records_go_to_their_files_and_anomalies_are_printed() {
+    let dir = temp_dir("pf-sink-route");
+    let input = [
+        scored(
+            Some("postfix"),
+            "postfix/smtpd",
+            true,
+            "brute \x1b[31mforce",
+        ),
+        scored(Some("postfix"), "postfix/smtpd", false, "normal line"),
+        scored(Some("mail_login"), "roundcube", false, "webmail login"),
+        scored(None, "dovecot", false, "imap login from a file"),
+        scored(None, "postfix/qmgr", false, "qmgr from a file"),
+    ]
+    .join("\n");
+    let r = run(BIN, &["--output-dir", "out"], input.as_bytes(), &dir);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let out = dir.join("out");
+    assert_eq!(lines(&out.join("all_detections.jsonl")).len(), 5);
+    let anomalies = lines(&out.join("anomalies.jsonl"));
+    assert_eq!(anomalies.len(), 1);
+    assert_eq!(anomalies[0]["detection"]["severity"], "high");
+    let postfix = lines(&out.join("postfix_logs.json"));
+    let logins = lines(&out.join("mail_login_logs.json"));
+    assert_eq!(
+        postfix.len(),
+        3,
+        "two from the topic, one Postfix line from a file"
+    );
+    assert_eq!(
+        logins.len(),
+        2,
+        "one from the topic, one Dovecot line from a file"
+    );
+    for r in postfix.iter().chain(&logins) {
+        assert!(
+            r.get("features").is_none() && r.get("detection").is_none(),
+            "{r}"
+        );
+        assert_eq!(r["fields"]["client_ip"], "203.0.113.250");
+    }
+    // One readable line per anomaly; no terminal escapes from the log line.
+    let alerts: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(alerts.len(), 1, "{}", r.stdout);
+    assert!(alerts[0].starts_with("HIGH"), "{}", alerts[0]);
+    assert!(alerts[0].contains("-0.1200"));
+    assert!(alerts[0].contains("hour=22 (-1.500)"), "{}", alerts[0]);
+    assert!(alerts[0].contains("brute ?[31mforce"), "{}", alerts[0]);
+    assert!(!r.stdout.contains('\x1b'));
+    assert!(
+        r.stderr.contains("5 records, 1 anomalies (1 high)"),
+        "{}",
+        r.stderr
+    );
+    // Private by default: 0640 files in a 0750 directory.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&out) & !0o750, 0, "dir mode {:o}", mode(&out));
+    assert_eq!(mode(&out.join("anomalies.jsonl")) & !0o640, 0);
+
+    // A second run appends.
+    let r = run(
+        BIN,
+        &["--output-dir", "out", "--quiet"],
+        input.as_bytes(),
+        &dir,
+    );
+    assert_eq!(r.status, 0);
+    assert!(r.stdout.is_empty(), "--quiet prints nothing");
+    assert_eq!(lines(&out.join("all_detections.jsonl")).len(), 10);
+}
+
+#[test]
+fn bad_lines_are_reported_and_the_rest_kept() {
+    let dir = temp_dir("pf-sink-bad");
+    let input = format!(
+        "{}\nnot json at all\n{}\n",
+        scored(Some("postfix"), "postfix/smtpd", false, "one"),
+        scored(Some("postfix"), "postfix/smtpd", false, "two")
+    );
+    let r = run(BIN, &["--output-dir", "out"], input.as_bytes(), &dir);
+    assert_eq!(r.status, 1, "a bad line sets exit status 1");
+    assert!(
+        r.stderr.contains("stdin line 2: not a JSON record"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(lines(&dir.join("out/all_detections.jsonl")).len(), 2);
+}
+
+#[test]
+fn unwritable_output_directory_is_a_clear_error() {
+    let dir = temp_dir("pf-sink-unwritable");
+    std::fs::write(dir.join("file"), "").unwrap();
+    let r = run(BIN, &["--output-dir", "file/out"], b"", &dir);
+    assert_eq!(r.status, 2);
+    assert!(
+        r.stderr
+            .contains("cannot create the output directory file/out"),
+        "{}",
+        r.stderr
+    );
+}
