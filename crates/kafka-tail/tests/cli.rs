@@ -248,6 +248,28 @@ fn broker_crash_and_restart() {
     }
 }
 
+/// No broker at start: kafka-tail says so and keeps trying, then consumes
+/// once the broker is up.
+#[test]
+fn broker_down_at_start() {
+    let mut broker = Broker::not_started("late");
+    let d = dir("late");
+    let args = ["-b", &broker.addr(), "-G", "late", "-t", "postfix"];
+    let addr = broker.addr();
+    let tail = kafka_tail(&args, &d);
+    tail.wait_for(30, "a message about the missing broker", |_, err| {
+        err.contains(&addr) && err.contains("still retrying")
+    });
+    broker.restart();
+    let msgs = lines("late", 50);
+    produce(&broker.addr(), "postfix", &msgs);
+    tail.wait_for(90, "the messages", |n, _| n >= msgs.len());
+    tail.signal("TERM");
+    let (code, got, stderr) = tail.finish(30);
+    assert_eq!(code, 0, "{stderr}");
+    assert_same_lines(values(&got), &msgs, &stderr);
+}
+
 /// Two instances in one group share the partitions and together see every
 /// message once.
 #[test]

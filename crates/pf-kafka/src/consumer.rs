@@ -12,7 +12,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -100,26 +100,33 @@ impl<W: Write> Sink<W> {
     }
 }
 
-/// Prints to stderr, collapsing a message repeated within a minute (a
-/// broker that stays down is reported on every reconnect attempt).
+/// Prints to stderr, each distinct message at most once a minute (a broker
+/// that stays down is reported by librdkafka on every reconnect attempt),
+/// with the number of repeats left out when it shows again.
 struct Reporter {
-    last: Mutex<Option<(String, Instant, u64)>>,
+    seen: Mutex<HashMap<String, (Instant, u64)>>,
 }
+
+const REPEAT_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Reporter {
     fn report(&self, message: &str) {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((text, at, repeats)) = last.as_mut() {
-            if text == message && at.elapsed() < Duration::from_secs(60) {
-                *repeats += 1;
-                return;
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() > 256 {
+            seen.clear();
+        }
+        match seen.get_mut(message) {
+            Some((at, repeats)) if at.elapsed() < REPEAT_INTERVAL => *repeats += 1,
+            Some((at, repeats)) => {
+                eprintln!("kafka-tail: {message} (and {repeats} more times in the last minute)");
+                *at = Instant::now();
+                *repeats = 0;
             }
-            if *repeats > 0 {
-                eprintln!("kafka-tail: (the previous message repeated {repeats} more times)");
+            None => {
+                eprintln!("kafka-tail: {message}");
+                seen.insert(message.to_string(), (Instant::now(), 0));
             }
         }
-        eprintln!("kafka-tail: {message}");
-        *last = Some((message.to_string(), Instant::now(), 0));
     }
 }
 
@@ -140,13 +147,18 @@ impl<W> TailContext<W> {
 
 impl<W: Write + Send> ClientContext for TailContext<W> {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        if (level as i32) <= (RDKafkaLogLevel::Error as i32) {
+        // Errors arrive through `error` as well; only worse is logged here.
+        if (level as i32) <= (RDKafkaLogLevel::Critical as i32) {
             self.reporter
                 .report(&format!("kafka {facility}: {message}"));
         }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // librdkafka's "0/1 brokers are down" on the way out means none is.
+        if reason.starts_with("0/") {
+            return;
+        }
         let hint = match error.rdkafka_error_code() {
             Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) => {
                 "; still retrying (check -b / kafka.broker and that the broker is up)"
@@ -412,7 +424,7 @@ pub fn tail<W: Write + Send + 'static>(
         start: settings.start,
         seen: Mutex::new(HashSet::new()),
         reporter: Reporter {
-            last: Mutex::new(None),
+            seen: Mutex::new(HashMap::new()),
         },
     };
     let consumer: BaseConsumer<TailContext<W>> = config
@@ -500,6 +512,8 @@ fn consume<W: Write + Send>(
                     return Ok(());
                 }
             }
+            // Connection trouble is reported by the error callback already.
+            Some(Err(e)) if is_connection_error(&e) => {}
             Some(Err(e)) => context
                 .reporter
                 .report(&format!("kafka: {e}; still retrying")),
@@ -521,6 +535,14 @@ fn consume<W: Write + Send>(
         }
     }
     Ok(())
+}
+
+fn is_connection_error(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::{AllBrokersDown, BrokerTransportFailure};
+    matches!(
+        e.rdkafka_error_code(),
+        Some(AllBrokersDown | BrokerTransportFailure)
+    )
 }
 
 #[cfg(test)]

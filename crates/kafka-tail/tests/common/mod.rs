@@ -48,14 +48,19 @@ fn free_port() -> u16 {
 
 impl Broker {
     pub fn start(name: &str) -> Broker {
+        let mut broker = Broker::not_started(name);
+        broker.restart();
+        broker
+    }
+
+    /// A free port for a broker that is not running yet.
+    pub fn not_started(name: &str) -> Broker {
         let log = std::env::temp_dir().join(format!("tansu-{name}-{}.log", std::process::id()));
-        let mut broker = Broker {
+        Broker {
             child: None,
             port: free_port(),
             log,
-        };
-        broker.restart();
-        broker
+        }
     }
 
     pub fn addr(&self) -> String {
