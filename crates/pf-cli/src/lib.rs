@@ -170,17 +170,19 @@ pub fn for_each_line(
     out: &mut Output,
     each: impl FnMut(&Line<'_>, Origin<'_>, &mut Vec<u8>),
 ) -> Result<InputStats> {
-    for_each_line_idle(tool, files, out, each, || Ok(()))
+    for_each_line_idle(tool, files, out, each, |_| Ok(()))
 }
 
 /// [`for_each_line`], also calling `idle` whenever the input has nothing
-/// more buffered, for stages that keep output buffers of their own.
+/// more buffered (and at the end), before the output is written: for stages
+/// that batch records (`idle` appends the batch's output to the buffer it
+/// is given) or keep output files of their own.
 pub fn for_each_line_idle(
     tool: &str,
     files: &[PathBuf],
     out: &mut Output,
     mut each: impl FnMut(&Line<'_>, Origin<'_>, &mut Vec<u8>),
-    mut idle: impl FnMut() -> io::Result<()>,
+    mut idle: impl FnMut(&mut Vec<u8>) -> io::Result<()>,
 ) -> Result<InputStats> {
     let mut stats = InputStats::default();
     let stdin_only = [PathBuf::from("-")];
@@ -205,8 +207,8 @@ pub fn for_each_line_idle(
         let mut lines = LineReader::new(BufReader::with_capacity(OUTPUT_CHUNK, reader));
         loop {
             if lines.is_drained() {
+                idle(out.buf())?;
                 out.flush()?;
-                idle()?;
             }
             match lines.next_line() {
                 Ok(Some(line)) => {
@@ -226,8 +228,8 @@ pub fn for_each_line_idle(
             }
         }
     }
+    idle(out.buf())?;
     out.flush()?;
-    idle()?;
     Ok(stats)
 }
 
@@ -291,7 +293,7 @@ pub fn for_each_record(
     errors: &mut LineErrors,
     each: impl FnMut(&str, u64, Origin<'_>, &mut Vec<u8>, &mut LineErrors),
 ) -> Result<InputStats> {
-    for_each_record_idle(tool, files, out, errors, each, || Ok(()))
+    for_each_record_idle(tool, files, out, errors, each, |_| Ok(()))
 }
 
 /// [`for_each_record`] with an `idle` hook as in [`for_each_line_idle`].
@@ -301,7 +303,7 @@ pub fn for_each_record_idle(
     out: &mut Output,
     errors: &mut LineErrors,
     mut each: impl FnMut(&str, u64, Origin<'_>, &mut Vec<u8>, &mut LineErrors),
-    idle: impl FnMut() -> io::Result<()>,
+    idle: impl FnMut(&mut Vec<u8>) -> io::Result<()>,
 ) -> Result<InputStats> {
     for_each_line_idle(
         tool,

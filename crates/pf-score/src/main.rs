@@ -67,10 +67,44 @@ struct Detector {
     scorer: Scorer,
     explainer: Explainer,
     thresholds: Thresholds,
-    row: Vec<f32>,
-    phi: Vec<f64>,
-    unseen: Vec<usize>,
     unseen_counts: Vec<u64>,
+    batch: Batch,
+}
+
+/// Records read while more input was waiting, scored and explained
+/// together: the forest and TreeSHAP tables are walked once per block of
+/// rows instead of once per record. A batch is finished when it is full or
+/// the input goes idle, so a quiet stream still sees each record at once.
+#[derive(Default)]
+struct Batch {
+    records: Vec<Pending>,
+    /// Encoded rows of the scorable records, one after another.
+    rows: Vec<f32>,
+    scores: Vec<f64>,
+    /// Rows to explain, and their SHAP values, one `d`-slice per row.
+    explain_rows: Vec<f32>,
+    phi: Vec<f64>,
+}
+
+/// Rows per batch: large enough for the block-wise walks, small enough to
+/// keep a burst's first records from waiting long.
+const BATCH_ROWS: usize = 1024;
+
+struct Pending {
+    text: String,
+    had_detection: bool,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    /// Scorable: its row's index in the batch, its features and the
+    /// features whose category the model has not seen.
+    Row {
+        index: usize,
+        features: Map<String, Value>,
+        unseen: Vec<usize>,
+    },
+    Error(String),
 }
 
 fn main() -> ExitCode {
@@ -98,22 +132,19 @@ fn score(args: &Args) -> Result<u8, Fatal> {
     let scorer = Scorer::new(&model.forest, d)
         .with_context(|| format!("model {}", path.display()))
         .map_err(Fatal::usage)?;
-    let mut det = Detector {
+    let det = std::cell::RefCell::new(Detector {
         encoder: Encoder::new(&model),
         explainer: Explainer::new(&model.forest, d),
         scorer,
         thresholds: config.anomaly.threshold,
-        row: vec![0.0; d],
-        phi: vec![0.0; d],
-        unseen: Vec::new(),
         unseen_counts: vec![0; d],
+        batch: Batch::default(),
         model,
-    };
+    });
     let mut out = Output::default();
     let mut errors = LineErrors::new("pf-score");
     let mut unscorable = 0u64;
-    let mut detection = Vec::with_capacity(512);
-    let stats = pf_cli::for_each_record(
+    let stats = pf_cli::for_each_record_idle(
         "pf-score",
         &args.common.files,
         &mut out,
@@ -125,37 +156,37 @@ fn score(args: &Args) -> Result<u8, Fatal> {
                     return errors.report(origin, number, format_args!("not a JSON record: {e}"))
                 }
             };
-            detection.clear();
-            let keep = match &record.features {
+            let mut det = det.borrow_mut();
+            let outcome = match record.features {
                 None => {
-                    unscorable += 1;
                     let problem =
                         "record has no `features` object (run it through pf-features first)";
                     errors.report(origin, number, problem);
-                    det.write_error(problem, &mut detection);
-                    !args.only_anomalies
+                    Outcome::Error(problem.to_string())
                 }
-                Some(features) => match det.detect(features, args, &mut detection) {
-                    Ok(is_anomaly) => is_anomaly || !args.only_anomalies,
+                Some(features) => match det.encode(features) {
+                    Ok(outcome) => outcome,
                     Err(problem) => {
-                        unscorable += 1;
                         errors.report(origin, number, format_args!("cannot score: {problem}"));
-                        det.write_error(&problem.to_string(), &mut detection);
-                        !args.only_anomalies
+                        Outcome::Error(problem.to_string())
                     }
                 },
             };
-            if keep {
-                if let Err(e) = write_with_field(
-                    buf,
-                    text,
-                    "detection",
-                    &detection,
-                    record.detection.is_some(),
-                ) {
-                    errors.report(origin, number, e);
-                }
+            if matches!(outcome, Outcome::Error(_)) {
+                unscorable += 1;
             }
+            det.batch.records.push(Pending {
+                text: text.to_string(),
+                had_detection: record.detection.is_some(),
+                outcome,
+            });
+            if det.batch.scores.len() + 1 >= BATCH_ROWS || det.batch.records.len() >= BATCH_ROWS {
+                det.finish_batch(args, buf);
+            }
+        },
+        |buf| {
+            det.borrow_mut().finish_batch(args, buf);
+            Ok(())
         },
     )?;
     if unscorable > 0 {
@@ -163,7 +194,7 @@ fn score(args: &Args) -> Result<u8, Fatal> {
             "pf-score: {unscorable} record(s) could not be scored (marked with detection.error)"
         );
     }
-    det.report_unseen();
+    det.borrow().report_unseen();
     Ok(if stats.unreadable > 0 || errors.count > unscorable {
         EXIT_INPUT
     } else {
@@ -172,19 +203,111 @@ fn score(args: &Args) -> Result<u8, Fatal> {
 }
 
 impl Detector {
+    /// Encodes a record's features into the batch.
+    fn encode(&mut self, features: Map<String, Value>) -> Result<Outcome, pf_model::EncodeError> {
+        let d = self.encoder.names().len();
+        let rows = &mut self.batch.rows;
+        let start = rows.len();
+        rows.resize(start + d, 0.0);
+        let mut unseen = Vec::new();
+        if let Err(e) = self
+            .encoder
+            .encode(&features, &mut rows[start..], &mut unseen)
+        {
+            rows.truncate(start);
+            return Err(e);
+        }
+        Ok(Outcome::Row {
+            index: start / d,
+            features,
+            unseen,
+        })
+    }
+
+    /// Scores and explains the batch and appends its records, in input
+    /// order, to `out`.
+    fn finish_batch(&mut self, args: &Args, out: &mut Vec<u8>) {
+        if self.batch.records.is_empty() {
+            return;
+        }
+        let d = self.encoder.names().len();
+        let mut batch = std::mem::take(&mut self.batch);
+        let n = batch.rows.len() / d;
+        batch.scores.resize(n, 0.0);
+        self.scorer
+            .decision_function(&batch.rows, &mut batch.scores);
+        // Explain the rows that need it, all at once.
+        let low = self.thresholds.low;
+        let mut explained = vec![usize::MAX; n];
+        batch.explain_rows.clear();
+        let mut k = 0;
+        for (i, &score) in batch.scores.iter().enumerate() {
+            if score < low || args.explain_all {
+                explained[i] = k;
+                batch
+                    .explain_rows
+                    .extend_from_slice(&batch.rows[i * d..(i + 1) * d]);
+                k += 1;
+            }
+        }
+        batch.phi.resize(k * d, 0.0);
+        if k > 0 {
+            self.explainer
+                .explain_many(&batch.explain_rows, &mut batch.phi);
+        }
+        let mut detection = Vec::with_capacity(512);
+        for pending in batch.records.drain(..) {
+            detection.clear();
+            let is_anomaly = match &pending.outcome {
+                Outcome::Error(problem) => {
+                    self.write_error(problem, &mut detection);
+                    false
+                }
+                Outcome::Row {
+                    index,
+                    features,
+                    unseen,
+                } => {
+                    let phi = (explained[*index] != usize::MAX).then(|| {
+                        let at = explained[*index] * d;
+                        &batch.phi[at..at + d]
+                    });
+                    self.write_detection(
+                        batch.scores[*index],
+                        phi,
+                        features,
+                        unseen,
+                        args,
+                        &mut detection,
+                    )
+                }
+            };
+            if is_anomaly || !args.only_anomalies {
+                // The text parsed as a JSON object before, so this cannot fail.
+                let _ = write_with_field(
+                    out,
+                    &pending.text,
+                    "detection",
+                    &detection,
+                    pending.had_detection,
+                );
+            }
+        }
+        batch.rows.clear();
+        batch.scores.clear();
+        self.batch = batch;
+    }
+
     /// Writes the detection object; returns whether the record is an anomaly.
-    fn detect(
+    fn write_detection(
         &mut self,
+        score: f64,
+        phi: Option<&[f64]>,
         features: &Map<String, Value>,
+        unseen: &[usize],
         args: &Args,
         out: &mut Vec<u8>,
-    ) -> Result<bool, pf_model::EncodeError> {
-        self.unseen.clear();
-        self.encoder
-            .encode(features, &mut self.row, &mut self.unseen)?;
-        let mut score = [0.0];
-        self.scorer.decision_function(&self.row, &mut score);
-        let score = score[0];
+    ) -> bool {
         let t = self.thresholds;
         let is_anomaly = score < t.low;
         let severity = if score < t.high {
@@ -206,12 +329,9 @@ impl Detector {
         out.extend_from_slice(b",\"severity\":");
         write_str(out, severity);
         let names = self.encoder.names();
-        if is_anomaly || args.explain_all {
-            self.explainer.explain(&self.row, &mut self.phi);
-        }
-        if is_anomaly {
+        if let (true, Some(phi)) = (is_anomaly, phi) {
             let mut order: Vec<usize> = (0..names.len()).collect();
-            order.sort_by(|&a, &b| self.phi[a].total_cmp(&self.phi[b]));
+            order.sort_by(|&a, &b| phi[a].total_cmp(&phi[b]));
             out.extend_from_slice(b",\"top_features\":[");
             for (k, &i) in order.iter().take(args.top).enumerate() {
                 if k > 0 {
@@ -225,12 +345,12 @@ impl Detector {
                     None => out.extend_from_slice(b"null"),
                 }
                 out.extend_from_slice(b",\"contribution\":");
-                write_f64(out, self.phi[i]);
+                write_f64(out, phi[i]);
                 out.push(b'}');
             }
             out.push(b']');
         }
-        if args.explain_all {
+        if let (true, Some(phi)) = (args.explain_all, phi) {
             out.extend_from_slice(b",\"contributions\":{");
             for (i, name) in names.iter().enumerate() {
                 if i > 0 {
@@ -238,13 +358,13 @@ impl Detector {
                 }
                 write_str(out, name);
                 out.push(b':');
-                write_f64(out, self.phi[i]);
+                write_f64(out, phi[i]);
             }
             out.push(b'}');
         }
-        if !self.unseen.is_empty() {
+        if !unseen.is_empty() {
             out.extend_from_slice(b",\"unseen\":[");
-            for (k, &i) in self.unseen.iter().enumerate() {
+            for (k, &i) in unseen.iter().enumerate() {
                 self.unseen_counts[i] += 1;
                 if k > 0 {
                     out.push(b',');
@@ -256,7 +376,7 @@ impl Detector {
         out.extend_from_slice(b",\"model\":");
         write_str(out, &self.model.version);
         out.push(b'}');
-        Ok(is_anomaly)
+        is_anomaly
     }
 
     fn write_error(&self, problem: &str, out: &mut Vec<u8>) {

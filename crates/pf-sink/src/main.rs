@@ -129,7 +129,7 @@ fn main() -> ExitCode {
                     write_error.get_or_insert(e);
                 }
             },
-            || files_cell.borrow_mut().flush(),
+            |_| files_cell.borrow_mut().flush(),
         );
         let flushed = files_cell.borrow_mut().flush();
         let stats = stats?;
