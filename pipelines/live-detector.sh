@@ -15,8 +15,8 @@
 # Kafka redelivers whatever was not written. SIGTERM/SIGINT stop kafka-tail
 # first; the later stages drain what it wrote, and the exit status is 0.
 #
-# Binaries are taken from $PF_BIN if set, else target/release of this
-# checkout (built if missing), else $PATH.
+# Binaries: $PF_BIN, else target/release of a checkout (built if missing),
+# else bin/ of an installation, else $PATH (pipelines/lib.sh).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
@@ -36,20 +36,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-if [ -n "${PF_BIN:-}" ]; then
-    bin="$PF_BIN"
-elif [ -f "$root/Cargo.toml" ]; then
-    bin="$root/target/release"
-    for tool in kafka-tail pf-parse pf-features pf-score pf-sink; do
-        if [ ! -x "$bin/$tool" ]; then
-            cargo build --release -q --manifest-path "$root/Cargo.toml" \
-                -p kafka-tail -p pf-parse -p pf-features -p pf-score -p pf-sink
-            break
-        fi
-    done
-else
-    bin="$(dirname "$(command -v pf-parse)")"
-fi
+# shellcheck source=pipelines/lib.sh
+. "$root/pipelines/lib.sh"
+find_bin "$root" kafka-tail pf-parse pf-features pf-score pf-sink
 
 if [ "$mode" = replay ] && [ ${#replay[@]} -eq 0 ]; then
     echo "live-detector.sh: --replay needs at least one log file" >&2

@@ -35,17 +35,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-if [ -n "${PF_BIN:-}" ]; then
-    bin="$PF_BIN"
-else
-    bin="$root/target/release"
-    for tool in pf-parse pf-features pf-train; do
-        if [ ! -x "$bin/$tool" ]; then
-            cargo build --release -q -p pf-parse -p pf-features -p pf-train
-            break
-        fi
-    done
-fi
+# shellcheck source=pipelines/lib.sh
+. "$root/pipelines/lib.sh"
+find_bin "$root" pf-train pf-parse pf-features
 
 setting() { "$bin/pf-train" "${config[@]}" --print-config | sed -n "s/^$1=//p"; }
 [ -n "$lines" ] || lines="$(setting retrain.max_lines)"

@@ -62,12 +62,18 @@ struct Args {
     /// Exit after N messages.
     #[arg(short = 'c', value_name = "N")]
     count: Option<u64>,
+    /// Print the group's lag per partition (committed offset vs. end) and exit.
+    #[arg(long)]
+    lag: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     pf_cli::run("kafka-tail", || {
         let settings = settings(&args).map_err(Fatal::usage)?;
+        if args.lag {
+            return print_lag(&settings);
+        }
         let stop = Arc::new(AtomicBool::new(false));
         for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             signal_hook::flag::register(signal, Arc::clone(&stop))
@@ -86,6 +92,26 @@ fn main() -> ExitCode {
         );
         Ok(EXIT_OK)
     })
+}
+
+fn print_lag(settings: &Settings) -> Result<u8, Fatal> {
+    let partitions = pf_kafka::group_lag(settings)?;
+    println!(
+        "{:<24} {:>9} {:>14} {:>14} {:>10}",
+        "topic", "partition", "committed", "end", "lag"
+    );
+    let mut total = 0;
+    for (p, start) in &partitions {
+        let lag = p.lag(*start);
+        total += lag;
+        let committed = p.committed.map_or("-".to_string(), |c| c.to_string());
+        println!(
+            "{:<24} {:>9} {:>14} {:>14} {:>10}",
+            p.topic, p.partition, committed, p.end, lag
+        );
+    }
+    println!("group {}: {total} message(s) behind", settings.group);
+    Ok(EXIT_OK)
 }
 
 fn settings(args: &Args) -> anyhow::Result<Settings> {

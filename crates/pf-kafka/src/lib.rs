@@ -13,7 +13,9 @@
 //! one is written in large chunks).
 
 mod consumer;
+mod lag;
 mod settings;
 
 pub use consumer::{tail, Summary};
+pub use lag::{group_lag, PartitionLag};
 pub use settings::{parse_property, Settings, StartAt, MANAGED_PROPERTIES};

@@ -5,6 +5,7 @@
 //! nowhere else; `docs/records.md` describes them for humans.
 
 pub mod append;
+pub mod atomic;
 pub mod envelope;
 pub mod json;
 pub mod lines;

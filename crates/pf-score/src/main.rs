@@ -7,8 +7,11 @@ use pf_record::json::{write_f64, write_str, write_with_field};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -26,6 +29,12 @@ path shorter, i.e. pushed it towards anomalous). A record that cannot be
 scored (no `features`, a null or non-numeric value) is reported on stderr
 with its line number and passes on with `detection.error` (with
 --only-anomalies it is only reported).
+
+With a models directory (not --model), a new current model (its CURRENT
+changed by pf-train, pf-models rollback or a restore) is picked up between
+records without a restart, within a second or at once on SIGHUP; it is
+loaded completely first, and one that does not load is reported and not
+used. `detection.model` names the version that scored each record.
 
 Exit status: 0 on success, 1 if an input could not be read or a line was
 not a JSON record, 2 on bad usage, configuration or model.";
@@ -62,14 +71,52 @@ struct ScoreRecord {
 }
 
 struct Detector {
+    loaded: Loaded,
+    thresholds: Thresholds,
+    /// Records per feature whose category the model had not seen.
+    unseen_counts: std::collections::BTreeMap<String, u64>,
+    batch: Batch,
+    /// Set when the model came from a models directory: follow its CURRENT.
+    watch: Option<Watch>,
+}
+
+/// A model ready to score: its file, encoder, scorer and explainer.
+struct Loaded {
+    path: PathBuf,
     model: Model,
     encoder: Encoder,
     scorer: Scorer,
     explainer: Explainer,
-    thresholds: Thresholds,
-    unseen_counts: Vec<u64>,
-    batch: Batch,
 }
+
+impl Loaded {
+    fn open(path: &Path) -> anyhow::Result<Loaded> {
+        let model = Model::load(path)?;
+        let d = model.features.len();
+        let scorer =
+            Scorer::new(&model.forest, d).with_context(|| format!("model {}", path.display()))?;
+        Ok(Loaded {
+            path: path.to_path_buf(),
+            encoder: Encoder::new(&model),
+            explainer: Explainer::new(&model.forest, d),
+            scorer,
+            model,
+        })
+    }
+}
+
+/// Hot reload: between batches, at most once a second or at once after
+/// SIGHUP, the models directory's CURRENT is read; a new current model is
+/// loaded completely before it replaces the old one, and a model that does
+/// not load is reported once and not used.
+struct Watch {
+    dir: ModelsDir,
+    last_check: Instant,
+    hup: Arc<AtomicBool>,
+    refused: Option<PathBuf>,
+}
+
+const RELOAD_CHECK: Duration = Duration::from_secs(1);
 
 /// Records read while more input was waiting, scored and explained
 /// together: the forest and TreeSHAP tables are walked once per block of
@@ -112,34 +159,38 @@ fn main() -> ExitCode {
     pf_cli::run("pf-score", || score(&args))
 }
 
-fn load_model(args: &Args, models_dir: PathBuf) -> anyhow::Result<(PathBuf, Model)> {
-    let path = match &args.model {
-        Some(p) => p.clone(),
-        None => ModelsDir::new(models_dir).current()?,
-    };
-    let model = Model::load(&path)?;
-    Ok((path, model))
-}
-
 fn score(args: &Args) -> Result<u8, Fatal> {
     let config = args.common.load_config().map_err(Fatal::usage)?;
-    let models_dir = args
-        .models_dir
-        .clone()
-        .unwrap_or(config.paths.models_dir.clone());
-    let (path, model) = load_model(args, models_dir).map_err(Fatal::usage)?;
-    let d = model.features.len();
-    let scorer = Scorer::new(&model.forest, d)
-        .with_context(|| format!("model {}", path.display()))
-        .map_err(Fatal::usage)?;
+    let models_dir = ModelsDir::new(
+        args.models_dir
+            .clone()
+            .unwrap_or(config.paths.models_dir.clone()),
+    );
+    let path = match &args.model {
+        Some(p) => p.clone(),
+        None => models_dir.current().map_err(Fatal::usage)?,
+    };
+    let loaded = Loaded::open(&path).map_err(Fatal::usage)?;
+    let watch = match &args.model {
+        Some(_) => None,
+        None => {
+            let hup = Arc::new(AtomicBool::new(false));
+            signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
+                .context("cannot install the SIGHUP handler")?;
+            Some(Watch {
+                dir: models_dir,
+                last_check: Instant::now(),
+                hup,
+                refused: None,
+            })
+        }
+    };
     let det = std::cell::RefCell::new(Detector {
-        encoder: Encoder::new(&model),
-        explainer: Explainer::new(&model.forest, d),
-        scorer,
+        loaded,
         thresholds: config.anomaly.threshold,
-        unseen_counts: vec![0; d],
+        unseen_counts: Default::default(),
         batch: Batch::default(),
-        model,
+        watch,
     });
     let mut out = Output::default();
     let mut errors = LineErrors::new("pf-score");
@@ -157,6 +208,9 @@ fn score(args: &Args) -> Result<u8, Fatal> {
                 }
             };
             let mut det = det.borrow_mut();
+            if det.batch.records.is_empty() {
+                det.maybe_reload();
+            }
             let outcome = match record.features {
                 None => {
                     let problem =
@@ -185,7 +239,9 @@ fn score(args: &Args) -> Result<u8, Fatal> {
             }
         },
         |buf| {
-            det.borrow_mut().finish_batch(args, buf);
+            let mut det = det.borrow_mut();
+            det.finish_batch(args, buf);
+            det.maybe_reload();
             Ok(())
         },
     )?;
@@ -203,14 +259,52 @@ fn score(args: &Args) -> Result<u8, Fatal> {
 }
 
 impl Detector {
+    /// Switches to a new current model if there is one (only between batches:
+    /// rows already encoded are scored by the model that encoded them).
+    fn maybe_reload(&mut self) {
+        let Some(watch) = &mut self.watch else {
+            return;
+        };
+        let forced = watch.hup.swap(false, Ordering::Relaxed);
+        if !forced && watch.last_check.elapsed() < RELOAD_CHECK {
+            return;
+        }
+        watch.last_check = Instant::now();
+        let Ok(path) = watch.dir.current() else {
+            return;
+        };
+        if path == self.loaded.path || watch.refused.as_ref() == Some(&path) {
+            return;
+        }
+        match Loaded::open(&path) {
+            Ok(new) => {
+                eprintln!(
+                    "pf-score: now scoring with model {} (was {})",
+                    new.model.version, self.loaded.model.version
+                );
+                self.loaded = new;
+                watch.refused = None;
+            }
+            Err(e) => {
+                eprintln!(
+                    "pf-score: the new current model {} does not load, still scoring with {}: {e:#}",
+                    path.display(),
+                    self.loaded.model.version
+                );
+                watch.refused = Some(path);
+            }
+        }
+    }
+
     /// Encodes a record's features into the batch.
     fn encode(&mut self, features: Map<String, Value>) -> Result<Outcome, pf_model::EncodeError> {
-        let d = self.encoder.names().len();
+        let d = self.loaded.encoder.names().len();
         let rows = &mut self.batch.rows;
         let start = rows.len();
         rows.resize(start + d, 0.0);
         let mut unseen = Vec::new();
         if let Err(e) = self
+            .loaded
             .encoder
             .encode(&features, &mut rows[start..], &mut unseen)
         {
@@ -230,11 +324,12 @@ impl Detector {
         if self.batch.records.is_empty() {
             return;
         }
-        let d = self.encoder.names().len();
+        let d = self.loaded.encoder.names().len();
         let mut batch = std::mem::take(&mut self.batch);
         let n = batch.rows.len() / d;
         batch.scores.resize(n, 0.0);
-        self.scorer
+        self.loaded
+            .scorer
             .decision_function(&batch.rows, &mut batch.scores);
         // Explain the rows that need it, all at once.
         let low = self.thresholds.low;
@@ -252,7 +347,8 @@ impl Detector {
         }
         batch.phi.resize(k * d, 0.0);
         if k > 0 {
-            self.explainer
+            self.loaded
+                .explainer
                 .explain_many(&batch.explain_rows, &mut batch.phi);
         }
         let mut detection = Vec::with_capacity(512);
@@ -328,7 +424,7 @@ impl Detector {
         });
         out.extend_from_slice(b",\"severity\":");
         write_str(out, severity);
-        let names = self.encoder.names();
+        let names = self.loaded.encoder.names();
         if let (true, Some(phi)) = (is_anomaly, phi) {
             let mut order: Vec<usize> = (0..names.len()).collect();
             order.sort_by(|&a, &b| phi[a].total_cmp(&phi[b]));
@@ -365,7 +461,7 @@ impl Detector {
         if !unseen.is_empty() {
             out.extend_from_slice(b",\"unseen\":[");
             for (k, &i) in unseen.iter().enumerate() {
-                self.unseen_counts[i] += 1;
+                *self.unseen_counts.entry(names[i].clone()).or_default() += 1;
                 if k > 0 {
                     out.push(b',');
                 }
@@ -374,7 +470,7 @@ impl Detector {
             out.push(b']');
         }
         out.extend_from_slice(b",\"model\":");
-        write_str(out, &self.model.version);
+        write_str(out, &self.loaded.model.version);
         out.push(b'}');
         is_anomaly
     }
@@ -383,17 +479,14 @@ impl Detector {
         out.extend_from_slice(b"{\"error\":");
         write_str(out, problem);
         out.extend_from_slice(b",\"model\":");
-        write_str(out, &self.model.version);
+        write_str(out, &self.loaded.model.version);
         out.push(b'}');
     }
 
     fn report_unseen(&self) {
         let parts: Vec<String> = self
-            .encoder
-            .names()
+            .unseen_counts
             .iter()
-            .zip(&self.unseen_counts)
-            .filter(|(_, &n)| n > 0)
             .map(|(name, n)| format!("{name} {n}"))
             .collect();
         if !parts.is_empty() {

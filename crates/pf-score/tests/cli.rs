@@ -257,3 +257,92 @@ fn batches_keep_order_and_match_single_records() {
     }
     assert!(out.iter().any(|r| r["detection"]["is_anomaly"] == true));
 }
+
+/// A new current model is picked up while records flow: no record lost,
+/// duplicated or half-scored; each names the model that scored it, and the
+/// switch happens once, between records. A current model that does not
+/// load is refused and the old one keeps scoring.
+#[test]
+fn hot_reload_while_records_flow() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+    let dir = trained("score-reload");
+    let models = pf_model::ModelsDir::new(dir.join("models"));
+    let first = models.current().unwrap();
+    let old_version = pf_model::Model::load(&first).unwrap().version;
+    // A second version (same trees, a new name) to switch to.
+    let mut second = pf_model::Model::load(&first).unwrap();
+    second.version = format!("{old_version}-new");
+    let second_path = dir.join(format!("models/model-{}.json", second.version));
+    second.save(&second_path).unwrap();
+    models.set_current(&first).unwrap();
+
+    let mut child = Command::new(BIN)
+        .current_dir(&dir)
+        .env_remove("PF_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    let mut send = |from: usize, to: usize, stdin: &mut std::process::ChildStdin| {
+        for i in from..to {
+            writeln!(stdin, "{{\"n\":{i},\"features\":{{\"service_encoded\":\"postfix/smtpd\",\"hour\":{},\"msg_len\":60}}}}", i % 24).unwrap();
+        }
+        stdin.flush().unwrap();
+    };
+    let mut read = |count: usize, seen: &mut Vec<serde_json::Value>| {
+        for _ in 0..count {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            seen.push(serde_json::from_str(&line).unwrap());
+        }
+    };
+    send(0, 500, &mut stdin);
+    read(500, &mut seen);
+    // A broken "current" model is refused...
+    let broken = dir.join("models/model-99990101T000000Z.json");
+    std::fs::write(&broken, "{ not a model").unwrap();
+    models.set_current(&broken).unwrap();
+    std::thread::sleep(Duration::from_millis(1300));
+    send(500, 1000, &mut stdin);
+    read(500, &mut seen);
+    // ...and a good one is taken.
+    models.set_current(&second_path).unwrap();
+    std::thread::sleep(Duration::from_millis(1300));
+    send(1000, 1500, &mut stdin);
+    drop(stdin);
+    read(500, &mut seen);
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+
+    assert_eq!(seen.len(), 1500);
+    let versions: Vec<&str> = seen
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            assert_eq!(r["n"], i, "order kept, nothing lost or repeated");
+            r["detection"]["model"].as_str().unwrap()
+        })
+        .collect();
+    let switch = versions
+        .iter()
+        .position(|v| *v != old_version)
+        .expect("switched");
+    assert!(switch >= 1000, "switched to the broken model at {switch}");
+    assert!(versions[switch..].iter().all(|v| *v == second.version));
+    assert!(
+        stderr.contains("does not load, still scoring with"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("now scoring with model {}", second.version)),
+        "{stderr}"
+    );
+}

@@ -43,6 +43,10 @@ struct Args {
     /// Do not print anomalies on stdout.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Activity counters for the status command, rewritten atomically every
+    /// few seconds [default: paths.state_dir/detector-stats.json]; `-` for none.
+    #[arg(long, value_name = "FILE")]
+    stats: Option<PathBuf>,
 }
 
 const FILE_MODE: u32 = 0o640;
@@ -78,7 +82,59 @@ struct Counts {
     anomalies: u64,
     by_severity: BTreeMap<String, u64>,
     unscorable: u64,
+    /// (minute since the epoch, records, anomalies) for the last hour.
+    minutes: std::collections::VecDeque<(u64, u64, u64)>,
 }
+
+impl Counts {
+    fn note(&mut self, anomaly: bool) {
+        let minute = now_secs() / 60;
+        match self.minutes.back_mut() {
+            Some((m, records, anomalies)) if *m == minute => {
+                *records += 1;
+                *anomalies += u64::from(anomaly);
+            }
+            _ => {
+                self.minutes.push_back((minute, 1, u64::from(anomaly)));
+                while self
+                    .minutes
+                    .front()
+                    .is_some_and(|(m, _, _)| *m + 60 <= minute)
+                {
+                    self.minutes.pop_front();
+                }
+            }
+        }
+    }
+
+    /// `{"updated":...,"last_hour":{"records":N,"anomalies":M},"since_start":{...},"minutes":[...]}`
+    fn stats_json(&self) -> String {
+        let now = now_secs();
+        let recent = self.minutes.iter().filter(|(m, _, _)| m + 60 > now / 60);
+        let (records, anomalies) = recent.fold((0, 0), |(r, a), (_, r2, a2)| (r + r2, a + a2));
+        let minutes: Vec<String> = self
+            .minutes
+            .iter()
+            .map(|(m, r, a)| format!("[{},{r},{a}]", m * 60))
+            .collect();
+        format!(
+            "{{\"updated\":{now},\"last_hour\":{{\"records\":{records},\"anomalies\":{anomalies}}},\"since_start\":{{\"records\":{},\"anomalies\":{}}},\"minutes\":[{}]}}\n",
+            self.records,
+            self.anomalies,
+            minutes.join(",")
+        )
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// How often the stats file is rewritten while records flow.
+const STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -91,13 +147,26 @@ fn main() -> ExitCode {
         create_dir(&dir)
             .with_context(|| format!("cannot create the output directory {}", dir.display()))
             .map_err(Fatal::usage)?;
+        let stats_file = match &args.stats {
+            Some(p) if p.as_os_str() == "-" => None,
+            Some(p) => Some(p.clone()),
+            None => Some(config.paths.state_dir.join("detector-stats.json")),
+        };
+        if let Some(dir) = stats_file.as_deref().and_then(Path::parent) {
+            if !dir.as_os_str().is_empty() {
+                create_dir(dir)
+                    .with_context(|| format!("cannot create the state directory {}", dir.display()))
+                    .map_err(Fatal::usage)?;
+            }
+        }
+        let mut stats_written = std::time::Instant::now();
         let mut files = Files {
             dir: dir.clone(),
             open: BTreeMap::new(),
         };
         let alerts = !args.quiet;
         let colour = alerts && io::stdout().is_terminal();
-        let mut counts = Counts::default();
+        let counts = std::cell::RefCell::new(Counts::default());
         let mut write_error: Option<io::Error> = None;
         let mut out = Output::default();
         let mut errors = LineErrors::new("pf-sink");
@@ -123,14 +192,27 @@ fn main() -> ExitCode {
                     text,
                     record,
                     &mut files,
-                    &mut counts,
+                    &mut counts.borrow_mut(),
                     alerts.then_some((alert_buf, colour)),
                 ) {
                     write_error.get_or_insert(e);
                 }
             },
-            |_| files_cell.borrow_mut().flush(),
+            |_| {
+                files_cell.borrow_mut().flush()?;
+                if let Some(path) = &stats_file {
+                    if stats_written.elapsed() >= STATS_EVERY {
+                        stats_written = std::time::Instant::now();
+                        write_stats(path, &counts.borrow());
+                    }
+                }
+                Ok(())
+            },
         );
+        if let Some(path) = &stats_file {
+            write_stats(path, &counts.borrow());
+        }
+        let counts = counts.into_inner();
         let flushed = files_cell.borrow_mut().flush();
         let stats = stats?;
         if let Some(e) = write_error {
@@ -169,6 +251,13 @@ fn main() -> ExitCode {
     })
 }
 
+/// The stats are a convenience for `status.sh`: a failure is reported, not fatal.
+fn write_stats(path: &Path, counts: &Counts) {
+    if let Err(e) = pf_record::atomic::write_atomically(path, counts.stats_json().as_bytes()) {
+        eprintln!("pf-sink: cannot write {}: {e}", path.display());
+    }
+}
+
 fn create_dir(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
@@ -191,6 +280,7 @@ fn route(
         .and_then(|d| d.get("is_anomaly"))
         .and_then(Value::as_bool)
         == Some(true);
+    counts.note(is_anomaly);
     if detection.is_some_and(|d| d.get("error").is_some()) {
         counts.unscorable += 1;
     }

@@ -200,6 +200,21 @@ fn train(args: &Args) -> Result<u8, Fatal> {
     let decisions: Vec<f64> = scores.iter().map(|s| s - forest.offset).collect();
     let flagged = decisions.iter().filter(|&&s| s < 0.0).count();
 
+    let mut training = training_metadata(
+        &table,
+        lines,
+        errors.count,
+        &params,
+        window,
+        training_seconds,
+        started,
+        finished,
+    );
+    training.insert("anomalies_found".into(), flagged.into());
+    training.insert(
+        "anomaly_percentage".into(),
+        (100.0 * flagged as f64 / decisions.len().max(1) as f64).into(),
+    );
     let mut model = Model {
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,
@@ -208,16 +223,7 @@ fn train(args: &Args) -> Result<u8, Fatal> {
         features: table.features.clone(),
         scaler: None,
         forest,
-        training: training_metadata(
-            &table,
-            lines,
-            errors.count,
-            &params,
-            window,
-            training_seconds,
-            started,
-            finished,
-        ),
+        training,
     };
     let path = match &args.out {
         Some(path) => {
