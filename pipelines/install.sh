@@ -2,11 +2,14 @@
 # Installs (or removes) the detector as a self-contained tree with a systemd
 # service. Idempotent: run it again after `git pull` to upgrade.
 #
-#   pipelines/install.sh [--prefix DIR] [--unit-dir DIR] [--user NAME] [--no-systemd]
+#   pipelines/install.sh [--prefix DIR] [--unit-dir DIR] [--user NAME] [--no-user]
+#                        [--no-systemd] [--from BIN_DIR]
 #   pipelines/install.sh --uninstall [--purge] [--prefix DIR] [--unit-dir DIR]
 #
 # Defaults: --prefix /opt/postfix-anomaly, --unit-dir /etc/systemd/system,
-# --user postfix-anomaly (a system user created when running as root).
+# --user postfix-anomaly (a system user created when running as root;
+# --no-user leaves users and ownership alone). --from takes the binaries
+# from BIN_DIR instead of building them with cargo.
 # Layout under the prefix:
 #   bin/          the release binaries
 #   pipelines/    live-detector.sh, retrain.sh, setup-cron.sh, status.sh, backup.sh, ...
@@ -27,6 +30,8 @@ prefix=/opt/postfix-anomaly
 unit_dir=/etc/systemd/system
 user=postfix-anomaly
 systemd=1
+make_user=1
+from=""
 uninstall=0
 purge=0
 while [ $# -gt 0 ]; do
@@ -35,9 +40,11 @@ while [ $# -gt 0 ]; do
         --unit-dir) unit_dir="$2"; shift 2 ;;
         --user) user="$2"; shift 2 ;;
         --no-systemd) systemd=0; shift ;;
+        --no-user) make_user=0; shift ;;
+        --from) from="$2"; shift 2 ;;
         --uninstall) uninstall=1; shift ;;
         --purge) purge=1; shift ;;
-        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -78,7 +85,9 @@ if [ $uninstall -eq 1 ]; then
 fi
 
 # Binaries: the release build of this checkout (built if missing or stale).
-if [ -f "$src/Cargo.toml" ]; then
+if [ -n "$from" ]; then
+    built="$from"
+elif [ -f "$src/Cargo.toml" ]; then
     packages=()
     for t in "${tools[@]}"; do packages+=(-p "$t"); done
     cargo build --release -q --manifest-path "$src/Cargo.toml" "${packages[@]}"
@@ -118,7 +127,7 @@ if [ ! -f "$prefix/models/CURRENT" ]; then
     say "installed the default model $(cat "$prefix/models/CURRENT")"
 fi
 
-if [ $root_user -eq 1 ]; then
+if [ $root_user -eq 1 ] && [ $make_user -eq 1 ]; then
     if ! id "$user" >/dev/null 2>&1; then
         useradd --system --home-dir "$prefix" --no-create-home --shell /usr/sbin/nologin "$user"
         say "created system user $user"

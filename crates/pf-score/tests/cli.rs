@@ -289,7 +289,7 @@ fn hot_reload_while_records_flow() {
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut seen = Vec::new();
-    let mut send = |from: usize, to: usize, stdin: &mut std::process::ChildStdin| {
+    let send = |from: usize, to: usize, stdin: &mut std::process::ChildStdin| {
         for i in from..to {
             writeln!(stdin, "{{\"n\":{i},\"features\":{{\"service_encoded\":\"postfix/smtpd\",\"hour\":{},\"msg_len\":60}}}}", i % 24).unwrap();
         }
