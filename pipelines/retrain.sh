@@ -10,9 +10,14 @@
 # pf-train keeps the newest MAX_LINES usable records. Everything is also
 # appended to paths.logs_dir/retraining.log with UTC timestamps.
 #
+# A new model becomes current only after validation (retrain.validation):
+# it loads, scores the records held back from its training, and its anomaly
+# rate there is at most max_rate and at most max_ratio times the current
+# model's; otherwise it is kept as models/rejected-<version>.json.
+#
 # Exit status: 0 when a new model is current; non-zero when anything failed
-# (no log readable, too little data, a stage failed), in which case the
-# current model is left exactly as it was. Cron example (daily, 02:00):
+# (no log readable, too little data, a stage failed, validation refused the
+# model), in which case the current model is left exactly as it was. Cron example (daily, 02:00):
 #   0 2 * * *  cd /opt/postfix-anomaly && pipelines/retrain.sh
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -25,7 +30,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --config) config=(--config "$2"); shift 2 ;;
         --) shift; break ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) if [ -z "$lines" ] && [ ${#logs[@]} -eq 0 ] && [[ "$1" =~ ^[0-9]+$ ]]; then
                lines="$1"
            else
@@ -37,7 +42,7 @@ done
 
 # shellcheck source=pipelines/lib.sh
 . "$root/pipelines/lib.sh"
-find_bin "$root" pf-train pf-parse pf-features
+find_bin "$root" pf-train pf-parse pf-features pf-models
 
 setting() { "$bin/pf-train" "${config[@]}" --print-config | sed -n "s/^$1=//p"; }
 [ -n "$lines" ] || lines="$(setting retrain.max_lines)"
@@ -69,17 +74,44 @@ if [ ${#readable[@]} -eq 0 ]; then
     exit 1
 fi
 
+holdout_share="$(setting retrain.validation.holdout)"
+models_dir="$(setting paths.models_dir)"
+work="$(mktemp -d "${TMPDIR:-/tmp}/retrain.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+# Every k-th feature record is held back from training to check the new
+# model on (k = 1 / retrain.validation.holdout; 0 = no check).
+every="$(awk -v h="$holdout_share" 'BEGIN { print (h > 0) ? int(1 / h + 0.5) : 0 }')"
+
 set +e
 tail -q -n "$lines" -- "${readable[@]}" \
     | "$bin/pf-parse" "${config[@]}" \
     | "$bin/pf-features" "${config[@]}" \
-    | "$bin/pf-train" "${config[@]}" --max-lines "$lines" "$@"
+    | awk -v k="$every" -v out="$work/holdout.jsonl" 'k > 0 && NR % k == 0 { print > out; next } { print }' \
+    | "$bin/pf-train" "${config[@]}" --max-lines "$lines" --no-activate "$@" > "$work/candidate"
 statuses=("${PIPESTATUS[@]}")
 set -e
 for s in "${statuses[@]}"; do
     if [ "$s" -ne 0 ]; then
-        echo "retrain.sh: FAILED (stage exit statuses: ${statuses[*]} for tail, pf-parse, pf-features, pf-train); the current model is unchanged" >&2
+        echo "retrain.sh: FAILED (stage exit statuses: ${statuses[*]} for tail, pf-parse, pf-features, hold-out, pf-train); the current model is unchanged" >&2
         exit 1
     fi
 done
-echo "retrain.sh: done: trained on ${readable[*]}" >&2
+candidate="$(tail -n 1 "$work/candidate")"
+version="$(basename "$candidate" .json)"
+version="${version#model-}"
+
+if [ "$every" -gt 0 ] && "$bin/pf-models" "${config[@]}" current >/dev/null 2>&1; then
+    touch "$work/holdout.jsonl"
+    set +e
+    verdict="$("$bin/pf-models" "${config[@]}" validate "$candidate" --holdout "$work/holdout.jsonl" 2>&1)"
+    valid=$?
+    set -e
+    echo "retrain.sh: validation: $verdict" >&2
+    if [ $valid -ne 0 ]; then
+        mv "$candidate" "$models_dir/rejected-$version.json"
+        echo "retrain.sh: FAILED: the new model was rejected and kept as $models_dir/rejected-$version.json; the current model is unchanged" >&2
+        exit 1
+    fi
+fi
+"$bin/pf-models" "${config[@]}" activate "$version"
+echo "retrain.sh: done: model $version is current, trained on ${readable[*]}" >&2

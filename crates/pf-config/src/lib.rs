@@ -120,6 +120,33 @@ pub struct Retrain {
     pub max_samples: usize,
     /// Expected share of anomalies in the training data, or `auto`.
     pub contamination: Contamination,
+    /// The checks a new model passes before it becomes current.
+    pub validation: Validation,
+}
+
+/// A retrained model is tried on records held back from its training and
+/// made current only if its anomaly rate there is plausible.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Validation {
+    /// Share of the newest records held back from training for the check
+    /// (0 turns validation off).
+    pub holdout: f64,
+    /// Highest anomaly rate on the held-back records a new model may have.
+    pub max_rate: f64,
+    /// Highest ratio of the new model's anomaly rate to the current one's
+    /// on the same records (rates below 0.001 count as 0.001).
+    pub max_ratio: f64,
+}
+
+impl Default for Validation {
+    fn default() -> Self {
+        Validation {
+            holdout: 0.1,
+            max_rate: 0.05,
+            max_ratio: 5.0,
+        }
+    }
 }
 
 impl Default for Retrain {
@@ -129,6 +156,7 @@ impl Default for Retrain {
             trees: 100,
             max_samples: 256,
             contamination: Contamination::Fraction(0.001),
+            validation: Validation::default(),
         }
     }
 }
@@ -206,6 +234,22 @@ impl Config {
             bail!(
                 "anomaly.threshold must satisfy high <= medium <= low (scores are negative when anomalous); got high={}, medium={}, low={}",
                 t.high, t.medium, t.low
+            );
+        }
+        let v = self.retrain.validation;
+        if !(0.0..0.9).contains(&v.holdout) {
+            bail!(
+                "retrain.validation.holdout must be a share from 0 up to 0.9 (e.g. 0.1), got {}",
+                v.holdout
+            );
+        }
+        if !(v.max_rate > 0.0 && v.max_rate <= 1.0) {
+            bail!("retrain.validation.max_rate must be a share above 0 and at most 1 (e.g. 0.05), got {}", v.max_rate);
+        }
+        if v.max_ratio.is_nan() || v.max_ratio < 1.0 {
+            bail!(
+                "retrain.validation.max_ratio must be at least 1 (e.g. 5), got {}",
+                v.max_ratio
             );
         }
         if self.kafka.topics.is_empty() {
@@ -299,6 +343,22 @@ mod tests {
         assert!(lines.contains(&"anomaly.threshold.high=-0.1".to_string()));
         assert!(lines.contains(&"kafka.properties.sasl.password=(hidden)".to_string()));
         assert!(!lines.iter().any(|l| l.contains("hunter2")));
+    }
+
+    #[test]
+    fn validation_limits_are_checked() {
+        let c = Config::from_yaml("").unwrap();
+        assert_eq!(c.retrain.validation.holdout, 0.1);
+        let err = Config::from_yaml("retrain:\n  validation:\n    max_ratio: 0.5\n").unwrap_err();
+        assert!(
+            format!("{err}").contains("retrain.validation.max_ratio"),
+            "{err}"
+        );
+        let err = Config::from_yaml("retrain:\n  validation:\n    holdout: 1.5\n").unwrap_err();
+        assert!(
+            format!("{err}").contains("retrain.validation.holdout"),
+            "{err}"
+        );
     }
 
     #[test]

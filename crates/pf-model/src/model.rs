@@ -199,6 +199,14 @@ impl ModelsDir {
 
     /// Saves `model` as a new version and makes it current. Returns its path.
     pub fn publish(&self, model: &mut Model) -> Result<PathBuf> {
+        let path = self.add(model)?;
+        self.set_current(&path)?;
+        Ok(path)
+    }
+
+    /// Saves `model` as a new version without making it current (a second
+    /// version within the same second gets `-2`, `-3`, ...). Returns its path.
+    pub fn add(&self, model: &mut Model) -> Result<PathBuf> {
         fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create models directory {}", self.dir.display()))?;
         let base = model.version.clone();
@@ -210,7 +218,6 @@ impl ModelsDir {
             n += 1;
         }
         model.save(&path)?;
-        self.set_current(&path)?;
         Ok(path)
     }
 

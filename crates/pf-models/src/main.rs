@@ -1,7 +1,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use pf_cli::{ConfigArg, Fatal, EXIT_INPUT, EXIT_OK};
-use pf_model::{Model, ModelsDir};
+use pf_model::{Encoder, Model, ModelsDir, Scorer};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -53,13 +53,29 @@ enum Command {
     Check,
     /// Print the current model's path.
     Current,
+    /// Make a version current (the same as rollback VERSION, for any version).
+    Activate { version: String },
+    /// Try a new model on held-back feature records: exit 0 if its anomaly
+    /// rate is within retrain.validation's limits (and those relative to the
+    /// current model), 1 if not.
+    Validate {
+        /// The new model file.
+        candidate: PathBuf,
+        /// Feature records (NDJSON) that were held back from its training.
+        #[arg(long, value_name = "FILE")]
+        holdout: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     pf_cli::run("pf-models", || {
         let config = args.config.load().map_err(Fatal::usage)?;
-        let dir = ModelsDir::new(args.models_dir.clone().unwrap_or(config.paths.models_dir));
+        let dir = ModelsDir::new(
+            args.models_dir
+                .clone()
+                .unwrap_or(config.paths.models_dir.clone()),
+        );
         let Some(command) = &args.command else {
             return Err(Fatal::usage(anyhow::anyhow!(
                 "a command is needed: list, rollback, prune, check or current (see --help)"
@@ -72,6 +88,10 @@ fn main() -> ExitCode {
             }
             Command::Prune { keep } => prune(&dir, *keep).map_err(Fatal::usage),
             Command::Check => check(&dir).map_err(Fatal::from),
+            Command::Activate { version } => rollback(&dir, Some(version)).map_err(Fatal::usage),
+            Command::Validate { candidate, holdout } => {
+                validate(&dir, &config, candidate, holdout).map_err(Fatal::usage)
+            }
             Command::Current => {
                 let path = dir.current().map_err(Fatal::usage)?;
                 println!("{}", path.display());
@@ -192,11 +212,12 @@ fn rollback(dir: &ModelsDir, version: Option<&str>) -> Result<u8> {
             target.display()
         )
     })?;
+    let previous = current.filter(|_| dir.dir.join(pf_model::model::CURRENT).is_file());
     dir.set_current(&target)?;
     eprintln!(
         "pf-models: current model is now {} (was {})",
         version_of(&target),
-        current
+        previous
             .as_deref()
             .map(version_of)
             .unwrap_or_else(|| "none".into())
@@ -257,4 +278,123 @@ fn check(dir: &ModelsDir) -> Result<u8> {
         version_of(&current)
     );
     Ok(EXIT_OK)
+}
+
+/// Anomalies among the held-back records that a model could score.
+#[derive(Debug, Default)]
+struct Tally {
+    scored: u64,
+    unscorable: u64,
+    anomalies: u64,
+}
+
+impl Tally {
+    fn rate(&self) -> f64 {
+        self.anomalies as f64 / self.scored.max(1) as f64
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{}/{} anomalous ({:.2}%){}",
+            self.anomalies,
+            self.scored,
+            100.0 * self.rate(),
+            if self.unscorable > 0 {
+                format!(", {} unscorable", self.unscorable)
+            } else {
+                String::new()
+            }
+        )
+    }
+}
+
+fn tally(model: &Model, records: &[serde_json::Map<String, Value>], low: f64) -> Result<Tally> {
+    let d = model.features.len();
+    let encoder = Encoder::new(model);
+    let scorer = Scorer::new(&model.forest, d)?;
+    let mut row = vec![0f32; d];
+    let mut unseen = Vec::new();
+    let mut score = [0.0];
+    let mut t = Tally::default();
+    for features in records {
+        unseen.clear();
+        if encoder.encode(features, &mut row, &mut unseen).is_err() {
+            t.unscorable += 1;
+            continue;
+        }
+        scorer.decision_function(&row, &mut score);
+        t.scored += 1;
+        t.anomalies += u64::from(score[0] < low);
+    }
+    Ok(t)
+}
+
+fn validate(
+    dir: &ModelsDir,
+    config: &pf_config::Config,
+    candidate: &Path,
+    holdout: &Path,
+) -> Result<u8> {
+    let limits = config.retrain.validation;
+    let low = config.anomaly.threshold.low;
+    let new = Model::load(candidate).with_context(|| {
+        format!(
+            "rejected: the new model {} does not load",
+            candidate.display()
+        )
+    })?;
+    let text = std::fs::read_to_string(holdout)
+        .with_context(|| format!("cannot read the held-back records {}", holdout.display()))?;
+    let records: Vec<serde_json::Map<String, Value>> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|mut v| match v.get_mut("features").map(Value::take) {
+            Some(Value::Object(m)) => Some(m),
+            _ => None,
+        })
+        .collect();
+    let new_tally = tally(&new, &records, low)?;
+    let current = current(dir).filter(|p| p.as_path() != candidate);
+    let old = current.as_deref().and_then(|p| Model::load(p).ok());
+    let old_tally = match &old {
+        Some(m) => Some(tally(m, &records, low)?),
+        None => None,
+    };
+    let mut report = format!(
+        "new model {} on {} held-back records: {}",
+        new.version,
+        records.len(),
+        new_tally.describe()
+    );
+    if let (Some(m), Some(t)) = (&old, &old_tally) {
+        report.push_str(&format!("; current {}: {}", m.version, t.describe()));
+    }
+    let mut problems = Vec::new();
+    if new_tally.scored == 0 {
+        problems.push("it could score none of the held-back records".to_string());
+    } else {
+        if new_tally.rate() > limits.max_rate {
+            problems.push(format!(
+                "its anomaly rate {:.2}% is above retrain.validation.max_rate {:.2}%",
+                100.0 * new_tally.rate(),
+                100.0 * limits.max_rate
+            ));
+        }
+        if let Some(t) = old_tally.as_ref().filter(|t| t.scored > 0) {
+            let ratio = new_tally.rate() / t.rate().max(0.001);
+            if ratio > limits.max_ratio {
+                problems.push(format!(
+                    "its anomaly rate is {ratio:.1} times the current model's (retrain.validation.max_ratio {})",
+                    limits.max_ratio
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        println!("accepted: {report}");
+        Ok(EXIT_OK)
+    } else {
+        println!("rejected: {report}: {}", problems.join("; "));
+        Ok(EXIT_INPUT)
+    }
 }

@@ -65,6 +65,10 @@ struct Args {
     /// Write the model to this file only (no version directory, no CURRENT).
     #[arg(long, value_name = "FILE", conflicts_with = "models_dir")]
     out: Option<PathBuf>,
+    /// Add the model to the versions without making it current, and print
+    /// its path on stdout (for a check before `pf-models activate`).
+    #[arg(long, conflicts_with = "out")]
+    no_activate: bool,
     /// Training metrics CSV to append to [default: paths.metrics]; `-` for none.
     #[arg(long, value_name = "FILE")]
     metrics: Option<PathBuf>,
@@ -235,7 +239,14 @@ fn train(args: &Args) -> Result<u8, Fatal> {
                 .models_dir
                 .clone()
                 .unwrap_or(config.paths.models_dir.clone());
-            ModelsDir::new(dir).publish(&mut model)?
+            let dir = ModelsDir::new(dir);
+            if args.no_activate {
+                let path = dir.add(&mut model)?;
+                println!("{}", path.display());
+                path
+            } else {
+                dir.publish(&mut model)?
+            }
         }
     };
     let metrics = args.metrics.clone().unwrap_or(config.paths.metrics.clone());
@@ -263,7 +274,11 @@ fn train(args: &Args) -> Result<u8, Fatal> {
         table.rows_seen,
         model.forest.trees.len(),
         model.forest.max_samples,
-        if args.out.is_none() { "; now current" } else { "" }
+        if args.out.is_none() && !args.no_activate {
+            "; now current"
+        } else {
+            ""
+        }
     );
     Ok(if unreadable > 0 {
         pf_cli::EXIT_INPUT

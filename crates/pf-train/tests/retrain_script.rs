@@ -11,7 +11,7 @@ fn repo() -> PathBuf {
 
 fn retrain(dir: &Path, args: &[&str]) -> (bool, String) {
     let bin = Path::new(env!("CARGO_BIN_EXE_pf-train")).parent().unwrap();
-    for tool in ["pf-parse", "pf-features"] {
+    for tool in ["pf-parse", "pf-features", "pf-models"] {
         assert!(
             bin.join(tool).is_file(),
             "{tool} not built: run cargo test --workspace"
@@ -46,17 +46,18 @@ fn trains_from_the_configured_logs_and_keeps_the_model_on_failure() {
     )
     .unwrap();
     let config = dir.join("config.yaml");
-    let write_config = |postfix_log: &Path| {
+    let write_config_with = |postfix_log: &Path, extra: &str| {
         std::fs::write(
             &config,
             format!(
-                "paths:\n  models_dir: {d}/models\n  logs_dir: {d}/logs\n  metrics: {d}/metrics.csv\n  postfix_log: {}\n  roundcube_log: {d}/missing.log\n",
+                "paths:\n  models_dir: {d}/models\n  logs_dir: {d}/logs\n  metrics: {d}/metrics.csv\n  postfix_log: {}\n  roundcube_log: {d}/missing.log\n{extra}",
                 postfix_log.display(),
                 d = dir.display()
             ),
         )
         .unwrap();
     };
+    let write_config = |postfix_log: &Path| write_config_with(postfix_log, "");
     write_config(&sample);
     let (ok, stderr) = retrain(&dir, &["2000", "--config", config.to_str().unwrap()]);
     assert!(ok, "{stderr}");
@@ -65,10 +66,12 @@ fn trains_from_the_configured_logs_and_keeps_the_model_on_failure() {
         "{stderr}"
     );
     let current = std::fs::read_to_string(dir.join("models/CURRENT")).unwrap();
+    // 2000 lines, of which every tenth feature record is held back.
     assert!(
-        stderr.contains("2000 rows of 2000 kept"),
+        stderr.contains("1800 rows of 1800 kept"),
         "MAX_LINES not applied: {stderr}"
     );
+    assert!(stderr.contains("validation: accepted"), "{stderr}");
     let log = std::fs::read_to_string(dir.join("logs/retraining.log")).unwrap();
     assert!(log.contains("retrain.sh: done"), "{log}");
     assert!(
@@ -88,6 +91,51 @@ fn trains_from_the_configured_logs_and_keeps_the_model_on_failure() {
     assert!(
         log.contains("too little data") && log.contains("FAILED"),
         "{log}"
+    );
+
+    // A model far more eager than the current one is rejected and kept aside.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    write_config_with(
+        &sample,
+        "retrain:\n  contamination: 0.2\n  validation:\n    max_rate: 0.1\n",
+    );
+    let (ok, stderr) = retrain(&dir, &["--config", config.to_str().unwrap()]);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("validation: rejected") && stderr.contains("max_rate"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("models/CURRENT")).unwrap(),
+        current
+    );
+    let rejected = std::fs::read_dir(dir.join("models"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("rejected-")
+        })
+        .count();
+    assert_eq!(
+        rejected, 1,
+        "the rejected model is kept as rejected-<version>.json"
+    );
+
+    // A second good model is validated against the current one and taken.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    write_config(&sample);
+    let (ok, stderr) = retrain(&dir, &["--config", config.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("validation: accepted") && stderr.contains("; current "),
+        "{stderr}"
+    );
+    assert_ne!(
+        std::fs::read_to_string(dir.join("models/CURRENT")).unwrap(),
+        current
     );
 
     // No readable log at all.
