@@ -139,9 +139,16 @@ pub fn produce_unbatched(addr: &str, topic: &str, payloads: &[Vec<u8>]) {
 
 fn produce_batched(addr: &str, topic: &str, payloads: &[Vec<u8>], batch: usize) {
     let p = producer(addr, batch);
-    for payload in payloads {
+    for (i, payload) in payloads.iter().enumerate() {
         loop {
-            match p.send(BaseRecord::<(), [u8]>::to(topic).payload(payload.as_slice())) {
+            let mut record = BaseRecord::<(), [u8]>::to(topic).payload(payload.as_slice());
+            if batch == 1 {
+                // Round robin, so that every partition has messages after
+                // any point in time (tansu answers a time lookup on a
+                // partition without later messages with offset 0).
+                record = record.partition((i % TANSU_PARTITIONS) as i32);
+            }
+            match p.send(record) {
                 Ok(()) => break,
                 Err((e, _)) => {
                     eprintln!("produce retry: {e}");
@@ -154,6 +161,9 @@ fn produce_batched(addr: &str, topic: &str, payloads: &[Vec<u8>], batch: usize) 
     p.flush(Duration::from_secs(30))
         .expect("all messages acknowledged");
 }
+
+/// Partitions of a topic that tansu creates on first use.
+pub const TANSU_PARTITIONS: usize = 4;
 
 pub fn lines(prefix: &str, n: usize) -> Vec<Vec<u8>> {
     (0..n)
