@@ -375,3 +375,52 @@ fn closed_stdout_ends_quietly_without_gaps() {
         }
     }
 }
+
+/// --lag reports how far the group is behind, without joining it.
+#[test]
+fn lag_before_and_after_consuming() {
+    let broker = Broker::start("lag");
+    let d = dir("lag");
+    produce_unbatched(&broker.addr(), "postfix", &lines("lag", 40));
+    let lag = |d: &std::path::Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kafka-tail"))
+            .args([
+                "-b",
+                &broker.addr(),
+                "-G",
+                "lagging",
+                "-t",
+                "postfix",
+                "--lag",
+            ])
+            .env_remove("PF_CONFIG")
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let before = lag(&d);
+    assert!(
+        before.contains("group lagging: 40 message(s) behind"),
+        "{before}"
+    );
+    assert_eq!(
+        before.lines().filter(|l| l.starts_with("postfix")).count(),
+        TANSU_PARTITIONS
+    );
+    let (code, got, stderr) = run_to_end(
+        &["-b", &broker.addr(), "-G", "lagging", "-t", "postfix", "-e"],
+        &d,
+    );
+    assert_eq!((code, got.len()), (0, 40), "{stderr}");
+    let after = lag(&d);
+    assert!(
+        after.contains("group lagging: 0 message(s) behind"),
+        "{after}"
+    );
+}
