@@ -9,9 +9,9 @@
 # restore checks the archive before touching anything: only config/,
 # models/ and metrics/ entries, no absolute paths or '..', every model file
 # loads (pf-models check) and CURRENT names one of them. It then moves what
-# it replaces to backups/before-restore-<UTC>/ and swaps each directory in
-# with a rename, so an interrupted restore leaves either the old or the new
-# directory in place, never a mix. Restart the service (or wait: pf-score
+# it replaces to backups/before-restore-<UTC>/ and swaps each part in with
+# a rename; if a step fails, the parts already swapped are put back, so the
+# installation is either as before or as in the archive. Restart the service (or wait: pf-score
 # picks up a changed CURRENT) afterwards.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -83,23 +83,40 @@ case "$action" in
         fi
         safety="backups/before-restore-$stamp"
         mkdir -p "$safety"
-        # Each part is swapped in with renames: old -> safety copy, new -> place.
+        # Each part is swapped in with renames (old -> safety copy, new ->
+        # place). If a step fails, the parts already swapped are put back,
+        # so the installation ends as it was before or as in the archive.
+        swapped=()
+        undo() {
+            local part
+            for part in "${swapped[@]}"; do
+                case "$part" in
+                    models) rm -rf "$models_dir"; [ -d "$safety/models" ] && mv "$safety/models" "$models_dir" ;;
+                    config) [ -f "$safety/config.yaml" ] && cp -p "$safety/config.yaml" "$config_file" ;;
+                esac
+            done
+            fail "restore failed part-way; what had been swapped in was put back, nothing changed"
+        }
+        trap undo ERR
+        if [ -d "$work/models" ] && [ -n "$(ls -A "$work/models")" ]; then
+            if [ -d "$models_dir" ]; then mv "$models_dir" "$safety/models"; fi
+            swapped+=(models)
+            mkdir -p "$(dirname "$models_dir")"
+            mv "$work/models" "$models_dir"
+        fi
         if [ -f "$work/config/config.yaml" ]; then
             mkdir -p "$(dirname "$config_file")"
             [ -f "$config_file" ] && cp -p "$config_file" "$safety/config.yaml"
+            swapped+=(config)
             mv "$work/config/config.yaml" "$config_file.restore"
             mv "$config_file.restore" "$config_file"
-        fi
-        if [ -d "$work/models" ] && [ -n "$(ls -A "$work/models")" ]; then
-            if [ -d "$models_dir" ]; then mv "$models_dir" "$safety/models"; fi
-            mkdir -p "$(dirname "$models_dir")"
-            mv "$work/models" "$models_dir"
         fi
         if [ -f "$work/metrics/$(basename "$metrics")" ]; then
             mkdir -p "$(dirname "$metrics")"
             [ -f "$metrics" ] && cp -p "$metrics" "$safety/"
             mv "$work/metrics/$(basename "$metrics")" "$metrics"
         fi
+        trap - ERR
         say "restored $archive; what it replaced is in $safety"
         ;;
     -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' ;;

@@ -30,6 +30,37 @@ fn bin_dir() -> PathBuf {
     dir
 }
 
+/// A config for the detector on `broker`, with the repository's model.
+fn write_config(dir: &Path, broker: &Broker, group: &str, topics: &str, out: &Path) -> PathBuf {
+    let repo = repo();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "kafka:\n  broker: \"{}\"\n  consumer_group: {group}\n  topics: {topics}\n\
+             paths:\n  models_dir: {}\n  features: {}\n  output_dir: {}\n",
+            broker.addr(),
+            repo.join("models").display(),
+            repo.join("features/selected_features.json").display(),
+            out.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// live-detector.sh's arguments: the config, quiet, then kafka-tail's.
+fn detector_args(config: &Path) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--quiet".into(),
+        "--".into(),
+    ];
+    args.extend(FAST_GROUP.iter().map(|s| s.to_string()));
+    args
+}
+
 fn read_lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -57,27 +88,9 @@ fn sample_through_kafka_into_the_output_files() {
     produce(&broker.addr(), "mail_login", &as_bytes(&roundcube));
 
     let out = dir.join("out");
-    let config = dir.join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "kafka:\n  broker: \"{}\"\n  consumer_group: live-test\n  topics: [postfix, mail_login]\n\
-             paths:\n  models_dir: {}\n  features: {}\n  output_dir: {}\n",
-            broker.addr(),
-            repo.join("models").display(),
-            repo.join("features/selected_features.json").display(),
-            out.display()
-        ),
-    )
-    .unwrap();
-    let mut args: Vec<String> = vec![
-        "--config".into(),
-        config.display().to_string(),
-        "--quiet".into(),
-        "--".into(),
-        "-e".into(),
-    ];
-    args.extend(FAST_GROUP.iter().map(|s| s.to_string()));
+    let config = write_config(&dir, &broker, "live-test", "[postfix, mail_login]", &out);
+    let mut args = detector_args(&config);
+    args.push("-e".into());
     let run = Command::new(repo.join("pipelines/live-detector.sh"))
         .args(&args)
         .env("PF_BIN", bin_dir())
@@ -185,26 +198,8 @@ fn a_dead_stage_stops_the_pipeline() {
     let broker = Broker::start("live-kill");
     let dir = pf_testkit::temp_dir("live-detector-kill");
     let repo = repo();
-    let config = dir.join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "kafka:\n  broker: \"{}\"\n  consumer_group: kill-test\n  topics: [postfix]\n\
-             paths:\n  models_dir: {}\n  features: {}\n  output_dir: {}\n",
-            broker.addr(),
-            repo.join("models").display(),
-            repo.join("features/selected_features.json").display(),
-            dir.join("out").display()
-        ),
-    )
-    .unwrap();
-    let mut args: Vec<String> = vec![
-        "--config".into(),
-        config.display().to_string(),
-        "--quiet".into(),
-        "--".into(),
-    ];
-    args.extend(FAST_GROUP.iter().map(|s| s.to_string()));
+    let config = write_config(&dir, &broker, "kill-test", "[postfix]", &dir.join("out"));
+    let args = detector_args(&config);
     let mut child = Command::new(repo.join("pipelines/live-detector.sh"))
         .args(&args)
         .env("PF_BIN", bin_dir())

@@ -49,6 +49,17 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// The bundled sample through the installed detector (no Kafka).
+fn replay_sample(prefix: &Path) {
+    let sample = repo().join("pipelines/sample/mail.log");
+    let o = sh(
+        &prefix.join("pipelines/live-detector.sh"),
+        &["--quiet", "--replay", sample.to_str().unwrap()],
+        prefix,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 /// Installs into `<dir>/opt` with the unit in `<dir>/units`.
 fn install(dir: &Path, extra: &[&str]) -> Output {
     let prefix = dir.join("opt");
@@ -146,16 +157,7 @@ fn install_upgrade_and_uninstall() {
     assert!(prefix.join("config/config.yaml.dist").is_file());
 
     // The installed tree runs on its own: the detector replays the sample.
-    let o = sh(
-        &prefix.join("pipelines/live-detector.sh"),
-        &[
-            "--quiet",
-            "--replay",
-            repo().join("pipelines/sample/mail.log").to_str().unwrap(),
-        ],
-        &prefix,
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    replay_sample(&prefix);
     assert!(prefix.join("output/all_detections.jsonl").is_file());
 
     // Uninstall keeps data; --purge removes it.
@@ -314,16 +316,7 @@ fn backup_and_restore() {
 fn status_reports_model_activity_and_retraining() {
     let prefix = install_like("ops-status");
     // Some activity: the sample through the installed detector.
-    let o = sh(
-        &prefix.join("pipelines/live-detector.sh"),
-        &[
-            "--quiet",
-            "--replay",
-            repo().join("pipelines/sample/mail.log").to_str().unwrap(),
-        ],
-        &prefix,
-    );
-    assert!(o.status.success(), "{}", text(&o));
+    replay_sample(&prefix);
     std::fs::write(
         prefix.join("logs/retraining.log"),
         "2026-11-22T02:00:05Z retrain.sh: done: trained on /var/log/mail.log\n",
