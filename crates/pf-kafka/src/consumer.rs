@@ -42,7 +42,9 @@ struct Sink<W> {
     out: W,
     buf: Vec<u8>,
     /// Next offset per partition for the messages now in `buf`.
-    pending: BTreeMap<Partition, i64>,
+    /// (A handful of partitions: a list searched in place, so the hot
+    /// path allocates nothing for a partition already present.)
+    pending: Vec<(Partition, i64)>,
     /// Next offset per partition for messages already written out.
     written: BTreeMap<Partition, i64>,
     /// Set when a write failed: nothing more is written or stored.
@@ -51,6 +53,18 @@ struct Sink<W> {
 }
 
 impl<W: Write> Sink<W> {
+    /// Records that the buffer now holds lines up to `next` - 1 of a partition.
+    fn note_pending(&mut self, topic: &str, partition: i32, next: i64) {
+        match self
+            .pending
+            .iter_mut()
+            .find(|((t, p), _)| *p == partition && t == topic)
+        {
+            Some((_, n)) => *n = next,
+            None => self.pending.push(((topic.to_string(), partition), next)),
+        }
+    }
+
     /// Writes the buffer out, then stores the offsets of what it held.
     fn flush<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> io::Result<()> {
         if let Some(kind) = self.failed {
@@ -71,7 +85,7 @@ impl<W: Write> Sink<W> {
         }
         self.buf.clear();
         let mut tpl = TopicPartitionList::with_capacity(self.pending.len());
-        for ((topic, partition), next) in std::mem::take(&mut self.pending) {
+        for ((topic, partition), next) in self.pending.drain(..) {
             // Fails only for a partition revoked meanwhile; its new owner
             // starts from the last commit, so at worst lines repeat.
             let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(next));
@@ -416,7 +430,7 @@ pub fn tail<W: Write + Send + 'static>(
         sink: Mutex::new(Sink {
             out,
             buf: Vec::with_capacity(2 * CHUNK),
-            pending: BTreeMap::new(),
+            pending: Vec::new(),
             written: BTreeMap::new(),
             failed: None,
             summary: Summary::default(),
@@ -502,8 +516,7 @@ fn consume<W: Write + Send>(
                 };
                 write_message_lines(buf, coordinates, msg.payload().unwrap_or(b""), summary);
                 summary.messages += 1;
-                sink.pending
-                    .insert((msg.topic().to_string(), msg.partition()), msg.offset() + 1);
+                sink.note_pending(msg.topic(), msg.partition(), msg.offset() + 1);
                 if sink.buf.len() >= CHUNK {
                     sink.flush(consumer).context("cannot write to stdout")?;
                 }

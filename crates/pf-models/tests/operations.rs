@@ -272,19 +272,8 @@ fn backup_and_restore() {
     std::fs::create_dir_all(bad.join("models")).unwrap();
     std::fs::write(bad.join("models/model-20260101T000000Z.json"), "{ broken").unwrap();
     std::fs::write(bad.join("models/CURRENT"), "model-20260101T000000Z.json\n").unwrap();
-    let tar = Command::new("tar")
-        .args(["-czf", "bad.tar.gz", "-C", "bad", "models"])
-        .current_dir(&prefix)
-        .status()
-        .unwrap();
-    assert!(tar.success());
-    let o = sh(&backup, &["restore", "bad.tar.gz"], &prefix);
-    assert!(!o.status.success());
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("nothing was changed"),
-        "{}",
-        text(&o)
-    );
+    tar(&prefix, &["-czf", "bad.tar.gz", "-C", "bad", "models"]);
+    refused(&backup, &prefix, "bad.tar.gz", "nothing was changed");
     assert_eq!(
         std::fs::read_to_string(prefix.join("models/CURRENT")).unwrap(),
         current
@@ -292,21 +281,26 @@ fn backup_and_restore() {
 
     // An archive reaching outside the installation is refused.
     std::fs::write(prefix.join("evil"), "x").unwrap();
-    let tar = Command::new("tar")
-        .args([
-            "-czf",
-            "evil.tar.gz",
-            "-P",
-            &format!("{}/evil", prefix.display()),
-        ])
-        .current_dir(&prefix)
+    let evil = format!("{}/evil", prefix.display());
+    tar(&prefix, &["-czf", "evil.tar.gz", "-P", &evil]);
+    refused(&backup, &prefix, "evil.tar.gz", "outside the installation");
+}
+
+fn tar(dir: &Path, args: &[&str]) {
+    let status = Command::new("tar")
+        .args(args)
+        .current_dir(dir)
         .status()
         .unwrap();
-    assert!(tar.success());
-    let o = sh(&backup, &["restore", "evil.tar.gz"], &prefix);
-    assert!(!o.status.success());
+    assert!(status.success(), "tar {args:?}");
+}
+
+/// `backup.sh restore ARCHIVE` fails, saying `why`.
+fn refused(backup: &Path, prefix: &Path, archive: &str, why: &str) {
+    let o = sh(backup, &["restore", archive], prefix);
+    assert!(!o.status.success(), "{}", text(&o));
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("outside the installation"),
+        String::from_utf8_lossy(&o.stderr).contains(why),
         "{}",
         text(&o)
     );
