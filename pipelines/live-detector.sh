@@ -79,8 +79,22 @@ while [ ${#remaining[@]} -gt 0 ]; do
     wait -n -p ended "${remaining[@]}"
     rc=$?
     set -e
-    # A trapped signal interrupts `wait` before any stage has ended.
-    [ -n "$ended" ] || continue
+    if [ -z "${ended:-}" ]; then
+        # Either a trapped signal interrupted `wait`, or bash already
+        # collected a stage that ended together with another ("no such
+        # job"): drop the stages that are gone; their status is unknown.
+        left=()
+        for pid in "${remaining[@]}"; do
+            if kill -0 "$pid" 2>/dev/null; then left+=("$pid"); fi
+        done
+        if [ ${#left[@]} -lt ${#remaining[@]} ] && [ $status -eq 0 ] && [ $stopping -eq 0 ]; then
+            status=1
+            echo "live-detector.sh: a stage ended unexpectedly; stopping the pipeline" >&2
+            kill -TERM "${left[@]}" 2>/dev/null || true
+        fi
+        remaining=("${left[@]+"${left[@]}"}")
+        continue
+    fi
     left=()
     for pid in "${remaining[@]}"; do [ "$pid" = "$ended" ] || left+=("$pid"); done
     remaining=("${left[@]+"${left[@]}"}")

@@ -81,13 +81,18 @@ fn main() -> ExitCode {
         }
         let summary = pf_kafka::tail(&settings, io::stdout(), &stop)?;
         eprintln!(
-            "kafka-tail: {} messages, {} lines written{}; offsets committed",
+            "kafka-tail: {} messages, {} lines written{}; {}",
             summary.messages,
             summary.lines,
             if summary.repaired > 0 {
                 format!(" ({} with invalid UTF-8 repaired)", summary.repaired)
             } else {
                 String::new()
+            },
+            if summary.committed {
+                "offsets committed"
+            } else {
+                "final offsets NOT committed (those lines will be read again)"
             }
         );
         Ok(EXIT_OK)

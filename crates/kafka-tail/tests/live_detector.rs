@@ -231,8 +231,20 @@ fn a_dead_stage_stops_the_pipeline() {
             break s;
         }
         if std::time::Instant::now() > deadline {
+            let tree = Command::new("ps").args(["-ef"]).output().unwrap();
             let _ = child.kill();
-            panic!("the pipeline kept running with a dead stage");
+            let mut stderr = String::new();
+            let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr);
+            panic!(
+                "the pipeline kept running with a dead stage:\n{stderr}\n{}",
+                String::from_utf8_lossy(&tree.stdout)
+                    .lines()
+                    .filter(|l| l.contains("pf-")
+                        || l.contains("kafka-tail")
+                        || l.contains("live-detector"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
@@ -251,4 +263,49 @@ fn a_dead_stage_stops_the_pipeline() {
         String::from_utf8_lossy(&left.stdout).trim().is_empty(),
         "stages left running after the pipeline stopped"
     );
+}
+
+/// SIGTERM (systemctl stop) ends the pipeline cleanly: kafka-tail stops
+/// first, the later stages drain, the exit status is 0 and every line
+/// consumed is in the output.
+#[test]
+fn sigterm_drains_and_exits_cleanly() {
+    let broker = Broker::start("live-term");
+    let dir = pf_testkit::temp_dir("live-detector-term");
+    let out = dir.join("out");
+    let msgs = lines(
+        "2026-03-02T10:00:00.000000+00:00 mx1 postfix/smtpd[1]: connect from unknown[192.0.2.1]",
+        300,
+    );
+    produce(&broker.addr(), "postfix", &msgs);
+    let config = write_config(&dir, &broker, "term-test", "[postfix]", &out);
+    let mut child = Command::new(repo().join("pipelines/live-detector.sh"))
+        .args(detector_args(&config))
+        .env("PF_BIN", bin_dir())
+        .current_dir(&dir)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("live-detector.sh starts");
+    let all = out.join("all_detections.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(&all).map_or(0, |t| t.lines().count()) < msgs.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pipeline wrote too little"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM must end the pipeline with 0:\n{stderr}"
+    );
+    assert!(stderr.contains("offsets committed"), "{stderr}");
+    assert_eq!(records(&all).len(), msgs.len());
 }

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 const CHUNK: usize = 64 * 1024;
 /// How long one idle poll waits; also how quickly a stop request is seen.
 const IDLE_WAIT: Duration = Duration::from_millis(200);
+/// How long shutdown may wait for the final commit and for leaving the group.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
 /// Broker requests made by kafka-tail itself (offset lookups, commits).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -33,6 +35,8 @@ pub struct Summary {
     pub lines: u64,
     /// Lines whose bytes were not UTF-8 and were repaired (and flagged).
     pub repaired: u64,
+    /// Whether the final commit of the written lines' offsets succeeded.
+    pub committed: bool,
 }
 
 type Partition = (String, i32);
@@ -456,6 +460,17 @@ pub fn tail<W: Write + Send + 'static>(
     ));
 
     let outcome = consume(settings, &consumer, stop);
+    // Committing and leaving the group wait for the broker; if it is gone,
+    // librdkafka would wait forever. Everything consumed has been written
+    // (or will be delivered again), so after a while give up and exit.
+    std::thread::spawn(|| {
+        std::thread::sleep(SHUTDOWN_LIMIT);
+        eprintln!(
+            "kafka-tail: the broker did not answer within {} s while committing and leaving the group; exiting (lines not committed will be read again)",
+            SHUTDOWN_LIMIT.as_secs()
+        );
+        std::process::exit(0);
+    });
     let sink_result = {
         let mut sink = consumer.context().sink();
         let flushed = sink.flush(&consumer);
@@ -465,6 +480,7 @@ pub fn tail<W: Write + Send + 'static>(
                 "could not commit the final offsets: {e}; the last lines will be read again next time"
             ));
         }
+        sink.summary.committed = committed.is_ok();
         flushed.map(|()| sink.summary)
     };
     // Dropping the consumer leaves the group (revoking, which commits again).
