@@ -9,19 +9,23 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Every binary an installation has.
+const TOOLS: [&str; 7] = [
+    "kafka-tail",
+    "pf-parse",
+    "pf-features",
+    "pf-score",
+    "pf-sink",
+    "pf-train",
+    "pf-models",
+];
+
 fn bin_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_BIN_EXE_pf-models"))
         .parent()
         .unwrap()
         .to_path_buf();
-    for tool in [
-        "kafka-tail",
-        "pf-parse",
-        "pf-features",
-        "pf-score",
-        "pf-sink",
-        "pf-train",
-    ] {
+    for tool in TOOLS {
         assert!(
             dir.join(tool).is_file(),
             "{tool} not built: run cargo build --workspace --release --bins"
@@ -85,15 +89,7 @@ fn install_upgrade_and_uninstall() {
     let o = install(&dir, &[]);
     assert!(o.status.success(), "{}", text(&o));
     let prefix = dir.join("opt");
-    for tool in [
-        "kafka-tail",
-        "pf-parse",
-        "pf-features",
-        "pf-score",
-        "pf-sink",
-        "pf-train",
-        "pf-models",
-    ] {
+    for tool in TOOLS {
         assert!(
             prefix.join("bin").join(tool).is_file(),
             "{tool} not installed"
