@@ -65,7 +65,7 @@ impl Default for Paths {
     fn default() -> Self {
         Paths {
             models_dir: "models".into(),
-            features: "features/selected_features.json".into(),
+            features: "features/behavioural.json".into(),
             output_dir: "output".into(),
             logs_dir: "logs".into(),
             state_dir: "state".into(),

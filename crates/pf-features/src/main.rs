@@ -1,20 +1,32 @@
-use anyhow::Context;
+use anyhow::{anyhow, Context};
 use clap::Parser;
 use pf_cli::{CommonArgs, Fatal, LineErrors, Output, EXIT_INPUT, EXIT_OK};
-use pf_featurize::{Feature, FeatureList, RecordView};
-use std::path::PathBuf;
+use pf_featurize::behaviour::Behaviour;
+use pf_featurize::{Feature, FeatureList, Featurizer, RecordView};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 const EXAMPLES: &str = "\
 Examples:
   pf-parse /var/log/mail.log | pf-features | pf-score
+  pf-features --features seed records.jsonl
   pf-features --features my-features.json records.jsonl
+  pf-features --state /var/lib/postfix-anomaly/features-state.json
   pf-features --list
 
 Adds a `features` object to every record (replacing an earlier one), with
-the features of the list in its order. Categorical features are strings;
-the model encodes them. A feature the record cannot give (e.g. no `ts`)
-is null, and pf-score reports such records instead of guessing.
+the features of the set in its order, and `feature_set` naming the set.
+Categorical features are strings; the model encodes them. A feature the
+record cannot give (e.g. no `ts` for `hour`) is null, and pf-score reports
+such records instead of guessing.
+
+Behavioural features (auth_failures_10m_by_ip, ...) remember what each
+client address, user, sender and recipient did before, in the records' own
+time: feed records in time order. With --state the memory is loaded at
+start (if the file exists) and saved at exit and every minute while input
+is idle, so a restart does not blind the detector.
+
 Lines that are not JSON objects are reported on stderr with their line
 number and skipped.
 
@@ -27,37 +39,79 @@ not a record, 2 on bad usage or configuration.";
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
-    /// JSON array of feature names [default: paths.features from the config,
-    /// else the six features of the old system].
+    /// Feature set: a JSON array of feature names, or the name of a set in
+    /// the features directory (`seed`, `behavioural`) [default:
+    /// paths.features from the config].
+    #[arg(long, value_name = "FILE|NAME")]
+    features: Option<String>,
+    /// Load behavioural state from FILE at start (if it exists) and save it
+    /// there (atomically) at exit and every minute of idle input.
     #[arg(long, value_name = "FILE")]
-    features: Option<PathBuf>,
+    state: Option<PathBuf>,
     /// Print the features that can be computed, and exit.
     #[arg(long)]
     list: bool,
+}
+
+const SAVE_EVERY: Duration = Duration::from_secs(60);
+
+/// `--features` as given: an existing file, else a set name looked up
+/// beside the configured feature list.
+fn feature_file(given: &str, configured: &Path) -> PathBuf {
+    let path = PathBuf::from(given);
+    if path.is_file() || given.contains('/') || given.ends_with(".json") {
+        return path;
+    }
+    configured
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(format!("{given}.json"))
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     pf_cli::run("pf-features", || {
         if args.list {
-            for f in Feature::ALL {
-                println!("{:<16} {}", f.name(), f.description());
+            for f in Feature::all() {
+                println!("{:<34} {}", f.name(), f.description());
             }
             return Ok(EXIT_OK);
         }
         let config = args.common.load_config().map_err(Fatal::usage)?;
         let list = match &args.features {
-            Some(path) => FeatureList::load(path),
+            Some(given) => FeatureList::load(&feature_file(given, &config.paths.features)),
             None if config.paths.features.is_file() => FeatureList::load(&config.paths.features),
-            None => Ok(FeatureList::default_set()),
+            None => Err(anyhow!(
+                "the configured feature set {} does not exist; give --features FILE|NAME or fix \
+                 paths.features",
+                config.paths.features.display()
+            )),
         }
         .context("choosing the features")
         .map_err(Fatal::usage)?;
+        let behaviour = match &args.state {
+            Some(path) if path.exists() => Behaviour::load(path).map_err(Fatal::usage)?,
+            _ => Behaviour::new(),
+        };
+        let set_name = {
+            let mut v = Vec::new();
+            pf_record::json::write_str(&mut v, &list.name);
+            v
+        };
+        let mut featurizer = Featurizer::new(list, behaviour);
+        let save = |featurizer: &Featurizer| -> anyhow::Result<()> {
+            match &args.state {
+                Some(path) if featurizer.list.is_stateful() => featurizer.behaviour.save(path),
+                _ => Ok(()),
+            }
+        };
 
         let mut out = Output::default();
         let mut errors = LineErrors::new("pf-features");
-        let mut value = Vec::with_capacity(256);
-        let stats = pf_cli::for_each_record(
+        let mut value = Vec::with_capacity(512);
+        let mut last_save = Instant::now();
+        let featurizer_cell = std::cell::RefCell::new(&mut featurizer);
+        let stats = pf_cli::for_each_record_idle(
             "pf-features",
             &args.common.files,
             &mut out,
@@ -73,17 +127,30 @@ fn main() -> ExitCode {
                         )
                     }
                 };
-                let replace = view.features.is_some();
+                let replace = view.features.is_some() || view.feature_set.is_some();
                 value.clear();
-                list.write_features(&view, &mut value);
-                if let Err(e) =
-                    pf_record::json::write_with_field(buf, text, "features", &value, replace)
-                {
+                featurizer_cell
+                    .borrow_mut()
+                    .write_features(&view, &mut value);
+                let fields: [(&str, &[u8]); 2] = [("features", &value), ("feature_set", &set_name)];
+                if let Err(e) = pf_record::json::write_with_fields(buf, text, &fields, replace) {
                     errors.report(origin, number, e);
                 }
             },
+            |_| {
+                if last_save.elapsed() >= SAVE_EVERY {
+                    last_save = Instant::now();
+                    if let Err(e) = save(&featurizer_cell.borrow()) {
+                        eprintln!("pf-features: {e:#}; will try again");
+                    }
+                }
+                Ok(())
+            },
         )?;
         errors.summary("skipped (not records)");
+        save(&featurizer)
+            .context("saving the behavioural state at exit")
+            .map_err(Fatal::usage)?;
         Ok(if stats.unreadable > 0 || errors.count > 0 {
             EXIT_INPUT
         } else {

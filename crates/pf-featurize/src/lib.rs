@@ -1,14 +1,20 @@
-//! The feature catalogue: every feature pf-features can compute, by name.
+//! The feature catalogue: every feature pf-features can compute, by name,
+//! and the feature sets (named lists of them) under `features/`.
 //!
 //! Categorical features yield strings; the model (not this crate) turns
 //! them into codes, so training and scoring always share one encoding.
 //! Time features come from the record's own timestamp, in the offset the
 //! log line was written in (pf-parse applied the server's zone), never
-//! from the clock.
+//! from the clock. Behavioural features ([`behaviour`]) describe what the
+//! record's client address, user, sender and recipient have been doing.
+
+pub mod behaviour;
+pub mod window;
 
 use anyhow::{bail, Context, Result};
+use behaviour::{Behaviour, Event, Measure, Observed};
 use chrono::{DateTime, Datelike, FixedOffset, Timelike};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use std::borrow::Cow;
 use std::path::Path;
 
@@ -23,15 +29,106 @@ pub struct RecordView<'a> {
     pub program: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient")]
+    pub failure: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub fields: Option<FieldsView<'a>>,
     /// Present when an earlier pass already added features.
     #[serde(default)]
     pub features: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub feature_set: Option<serde::de::IgnoredAny>,
+}
+
+/// The `fields` the behavioural features key on. A value of another type
+/// than expected (say a number for `user`) counts as absent rather than
+/// making the whole record unreadable.
+#[derive(Debug, Default, Deserialize)]
+pub struct FieldsView<'a> {
+    #[serde(borrow, default, deserialize_with = "lenient")]
+    pub client_ip: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient")]
+    pub sasl_username: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient")]
+    pub user: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient")]
+    pub from: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient")]
+    pub to: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient")]
+    pub queue_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient")]
+    pub status: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient")]
+    pub reject_dsn: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient")]
+    pub reject_reason: Option<Cow<'a, str>>,
+}
+
+/// A string, or `None` for any other JSON value.
+fn lenient<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_string())))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v)))
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Self::Value, A::Error> {
+            while a
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok(None)
+        }
+    }
+    d.deserialize_option(Visitor)
 }
 
 /// One computed value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FeatureValue<'a> {
     Number(i64),
+    Float(f64),
     Category(Cow<'a, str>),
     /// The record lacks what the feature is computed from (e.g. no `ts`).
     Missing,
@@ -45,10 +142,13 @@ pub enum Feature {
     Minute,
     DayOfWeek,
     MessageLength,
+    /// What the record's entities have been doing (needs state).
+    Behaviour(Measure),
 }
 
 impl Feature {
-    pub const ALL: [Feature; 6] = [
+    /// The per-line features of the old system.
+    pub const SEED: [Feature; 6] = [
         Feature::Service,
         Feature::Event,
         Feature::Hour,
@@ -56,6 +156,13 @@ impl Feature {
         Feature::DayOfWeek,
         Feature::MessageLength,
     ];
+
+    /// Every feature, per-line ones first.
+    pub fn all() -> impl Iterator<Item = Feature> {
+        Feature::SEED
+            .into_iter()
+            .chain(Measure::ALL.into_iter().map(Feature::Behaviour))
+    }
 
     /// The name in feature lists and in the `features` object (the old
     /// system's names are kept so its feature files still work).
@@ -67,6 +174,7 @@ impl Feature {
             Feature::Minute => "minute",
             Feature::DayOfWeek => "dayofweek",
             Feature::MessageLength => "msg_len",
+            Feature::Behaviour(m) => m.name(),
         }
     }
 
@@ -80,17 +188,23 @@ impl Feature {
             Feature::MessageLength => {
                 "characters in the message after the syslog header (the whole line if none)"
             }
+            Feature::Behaviour(m) => m.description(),
         }
     }
 
     pub fn from_name(name: &str) -> Option<Feature> {
-        Feature::ALL.into_iter().find(|f| f.name() == name)
+        Feature::all().find(|f| f.name() == name)
+    }
+
+    pub fn is_behavioural(self) -> bool {
+        matches!(self, Feature::Behaviour(_))
     }
 
     pub fn compute<'a>(
         self,
         r: &'a RecordView<'a>,
         time: Option<&DateTime<FixedOffset>>,
+        observed: Option<&Observed>,
     ) -> FeatureValue<'a> {
         match self {
             Feature::Service => {
@@ -112,6 +226,17 @@ impl Feature {
                 Some(raw) => FeatureValue::Number(message_of(raw).chars().count() as i64),
                 None => FeatureValue::Missing,
             },
+            Feature::Behaviour(m) => match observed {
+                Some(o) => {
+                    let v = o.get(m);
+                    if v.fract() == 0.0 {
+                        FeatureValue::Number(v as i64)
+                    } else {
+                        FeatureValue::Float(v)
+                    }
+                }
+                None => FeatureValue::Missing,
+            },
         }
     }
 }
@@ -122,42 +247,48 @@ pub fn message_of(raw: &str) -> &str {
     raw.find(": ").map_or(raw, |i| &raw[i + 2..])
 }
 
-/// The features to compute, in output order.
+/// A named feature list: the model's inputs in their order. The name (the
+/// file's stem: `seed`, `behavioural`, ...) travels with every record as
+/// `feature_set` and is stored in the model, so a model is never fed
+/// vectors of another set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeatureList {
+    pub name: String,
     pub features: Vec<Feature>,
 }
 
 impl FeatureList {
-    /// The old system's six features.
-    pub fn default_set() -> FeatureList {
+    /// The old system's six features, the `seed` set.
+    pub fn seed() -> FeatureList {
         FeatureList {
-            features: Feature::ALL.to_vec(),
+            name: "seed".into(),
+            features: Feature::SEED.to_vec(),
         }
     }
 
-    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Result<FeatureList> {
+    pub fn from_names<S: AsRef<str>>(name: &str, names: &[S]) -> Result<FeatureList> {
         if names.is_empty() {
             bail!("the feature list is empty");
         }
         let mut features = Vec::new();
-        for name in names {
-            let name = name.as_ref();
-            let f = Feature::from_name(name).with_context(|| {
-                format!(
-                    "unknown feature `{name}`; known features: {}",
-                    Feature::ALL.map(|f| f.name()).join(", ")
-                )
+        for feature in names {
+            let feature = feature.as_ref();
+            let f = Feature::from_name(feature).with_context(|| {
+                format!("unknown feature `{feature}`; `pf-features --list` shows the known ones")
             })?;
             if features.contains(&f) {
-                bail!("feature `{name}` is listed twice");
+                bail!("feature `{feature}` is listed twice");
             }
             features.push(f);
         }
-        Ok(FeatureList { features })
+        Ok(FeatureList {
+            name: name.to_string(),
+            features,
+        })
     }
 
-    /// Reads a JSON array of names, like `features/selected_features.json`.
+    /// Reads a JSON array of names, like `features/behavioural.json`; the
+    /// set is named after the file.
     pub fn load(path: &Path) -> Result<FeatureList> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read feature list {}", path.display()))?;
@@ -167,23 +298,69 @@ impl FeatureList {
                 path.display()
             )
         })?;
-        FeatureList::from_names(&names).with_context(|| format!("in {}", path.display()))
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "custom".into());
+        FeatureList::from_names(&name, &names).with_context(|| format!("in {}", path.display()))
     }
 
-    /// Appends the `features` object `{...}` for the record.
-    pub fn write_features(&self, r: &RecordView<'_>, out: &mut Vec<u8>) {
+    /// Whether computing the list needs [`Behaviour`] state.
+    pub fn is_stateful(&self) -> bool {
+        self.features.iter().any(|f| f.is_behavioural())
+    }
+}
+
+/// Computes a list's features record after record, keeping the state the
+/// behavioural ones need.
+#[derive(Debug)]
+pub struct Featurizer {
+    pub list: FeatureList,
+    pub behaviour: Behaviour,
+}
+
+impl Featurizer {
+    pub fn new(list: FeatureList, behaviour: Behaviour) -> Featurizer {
+        Featurizer { list, behaviour }
+    }
+
+    /// Appends the `features` object `{...}` for the record (and updates
+    /// the behavioural state with it).
+    pub fn write_features(&mut self, r: &RecordView<'_>, out: &mut Vec<u8>) {
         let time =
             r.ts.as_deref()
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+        let observed = if self.list.is_stateful() {
+            let f = r.fields.as_ref();
+            let event = Event {
+                time: time.map(|t| t.timestamp()),
+                kind: r.kind.as_deref().unwrap_or("unknown"),
+                failure: r.failure.as_deref(),
+                client_ip: f.and_then(|f| f.client_ip.as_deref()),
+                user: f
+                    .and_then(|f| f.sasl_username.as_deref().or(f.user.as_deref()))
+                    .filter(|u| !u.is_empty()),
+                from: f.and_then(|f| f.from.as_deref()),
+                to: f.and_then(|f| f.to.as_deref()),
+                queue_id: f.and_then(|f| f.queue_id.as_deref()),
+                status: f.and_then(|f| f.status.as_deref()),
+                reject_dsn: f.and_then(|f| f.reject_dsn.as_deref()),
+                reject_reason: f.and_then(|f| f.reject_reason.as_deref()),
+            };
+            Some(self.behaviour.observe(&event))
+        } else {
+            None
+        };
         out.push(b'{');
-        for (i, f) in self.features.iter().enumerate() {
+        for (i, f) in self.list.features.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
             pf_record::json::write_str(out, f.name());
             out.push(b':');
-            match f.compute(r, time.as_ref()) {
+            match f.compute(r, time.as_ref(), observed.as_ref()) {
                 FeatureValue::Number(n) => pf_record::json::write_i64(out, n),
+                FeatureValue::Float(v) => pf_record::json::write_f64(out, v),
                 FeatureValue::Category(c) => pf_record::json::write_str(out, &c),
                 FeatureValue::Missing => out.extend_from_slice(b"null"),
             }
@@ -199,14 +376,14 @@ mod tests {
     fn features(json: &str, list: &FeatureList) -> serde_json::Value {
         let view: RecordView = serde_json::from_str(json).unwrap();
         let mut out = Vec::new();
-        list.write_features(&view, &mut out);
+        Featurizer::new(list.clone(), Behaviour::new()).write_features(&view, &mut out);
         serde_json::from_slice::<serde_json::Value>(&out).unwrap()
     }
 
     #[test]
     fn the_old_six_from_a_parsed_record() {
         let rec = r#"{"raw":"Mar  2 08:15:03 mx1 postfix/smtpd[1]: connect from a[192.0.2.1]","ts":"2026-03-02T23:15:03-05:00","program":"postfix/smtpd","kind":"smtpd.connect"}"#;
-        let f = features(rec, &FeatureList::default_set());
+        let f = features(rec, &FeatureList::seed());
         assert_eq!(
             f,
             serde_json::json!({"service_encoded":"postfix/smtpd","event_encoded":"smtpd.connect",
@@ -218,7 +395,7 @@ mod tests {
     fn missing_timestamp_gives_null_not_the_clock() {
         let f = features(
             r#"{"raw":"garbage","kind":"unknown"}"#,
-            &FeatureList::default_set(),
+            &FeatureList::seed(),
         );
         assert_eq!(f["hour"], serde_json::Value::Null);
         assert_eq!(f["service_encoded"], "unknown");
@@ -227,12 +404,12 @@ mod tests {
 
     #[test]
     fn lists_are_checked() {
-        assert!(FeatureList::from_names(&["hour", "nope"])
+        assert!(FeatureList::from_names("t", &["hour", "nope"])
             .unwrap_err()
             .to_string()
-            .contains("known features"));
-        assert!(FeatureList::from_names(&["hour", "hour"]).is_err());
-        let l = FeatureList::from_names(&["msg_len", "hour"]).unwrap();
+            .contains("pf-features --list"));
+        assert!(FeatureList::from_names("t", &["hour", "hour"]).is_err());
+        let l = FeatureList::from_names("t", &["msg_len", "hour"]).unwrap();
         assert_eq!(l.features, vec![Feature::MessageLength, Feature::Hour]);
     }
 }

@@ -26,6 +26,11 @@ pub struct Model {
     /// RFC 3339 creation time.
     pub created: String,
     pub features: Vec<FeatureSpec>,
+    /// The pf-features set the model was trained on (`seed`, `behavioural`,
+    /// ...); records of another set are refused. Absent for models trained
+    /// on plain tables or imported from scikit-learn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_set: Option<String>,
     pub scaler: Option<Scaler>,
     pub forest: Forest,
     /// How the model was made (free-form: source, rows, seed, ...).

@@ -103,10 +103,7 @@ pub fn write_f64(out: &mut Vec<u8>, v: f64) {
 }
 
 /// Writes `record` (the text of one JSON object) to `out` with the
-/// top-level `field` set to `value` (JSON text). When the record has no such
-/// field (`replace == false`) the record's own text is kept byte for byte and
-/// the field appended; otherwise the record is re-serialised without its old
-/// value. Fails only if `record` is not a JSON object.
+/// top-level `field` set to `value` (JSON text); see [`write_with_fields`].
 pub fn write_with_field(
     out: &mut Vec<u8>,
     record: &str,
@@ -114,25 +111,45 @@ pub fn write_with_field(
     value: &[u8],
     replace: bool,
 ) -> Result<(), String> {
+    write_with_fields(out, record, &[(field, value)], replace)
+}
+
+/// Writes `record` (the text of one JSON object) to `out` with each
+/// top-level field set to its value (JSON text). When the record has none of
+/// them (`replace == false`) the record's own text is kept byte for byte and
+/// the fields appended; otherwise the record is re-serialised without the
+/// old values. Fails only if `record` is not a JSON object.
+pub fn write_with_fields(
+    out: &mut Vec<u8>,
+    record: &str,
+    fields: &[(&str, &[u8])],
+    replace: bool,
+) -> Result<(), String> {
     let trimmed = record.trim_end();
     if replace {
         let mut map: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(trimmed).map_err(|e| format!("not a JSON object: {e}"))?;
-        map.remove(field);
+        for (field, _) in fields {
+            map.remove(*field);
+        }
         let text = serde_json::to_string(&map).map_err(|e| e.to_string())?;
-        return write_with_field(out, &text, field, value, false);
+        return write_with_fields(out, &text, fields, false);
     }
     let body = trimmed
         .strip_suffix('}')
         .filter(|_| trimmed.trim_start().starts_with('{'))
         .ok_or_else(|| "not a JSON object".to_string())?;
     out.extend_from_slice(body.as_bytes());
-    if !body.trim_start().trim_start_matches('{').trim().is_empty() {
-        out.push(b',');
+    let mut empty = body.trim_start().trim_start_matches('{').trim().is_empty();
+    for (field, value) in fields {
+        if !empty {
+            out.push(b',');
+        }
+        empty = false;
+        write_str(out, field);
+        out.push(b':');
+        out.extend_from_slice(value);
     }
-    write_str(out, field);
-    out.push(b':');
-    out.extend_from_slice(value);
     out.extend_from_slice(b"}\n");
     Ok(())
 }
@@ -152,6 +169,19 @@ mod tests {
             "{\"a\":1,\"f\":{}}\n{ \"f\":2}\n{\"a\":1,\"f\":3}\n"
         );
         assert!(write_with_field(&mut Vec::new(), "[1]", "f", b"1", false).is_err());
+        let mut out = Vec::new();
+        write_with_fields(&mut out, "{}", &[("a", b"1"), ("b", b"2")], false).unwrap();
+        write_with_fields(
+            &mut out,
+            r#"{"b":0,"c":3}"#,
+            &[("a", b"1"), ("b", b"2")],
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"a\":1,\"b\":2}\n{\"c\":3,\"a\":1,\"b\":2}\n"
+        );
     }
 
     fn enc(s: &str) -> String {

@@ -67,6 +67,8 @@ struct ScoreRecord {
     #[serde(default)]
     features: Option<Map<String, Value>>,
     #[serde(default)]
+    feature_set: Option<String>,
+    #[serde(default)]
     detection: Option<IgnoredAny>,
 }
 
@@ -211,14 +213,27 @@ fn score(args: &Args) -> Result<u8, Fatal> {
             if det.batch.records.is_empty() {
                 det.maybe_reload();
             }
-            let outcome = match record.features {
-                None => {
+            let wrong_set = match (&record.feature_set, &det.loaded.model.feature_set) {
+                (Some(got), Some(want)) if got != want => Some(format!(
+                    "record has features of set `{got}` but model {} was trained on set \
+                     `{want}`; compute them with `pf-features --features {want}` or score with \
+                     a model trained on `{got}`",
+                    det.loaded.model.version
+                )),
+                _ => None,
+            };
+            let outcome = match (wrong_set, record.features) {
+                (Some(problem), _) => {
+                    errors.report(origin, number, &problem);
+                    Outcome::Error(problem)
+                }
+                (None, None) => {
                     let problem =
                         "record has no `features` object (run it through pf-features first)";
                     errors.report(origin, number, problem);
                     Outcome::Error(problem.to_string())
                 }
-                Some(features) => match det.encode(features) {
+                (None, Some(features)) => match det.encode(features) {
                     Ok(outcome) => outcome,
                     Err(problem) => {
                         errors.report(origin, number, format_args!("cannot score: {problem}"));

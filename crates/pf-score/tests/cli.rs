@@ -34,6 +34,7 @@ fn trained(name: &str) -> std::path::PathBuf {
         version: version_at(chrono_now()),
         created: "2026-11-25T00:00:00Z".into(),
         features: table.features,
+        feature_set: None,
         scaler: None,
         forest,
         training: Default::default(),

@@ -88,6 +88,8 @@ struct Args {
 struct TrainingRecord {
     #[serde(default)]
     features: Option<Map<String, Value>>,
+    #[serde(default)]
+    feature_set: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -158,6 +160,7 @@ fn train(args: &Args) -> Result<u8, Fatal> {
             );
         }
     };
+    let mut feature_set_seen: Option<String> = None;
     let unreadable = if args.csv {
         read_csv(&args.common.files, &args.exclude, &mut errors, &mut add)
     } else {
@@ -168,7 +171,26 @@ fn train(args: &Args) -> Result<u8, Fatal> {
             &mut errors,
             |text, number, origin, _buf, errors| match serde_json::from_str::<TrainingRecord>(text)
             {
-                Ok(TrainingRecord { features: Some(f) }) => {
+                Ok(TrainingRecord {
+                    features: Some(f),
+                    feature_set,
+                }) => {
+                    if let Some(set) = feature_set {
+                        match &feature_set_seen {
+                            None => feature_set_seen = Some(set),
+                            Some(first) if *first != set => {
+                                return errors.report(
+                                    origin,
+                                    number,
+                                    format_args!(
+                                        "record is of feature set `{set}` but the first record \
+                                         was of `{first}`; row left out of training"
+                                    ),
+                                )
+                            }
+                            Some(_) => {}
+                        }
+                    }
                     add(f, text.len() + 1, origin, number, errors)
                 }
                 Ok(_) => errors.report(
@@ -225,6 +247,7 @@ fn train(args: &Args) -> Result<u8, Fatal> {
         version: version_at(finished),
         created: finished.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         features: table.features.clone(),
+        feature_set: feature_set_seen,
         scaler: None,
         forest,
         training,

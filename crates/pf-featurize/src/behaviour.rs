@@ -1,0 +1,752 @@
+//! Behavioural features: what the client address, the user, the envelope
+//! sender, the recipient (and its domain) and the whole server have been
+//! doing up to this event.
+//!
+//! One log line rarely looks wrong on its own: a password brute force is
+//! hundreds of ordinary "authentication failed" lines. [`Behaviour`] keeps
+//! sliding windows per entity, in event time, and describes every record
+//! by its entities' recent history, so the 57th failure from one address
+//! carries `auth_failures_10m_by_ip = 57`.
+//!
+//! Entities a line does not name are taken from its message: Postfix logs
+//! the client and SASL user once (`smtpd.client`) and the sender once
+//! (`qmgr.queued`, `pickup.queued`), and every later line of that queue id
+//! (deliveries, bounces, removal) is attributed to them.
+//!
+//! Memory is bounded: entities unseen for longer than their longest window
+//! are swept every ten minutes of event time, and each table holds at most
+//! its cap (oldest evicted first); see [`Limits`]. The same input in the
+//! same order always gives the same features, and the state can be saved
+//! and restored so a restart does not blind the detector.
+
+use crate::window::{hash, Distinct, Window, DAY, HOUR, TEN_MINUTES};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The behavioural measures, in catalogue order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Measure {
+    AuthFailures10mByIp,
+    AuthFailures1hByIp,
+    UsersTried1hByIp,
+    UsersTried1dByIp,
+    Rejects1hByIp,
+    RejectRatio1hByIp,
+    UnknownRecipients1hByIp,
+    RelayDenied1hByIp,
+    Messages1hByIp,
+    AuthFailures1hByUser,
+    Ips1dByUser,
+    NewIpForUser,
+    NewNetworkForUser,
+    Messages1hByUser,
+    Recipients1hByUser,
+    Messages1hAboveUsualByUser,
+    Messages1hBySender,
+    BounceRatio1hBySender,
+    DeferralRatio1hBySender,
+    NullSenderMails1hToRecipient,
+    NullSenderMails1hToDomain,
+    NullSenderMails10m,
+    Pickups10m,
+    Connections10m,
+    KindRarity,
+}
+
+impl Measure {
+    pub const ALL: [Measure; 25] = [
+        Measure::AuthFailures10mByIp,
+        Measure::AuthFailures1hByIp,
+        Measure::UsersTried1hByIp,
+        Measure::UsersTried1dByIp,
+        Measure::Rejects1hByIp,
+        Measure::RejectRatio1hByIp,
+        Measure::UnknownRecipients1hByIp,
+        Measure::RelayDenied1hByIp,
+        Measure::Messages1hByIp,
+        Measure::AuthFailures1hByUser,
+        Measure::Ips1dByUser,
+        Measure::NewIpForUser,
+        Measure::NewNetworkForUser,
+        Measure::Messages1hByUser,
+        Measure::Recipients1hByUser,
+        Measure::Messages1hAboveUsualByUser,
+        Measure::Messages1hBySender,
+        Measure::BounceRatio1hBySender,
+        Measure::DeferralRatio1hBySender,
+        Measure::NullSenderMails1hToRecipient,
+        Measure::NullSenderMails1hToDomain,
+        Measure::NullSenderMails10m,
+        Measure::Pickups10m,
+        Measure::Connections10m,
+        Measure::KindRarity,
+    ];
+
+    pub fn name(self) -> &'static str {
+        self.describe().0
+    }
+
+    pub fn description(self) -> &'static str {
+        self.describe().1
+    }
+
+    fn describe(self) -> (&'static str, &'static str) {
+        match self {
+            Measure::AuthFailures10mByIp => ("auth_failures_10m_by_ip", "failed logins (SMTP AUTH, IMAP/POP3, webmail) from the client address in the last 10 minutes"),
+            Measure::AuthFailures1hByIp => ("auth_failures_1h_by_ip", "failed logins from the client address in the last hour"),
+            Measure::UsersTried1hByIp => ("users_tried_1h_by_ip", "distinct user names the client address logged in or tried to, last hour"),
+            Measure::UsersTried1dByIp => ("users_tried_1d_by_ip", "distinct user names the client address logged in or tried to, last 24 hours"),
+            Measure::Rejects1hByIp => ("rejects_1h_by_ip", "requests of the client address refused or flagged as abuse or probing, last hour"),
+            Measure::RejectRatio1hByIp => ("reject_ratio_1h_by_ip", "share of the client address's lines in the last hour that were refusals (0-1)"),
+            Measure::UnknownRecipients1hByIp => ("unknown_recipients_1h_by_ip", "recipients rejected as unknown users for the client address, last hour (directory harvesting)"),
+            Measure::RelayDenied1hByIp => ("relay_denied_1h_by_ip", "\"Relay access denied\" for the client address, last hour (open-relay probing)"),
+            Measure::Messages1hByIp => ("messages_1h_by_ip", "messages the client address handed over, last hour"),
+            Measure::AuthFailures1hByUser => ("auth_failures_1h_by_user", "failed logins for the user name from anywhere, last hour"),
+            Measure::Ips1dByUser => ("ips_1d_by_user", "distinct client addresses that logged in or tried to as the user, last 24 hours"),
+            Measure::NewIpForUser => ("new_ip_for_user", "1 if the user has not logged in successfully from this address before the last 24 hours, else 0"),
+            Measure::NewNetworkForUser => ("new_network_for_user", "1 if the user has not logged in successfully from this network (/24, IPv6 /48) before the last 24 hours, else 0"),
+            Measure::Messages1hByUser => ("messages_1h_by_user", "messages the authenticated user sent (SMTP AUTH or webmail), last hour"),
+            Measure::Recipients1hByUser => ("recipients_1h_by_user", "distinct recipients of the user's messages, last hour"),
+            Measure::Messages1hAboveUsualByUser => ("messages_1h_above_usual_by_user", "messages the user sent in the last hour beyond their busiest hour of the previous 7 days"),
+            Measure::Messages1hBySender => ("messages_1h_by_sender", "messages queued with this envelope sender, last hour"),
+            Measure::BounceRatio1hBySender => ("bounce_ratio_1h_by_sender", "share of the sender's delivery attempts in the last hour that bounced (0-1)"),
+            Measure::DeferralRatio1hBySender => ("deferral_ratio_1h_by_sender", "share of the sender's delivery attempts in the last hour that were deferred (0-1)"),
+            Measure::NullSenderMails1hToRecipient => ("null_sender_mails_1h_to_recipient", "bounces (from=<>) to the recipient, last hour"),
+            Measure::NullSenderMails1hToDomain => ("null_sender_mails_1h_to_domain", "bounces (from=<>) to the recipient's domain, last hour (backscatter)"),
+            Measure::NullSenderMails10m => ("null_sender_mails_10m", "bounces (from=<>) to anyone on the server, last 10 minutes"),
+            Measure::Pickups10m => ("pickups_10m", "messages submitted locally (sendmail/pickup) on the server, last 10 minutes"),
+            Measure::Connections10m => ("connections_10m", "SMTP connections to the server, last 10 minutes"),
+            Measure::KindRarity => ("kind_rarity", "how rare this kind of event has been: -log2 of its share of all events so far (higher = rarer)"),
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Measure> {
+        Measure::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+/// Every measure for one record, indexed like [`Measure::ALL`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    values: [f64; Measure::ALL.len()],
+}
+
+impl Observed {
+    pub fn get(&self, m: Measure) -> f64 {
+        self.values[m as usize]
+    }
+
+    fn set(&mut self, m: Measure, v: impl Into<f64>) {
+        self.values[m as usize] = v.into();
+    }
+}
+
+/// The parts of a record the measures are computed from.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Event<'a> {
+    /// Event time in Unix seconds; `None` uses the latest time seen.
+    pub time: Option<i64>,
+    pub kind: &'a str,
+    pub failure: Option<&'a str>,
+    pub client_ip: Option<&'a str>,
+    /// `sasl_username` or `user`.
+    pub user: Option<&'a str>,
+    pub from: Option<&'a str>,
+    pub to: Option<&'a str>,
+    pub queue_id: Option<&'a str>,
+    pub status: Option<&'a str>,
+    pub reject_dsn: Option<&'a str>,
+    pub reject_reason: Option<&'a str>,
+}
+
+/// How many entities each table may hold; past its cap the least recently
+/// seen are evicted. With every table full and every distinct set at its
+/// cap the state stays below roughly 250 MB; a busy real server uses a few
+/// megabytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub ips: usize,
+    pub users: usize,
+    pub senders: usize,
+    pub recipients: usize,
+    pub domains: usize,
+    pub queues: usize,
+    pub known_logins: usize,
+}
+
+pub const LIMITS: Limits = Limits {
+    ips: 50_000,
+    users: 20_000,
+    senders: 50_000,
+    recipients: 50_000,
+    domains: 10_000,
+    queues: 100_000,
+    known_logins: 100_000,
+};
+
+/// Version of the saved state's layout.
+const STATE_FORMAT: u32 = 1;
+const SWEEP_EVERY: i64 = 600;
+/// How long a message's queue id is remembered (Postfix's default
+/// maximal_queue_lifetime).
+const QUEUE_RETENTION: i64 = 5 * 86_400;
+const KNOWN_LOGIN_RETENTION: i64 = 90 * 86_400;
+const USER_RETENTION: i64 = 8 * 86_400;
+/// A login address or network stays "new" this long after its first success.
+const NEW_FOR: i64 = 86_400;
+const MAX_KINDS: usize = 1_000;
+/// Kind counts are halved past this total, so rarity follows change.
+const KIND_HALF_LIFE: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct IpState {
+    last: i64,
+    auth_failures_10m: Window,
+    auth_failures_1h: Window,
+    users_tried: Distinct,
+    lines_1h: Window,
+    rejects_1h: Window,
+    unknown_recipients_1h: Window,
+    relay_denied_1h: Window,
+    messages_1h: Window,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct UserState {
+    last: i64,
+    auth_failures_1h: Window,
+    ips: Distinct,
+    messages_1h: Window,
+    recipients: Distinct,
+    /// (day, busiest hour's messages) for up to the last 8 days.
+    peaks: Vec<(i64, u32)>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SenderState {
+    last: i64,
+    messages_1h: Window,
+    attempts_1h: Window,
+    bounced_1h: Window,
+    deferred_1h: Window,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct RecipientState {
+    last: i64,
+    null_sender_1h: Window,
+}
+
+/// What is known about a message from its earlier lines.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct QueueEntry {
+    last: i64,
+    ip: Option<u64>,
+    ip_text: Option<String>,
+    user: Option<String>,
+    sender: Option<String>,
+}
+
+/// A successful login's first and last time.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct Known {
+    first: i64,
+    last: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Global {
+    null_sender_10m: Window,
+    pickups_10m: Window,
+    connections_10m: Window,
+}
+
+trait LastSeen {
+    fn last(&self) -> i64;
+}
+
+macro_rules! last_seen {
+    ($($t:ty),*) => {$(impl LastSeen for $t { fn last(&self) -> i64 { self.last } })*};
+}
+last_seen!(
+    IpState,
+    UserState,
+    SenderState,
+    RecipientState,
+    QueueEntry,
+    Known
+);
+
+/// The detector's memory of recent behaviour.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Behaviour {
+    format: u32,
+    /// The latest event time seen (Unix seconds).
+    clock: i64,
+    next_sweep: i64,
+    ips: HashMap<u64, IpState>,
+    users: HashMap<u64, UserState>,
+    senders: HashMap<u64, SenderState>,
+    recipients: HashMap<u64, RecipientState>,
+    domains: HashMap<u64, RecipientState>,
+    queues: HashMap<u64, QueueEntry>,
+    known_ips: HashMap<u64, Known>,
+    known_networks: HashMap<u64, Known>,
+    kinds: HashMap<String, u64>,
+    kinds_total: u64,
+    global: Global,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            format: STATE_FORMAT,
+            clock: i64::MIN,
+            next_sweep: i64::MIN,
+            ips: HashMap::new(),
+            users: HashMap::new(),
+            senders: HashMap::new(),
+            recipients: HashMap::new(),
+            domains: HashMap::new(),
+            queues: HashMap::new(),
+            known_ips: HashMap::new(),
+            known_networks: HashMap::new(),
+            kinds: HashMap::new(),
+            kinds_total: 0,
+            global: Global::default(),
+        }
+    }
+}
+
+fn entry<'m, T: Default + LastSeen>(
+    map: &'m mut HashMap<u64, T>,
+    key: u64,
+    cap: usize,
+) -> &'m mut T {
+    if map.len() >= cap + cap / 10 && !map.contains_key(&key) {
+        evict_oldest(map, cap - cap / 10);
+    }
+    map.entry(key).or_default()
+}
+
+/// Keeps the `keep` most recently seen entries.
+fn evict_oldest<T: LastSeen>(map: &mut HashMap<u64, T>, keep: usize) {
+    if map.len() <= keep {
+        return;
+    }
+    let mut times: Vec<(i64, u64)> = map.iter().map(|(k, v)| (v.last(), *k)).collect();
+    times.sort_unstable();
+    for &(_, key) in &times[..times.len() - keep] {
+        map.remove(&key);
+    }
+}
+
+fn ratio(part: u32, whole: u32) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        (f64::from(part) / f64::from(whole) * 1000.0).round() / 1000.0
+    }
+}
+
+/// The network of an address: /24 for IPv4, /48 for IPv6.
+fn network(ip: &str) -> &str {
+    if ip.contains(':') {
+        let mut colons = 0;
+        for (i, c) in ip.char_indices() {
+            if c == ':' {
+                colons += 1;
+                if colons == 3 {
+                    return &ip[..i];
+                }
+            }
+        }
+        ip
+    } else {
+        ip.rfind('.').map_or(ip, |i| &ip[..i])
+    }
+}
+
+fn domain_of(address: &str) -> Option<&str> {
+    address
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .filter(|d| !d.is_empty())
+}
+
+impl Behaviour {
+    pub fn new() -> Behaviour {
+        Behaviour::default()
+    }
+
+    /// Restores state written by [`Behaviour::save`].
+    pub fn load(path: &Path) -> Result<Behaviour> {
+        let text = std::fs::read(path)
+            .with_context(|| format!("cannot read feature state {}", path.display()))?;
+        let state: Behaviour = serde_json::from_slice(&text).with_context(|| {
+            format!(
+                "{} is not a pf-features state file (remove it to start with empty state)",
+                path.display()
+            )
+        })?;
+        if state.format != STATE_FORMAT {
+            bail!(
+                "{} has state format {}, this build reads {STATE_FORMAT}; remove it to start \
+                 with empty state",
+                path.display(),
+                state.format
+            );
+        }
+        Ok(state)
+    }
+
+    /// Writes the state atomically (temp file + rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec(self).context("serialising the feature state")?;
+        pf_record::atomic::write_atomically(path, &bytes)
+            .with_context(|| format!("cannot write feature state {}", path.display()))
+    }
+
+    /// Entities remembered, per table, for progress and tests.
+    pub fn sizes(&self) -> [(&'static str, usize); 8] {
+        [
+            ("ips", self.ips.len()),
+            ("users", self.users.len()),
+            ("senders", self.senders.len()),
+            ("recipients", self.recipients.len()),
+            ("domains", self.domains.len()),
+            ("queues", self.queues.len()),
+            ("known_ips", self.known_ips.len()),
+            ("known_networks", self.known_networks.len()),
+        ]
+    }
+
+    /// Updates the state with one event and describes it.
+    pub fn observe(&mut self, ev: &Event<'_>) -> Observed {
+        let now = match ev.time {
+            Some(t) => t,
+            None if self.clock == i64::MIN => 0,
+            None => self.clock,
+        };
+        self.clock = self.clock.max(now);
+        if self.clock >= self.next_sweep {
+            self.sweep();
+            self.next_sweep = self.clock + SWEEP_EVERY;
+        }
+        let mut out = Observed::default();
+        out.set(Measure::KindRarity, self.rarity(ev.kind));
+
+        let kind = ev.kind;
+        let auth_failure = ev.failure == Some("auth");
+        let smtpd_client = kind == "smtpd.client";
+        let auth_success = kind == "dovecot.login"
+            || kind == "roundcube.login"
+            || (smtpd_client && ev.user.is_some());
+        let user_message = (smtpd_client && ev.user.is_some()) || kind == "roundcube.sent";
+        let refusal = matches!(ev.failure, Some("reject" | "abuse" | "probe"));
+        let reason = ev.reject_reason.unwrap_or("");
+        let unknown_recipient = kind == "smtpd.reject"
+            && (ev.reject_dsn == Some("5.1.1")
+                || reason.contains("User unknown")
+                || reason.contains("user unknown"));
+        let relay_denied = reason.contains("Relay access denied");
+
+        // The message this line belongs to, and what it tells of it.
+        let queue_key = ev.queue_id.map(|q| hash(&[q]));
+        if let Some(key) = queue_key {
+            let starts = smtpd_client || kind == "pickup.queued" || kind == "qmgr.queued";
+            if starts || self.queues.contains_key(&key) {
+                let q = entry(&mut self.queues, key, LIMITS.queues);
+                q.last = now;
+                if let Some(ip) = ev.client_ip.filter(|_| smtpd_client) {
+                    q.ip = Some(hash(&[ip]));
+                    q.ip_text = Some(ip.to_string());
+                }
+                if let Some(user) = ev.user.filter(|_| smtpd_client) {
+                    q.user = Some(user.to_lowercase());
+                }
+                if let Some(from) = ev.from.filter(|_| !smtpd_client) {
+                    q.sender = Some(from.to_lowercase());
+                }
+            }
+        }
+        let queued = queue_key.and_then(|k| self.queues.get(&k)).cloned();
+        let ip_text = ev
+            .client_ip
+            .or(queued.as_ref().and_then(|q| q.ip_text.as_deref()));
+        let user_lower = ev.user.map(str::to_lowercase);
+        let user = user_lower
+            .as_deref()
+            .or(queued.as_ref().and_then(|q| q.user.as_deref()));
+        let from_lower = ev.from.map(str::to_lowercase);
+        let sender = from_lower
+            .as_deref()
+            .or(queued.as_ref().and_then(|q| q.sender.as_deref()));
+        let null_sender = sender == Some("");
+        let is_delivery = kind == "smtp.delivery" && ev.status.is_some();
+
+        // Global rates.
+        let g = &mut self.global;
+        if kind == "smtpd.connect" || kind == "postscreen.connect" {
+            g.connections_10m.add(TEN_MINUTES, now, 1);
+        }
+        if kind == "pickup.queued" {
+            g.pickups_10m.add(TEN_MINUTES, now, 1);
+        }
+        let counts_null_sender = null_sender
+            && (kind == "qmgr.queued" || (kind == "smtpd.reject" && ev.from == Some("")));
+        if counts_null_sender {
+            g.null_sender_10m.add(TEN_MINUTES, now, 1);
+        }
+        out.set(
+            Measure::NullSenderMails10m,
+            g.null_sender_10m.count(TEN_MINUTES, now),
+        );
+        out.set(Measure::Pickups10m, g.pickups_10m.count(TEN_MINUTES, now));
+        out.set(
+            Measure::Connections10m,
+            g.connections_10m.count(TEN_MINUTES, now),
+        );
+
+        // The client address.
+        let ip_key = ip_text.map(|ip| hash(&[ip]));
+        let user_key = user.map(|u| hash(&[u]));
+        if let Some(key) = ip_key {
+            let s = entry(&mut self.ips, key, LIMITS.ips);
+            s.last = s.last.max(now);
+            if ev.client_ip.is_some() {
+                s.lines_1h.add(HOUR, now, 1);
+            }
+            if auth_failure {
+                s.auth_failures_10m.add(TEN_MINUTES, now, 1);
+                s.auth_failures_1h.add(HOUR, now, 1);
+            }
+            if let Some(u) = user_key.filter(|_| auth_failure || auth_success) {
+                s.users_tried.add(u, now, DAY.seconds());
+            }
+            if refusal {
+                s.rejects_1h.add(HOUR, now, 1);
+            }
+            if unknown_recipient {
+                s.unknown_recipients_1h.add(HOUR, now, 1);
+            }
+            if relay_denied {
+                s.relay_denied_1h.add(HOUR, now, 1);
+            }
+            if smtpd_client {
+                s.messages_1h.add(HOUR, now, 1);
+            }
+            let rejects = s.rejects_1h.count(HOUR, now);
+            out.set(
+                Measure::AuthFailures10mByIp,
+                s.auth_failures_10m.count(TEN_MINUTES, now),
+            );
+            out.set(
+                Measure::AuthFailures1hByIp,
+                s.auth_failures_1h.count(HOUR, now),
+            );
+            out.set(
+                Measure::UsersTried1hByIp,
+                s.users_tried.count(now, HOUR.seconds()),
+            );
+            out.set(
+                Measure::UsersTried1dByIp,
+                s.users_tried.count(now, DAY.seconds()),
+            );
+            out.set(Measure::Rejects1hByIp, rejects);
+            out.set(
+                Measure::RejectRatio1hByIp,
+                ratio(rejects, s.lines_1h.count(HOUR, now)),
+            );
+            out.set(
+                Measure::UnknownRecipients1hByIp,
+                s.unknown_recipients_1h.count(HOUR, now),
+            );
+            out.set(
+                Measure::RelayDenied1hByIp,
+                s.relay_denied_1h.count(HOUR, now),
+            );
+            out.set(Measure::Messages1hByIp, s.messages_1h.count(HOUR, now));
+        }
+
+        // The user.
+        if let (Some(key), Some(name)) = (user_key, user) {
+            let s = entry(&mut self.users, key, LIMITS.users);
+            s.last = s.last.max(now);
+            if auth_failure {
+                s.auth_failures_1h.add(HOUR, now, 1);
+            }
+            if let Some(ip) = ip_key.filter(|_| auth_failure || auth_success) {
+                s.ips.add(ip, now, DAY.seconds());
+            }
+            if user_message {
+                s.messages_1h.add(HOUR, now, 1);
+            }
+            if is_delivery {
+                if let Some(to) = ev.to {
+                    s.recipients
+                        .add(hash(&[&to.to_lowercase()]), now, HOUR.seconds());
+                }
+            }
+            let sent = s.messages_1h.count(HOUR, now);
+            let today = now.div_euclid(86_400);
+            let usual = s
+                .peaks
+                .iter()
+                .filter(|(day, _)| *day < today && *day >= today - 7)
+                .map(|(_, peak)| *peak)
+                .max()
+                .unwrap_or(0);
+            if user_message {
+                match s.peaks.iter_mut().find(|(day, _)| *day == today) {
+                    Some(p) => p.1 = p.1.max(sent),
+                    None => {
+                        s.peaks.retain(|(day, _)| *day >= today - 7);
+                        s.peaks.push((today, sent));
+                    }
+                }
+            }
+            out.set(
+                Measure::AuthFailures1hByUser,
+                s.auth_failures_1h.count(HOUR, now),
+            );
+            out.set(Measure::Ips1dByUser, s.ips.count(now, DAY.seconds()));
+            out.set(Measure::Messages1hByUser, sent);
+            out.set(
+                Measure::Recipients1hByUser,
+                s.recipients.count(now, HOUR.seconds()),
+            );
+            out.set(
+                Measure::Messages1hAboveUsualByUser,
+                sent.saturating_sub(usual),
+            );
+
+            if let Some(ip) = ip_text {
+                let pair = hash(&[name, ip]);
+                let net = hash(&[name, network(ip)]);
+                let is_new = |known: Option<&Known>| match known {
+                    Some(k) => now - k.first < NEW_FOR,
+                    None => true,
+                };
+                out.set(
+                    Measure::NewIpForUser,
+                    u8::from(is_new(self.known_ips.get(&pair))),
+                );
+                out.set(
+                    Measure::NewNetworkForUser,
+                    u8::from(is_new(self.known_networks.get(&net))),
+                );
+                if auth_success {
+                    for (map, key) in [(&mut self.known_ips, pair), (&mut self.known_networks, net)]
+                    {
+                        let fresh = !map.contains_key(&key);
+                        let k = entry(map, key, LIMITS.known_logins);
+                        if fresh {
+                            k.first = now;
+                        }
+                        k.last = k.last.max(now);
+                    }
+                }
+            }
+        }
+
+        // The envelope sender.
+        if let Some(from) = sender {
+            let s = entry(&mut self.senders, hash(&[from]), LIMITS.senders);
+            s.last = s.last.max(now);
+            if kind == "qmgr.queued" {
+                s.messages_1h.add(HOUR, now, 1);
+            }
+            if is_delivery {
+                s.attempts_1h.add(HOUR, now, 1);
+                match ev.status {
+                    Some("bounced") => s.bounced_1h.add(HOUR, now, 1),
+                    Some("deferred") => s.deferred_1h.add(HOUR, now, 1),
+                    _ => {}
+                }
+            }
+            let attempts = s.attempts_1h.count(HOUR, now);
+            out.set(Measure::Messages1hBySender, s.messages_1h.count(HOUR, now));
+            out.set(
+                Measure::BounceRatio1hBySender,
+                ratio(s.bounced_1h.count(HOUR, now), attempts),
+            );
+            out.set(
+                Measure::DeferralRatio1hBySender,
+                ratio(s.deferred_1h.count(HOUR, now), attempts),
+            );
+        }
+
+        // The recipient and its domain.
+        if let Some(to) = ev.to.map(str::to_lowercase) {
+            let bounce_to_here =
+                null_sender && (is_delivery || (kind == "smtpd.reject" && ev.from == Some("")));
+            let r = entry(&mut self.recipients, hash(&[&to]), LIMITS.recipients);
+            r.last = r.last.max(now);
+            if bounce_to_here {
+                r.null_sender_1h.add(HOUR, now, 1);
+            }
+            out.set(
+                Measure::NullSenderMails1hToRecipient,
+                r.null_sender_1h.count(HOUR, now),
+            );
+            if let Some(domain) = domain_of(&to) {
+                let d = entry(&mut self.domains, hash(&[domain]), LIMITS.domains);
+                d.last = d.last.max(now);
+                if bounce_to_here {
+                    d.null_sender_1h.add(HOUR, now, 1);
+                }
+                out.set(
+                    Measure::NullSenderMails1hToDomain,
+                    d.null_sender_1h.count(HOUR, now),
+                );
+            }
+        }
+
+        if kind == "qmgr.removed" {
+            if let Some(key) = queue_key {
+                self.queues.remove(&key);
+            }
+        }
+        out
+    }
+
+    /// -log2 of the kind's share of the events seen before this one (with
+    /// one pseudo-event each way, so the first event of a kind is finite).
+    fn rarity(&mut self, kind: &str) -> f64 {
+        let seen = self.kinds.get(kind).copied().unwrap_or(0);
+        let share = (seen as f64 + 1.0) / (self.kinds_total as f64 + 2.0);
+        let rarity = (-share.log2() * 100.0).round() / 100.0;
+        if self.kinds.len() < MAX_KINDS || self.kinds.contains_key(kind) {
+            *self.kinds.entry(kind.to_string()).or_insert(0) += 1;
+            self.kinds_total += 1;
+        }
+        if self.kinds_total >= KIND_HALF_LIFE {
+            self.kinds.retain(|_, n| {
+                *n /= 2;
+                *n > 0
+            });
+            self.kinds_total = self.kinds.values().sum();
+        }
+        rarity
+    }
+
+    /// Forgets entities that have been quiet for longer than anything
+    /// remembers them.
+    fn sweep(&mut self) {
+        let now = self.clock;
+        let day = DAY.seconds() + HOUR.seconds();
+        self.ips.retain(|_, s| now - s.last < day);
+        self.users.retain(|_, s| now - s.last < USER_RETENTION);
+        self.senders.retain(|_, s| now - s.last < day);
+        self.recipients.retain(|_, s| now - s.last < day);
+        self.domains.retain(|_, s| now - s.last < day);
+        self.queues.retain(|_, s| now - s.last < QUEUE_RETENTION);
+        self.known_ips
+            .retain(|_, s| now - s.last < KNOWN_LOGIN_RETENTION);
+        self.known_networks
+            .retain(|_, s| now - s.last < KNOWN_LOGIN_RETENTION);
+    }
+}
