@@ -55,17 +55,34 @@ struct Args {
 
 const SAVE_EVERY: Duration = Duration::from_secs(60);
 
-/// `--features` as given: an existing file, else a set name looked up
-/// beside the configured feature list.
-fn feature_file(given: &str, configured: &Path) -> PathBuf {
-    let path = PathBuf::from(given);
-    if path.is_file() || given.contains('/') || given.ends_with(".json") {
-        return path;
+/// The feature set: `--features` as a file, else as a set name looked up
+/// beside the configured list; without it the configured list. A shipped
+/// set (`seed`, `behavioural`) whose file is not there is used as built in.
+fn choose_features(given: Option<&str>, configured: &Path) -> anyhow::Result<FeatureList> {
+    let path = match given {
+        Some(given) => {
+            let path = PathBuf::from(given);
+            if path.is_file() || given.contains('/') || given.ends_with(".json") {
+                return FeatureList::load(&path);
+            }
+            configured
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(format!("{given}.json"))
+        }
+        None => configured.to_path_buf(),
+    };
+    if path.is_file() {
+        return FeatureList::load(&path);
     }
-    configured
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(format!("{given}.json"))
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    FeatureList::builtin(stem).ok_or_else(|| {
+        anyhow!(
+            "feature set {} does not exist; give --features with a JSON list of feature names \
+             or a shipped set (seed, behavioural), or fix paths.features in the config",
+            path.display()
+        )
+    })
 }
 
 fn main() -> ExitCode {
@@ -78,17 +95,9 @@ fn main() -> ExitCode {
             return Ok(EXIT_OK);
         }
         let config = args.common.load_config().map_err(Fatal::usage)?;
-        let list = match &args.features {
-            Some(given) => FeatureList::load(&feature_file(given, &config.paths.features)),
-            None if config.paths.features.is_file() => FeatureList::load(&config.paths.features),
-            None => Err(anyhow!(
-                "the configured feature set {} does not exist; give --features FILE|NAME or fix \
-                 paths.features",
-                config.paths.features.display()
-            )),
-        }
-        .context("choosing the features")
-        .map_err(Fatal::usage)?;
+        let list = choose_features(args.features.as_deref(), &config.paths.features)
+            .context("choosing the features")
+            .map_err(Fatal::usage)?;
         let behaviour = match &args.state {
             Some(path) if path.exists() => Behaviour::load(path).map_err(Fatal::usage)?,
             _ => Behaviour::new(),

@@ -1,4 +1,5 @@
-//! pf-features end to end: the feature object, feature lists, bad input.
+//! pf-features end to end: the feature object, feature sets, behavioural
+//! state across runs, bad input.
 
 use pf_testkit::{run, temp_dir};
 
@@ -6,9 +7,14 @@ const BIN: &str = env!("CARGO_BIN_EXE_pf-features");
 const RECORD: &str = r#"{"raw":"Mar  7 23:59:58 mx postfix/qmgr[9]: 4BCD: removed","ts":"2026-03-07T23:59:58+09:00","program":"postfix/qmgr","kind":"qmgr.removed","parsed":true,"fields":{"queue_id":"4BCD"}}"#;
 
 #[test]
-fn adds_the_configured_features_in_order_and_keeps_the_record() {
+fn adds_the_seed_features_in_order_and_keeps_the_record() {
     let dir = temp_dir("features-basic");
-    let r = run(BIN, &[], format!("{RECORD}\n").as_bytes(), &dir);
+    let r = run(
+        BIN,
+        &["--features", "seed"],
+        format!("{RECORD}\n").as_bytes(),
+        &dir,
+    );
     assert_eq!(r.status, 0, "{}", r.stderr);
     let out = r.records();
     assert_eq!(out[0]["fields"]["queue_id"], "4BCD");
@@ -30,6 +36,7 @@ fn adds_the_configured_features_in_order_and_keeps_the_record() {
     assert_eq!(f["hour"], 23, "the record's own zone, not UTC");
     assert_eq!(f["dayofweek"], 5, "Saturday");
     assert_eq!(f["msg_len"], "4BCD: removed".len());
+    assert_eq!(out[0]["feature_set"], "seed");
 
     std::fs::write(dir.join("list.json"), r#"["msg_len","hour"]"#).unwrap();
     let again = run(BIN, &["--features", "list.json"], r.stdout.as_bytes(), &dir);
@@ -40,6 +47,8 @@ fn adds_the_configured_features_in_order_and_keeps_the_record() {
         "replaced, not duplicated"
     );
     assert_eq!(again.stdout.matches("\"features\"").count(), 1);
+    assert_eq!(again.stdout.matches("\"feature_set\"").count(), 1);
+    assert_eq!(again.records()[0]["feature_set"], "list");
 }
 
 #[test]
@@ -65,8 +74,63 @@ fn bad_lines_are_reported_and_a_bad_list_is_a_usage_error() {
     assert_eq!(r.status, 2);
     assert!(
         r.stderr
-            .contains("unknown feature `colour`; known features: service_encoded"),
+            .contains("unknown feature `colour`; `pf-features --list` shows the known ones"),
         "{}",
         r.stderr
+    );
+}
+
+/// SASL failures from one address, `n` of them `step` seconds apart, as
+/// pf-parse writes them.
+fn failures(n: usize, start: i64, step: i64, ip: &str) -> String {
+    (0..n)
+        .map(|i| {
+            let t = chrono::DateTime::from_timestamp(start + i as i64 * step, 0).unwrap();
+            format!(
+                "{{\"raw\":\"x\",\"ts\":\"{}\",\"program\":\"postfix/smtpd\",\"kind\":\"smtpd.sasl_auth_failed\",\"failure\":\"auth\",\"fields\":{{\"client_ip\":\"{ip}\"}}}}\n",
+                t.to_rfc3339()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_default_set_is_behavioural_and_counts_in_event_time() {
+    let dir = temp_dir("features-behavioural");
+    // An hour apart in event time, fed at once: only the event time counts.
+    let mut input = failures(30, 1_772_400_000, 10, "203.0.113.9");
+    input += &failures(1, 1_772_400_000 + 7_200, 10, "203.0.113.9");
+    let r = run(BIN, &[], input.as_bytes(), &dir);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let out = r.records();
+    assert_eq!(out[0]["feature_set"], "behavioural");
+    assert_eq!(out[29]["features"]["auth_failures_10m_by_ip"], 30);
+    assert_eq!(out[30]["features"]["auth_failures_10m_by_ip"], 1);
+    let again = run(BIN, &[], input.as_bytes(), &dir);
+    assert_eq!(again.stdout, r.stdout, "deterministic for the same input");
+}
+
+#[test]
+fn state_carries_over_a_restart() {
+    let dir = temp_dir("features-state");
+    let first = failures(20, 1_772_400_000, 5, "203.0.113.9");
+    let second = failures(20, 1_772_400_100, 5, "203.0.113.9");
+    let whole = run(BIN, &[], format!("{first}{second}").as_bytes(), &dir);
+    let a = run(BIN, &["--state", "state.json"], first.as_bytes(), &dir);
+    assert_eq!(a.status, 0, "{}", a.stderr);
+    assert!(dir.join("state.json").is_file());
+    let b = run(BIN, &["--state", "state.json"], second.as_bytes(), &dir);
+    assert_eq!(b.status, 0, "{}", b.stderr);
+    assert_eq!(a.stdout + &b.stdout, whole.stdout);
+    assert_eq!(b.records()[19]["features"]["auth_failures_10m_by_ip"], 40);
+
+    std::fs::write(dir.join("state.json"), "garbage").unwrap();
+    let bad = run(BIN, &["--state", "state.json"], second.as_bytes(), &dir);
+    assert_eq!(bad.status, 2);
+    assert!(
+        bad.stderr
+            .contains("not a pf-features state file (remove it"),
+        "{}",
+        bad.stderr
     );
 }

@@ -750,3 +750,243 @@ impl Behaviour {
             .retain(|_, s| now - s.last < KNOWN_LOGIN_RETENTION);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth_failure(t: i64, ip: &'static str) -> Event<'static> {
+        Event {
+            time: Some(t),
+            kind: "smtpd.sasl_auth_failed",
+            failure: Some("auth"),
+            client_ip: Some(ip),
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn a_brute_force_builds_up_per_address_and_slides_out() {
+        let mut b = Behaviour::new();
+        let mut last = Observed::default();
+        for i in 0..57 {
+            last = b.observe(&auth_failure(1_000 + i * 5, "203.0.113.9"));
+        }
+        assert_eq!(last.get(Measure::AuthFailures10mByIp), 57.0);
+        assert_eq!(last.get(Measure::AuthFailures1hByIp), 57.0);
+        let other = b.observe(&auth_failure(1_300, "198.51.100.1"));
+        assert_eq!(other.get(Measure::AuthFailures10mByIp), 1.0);
+        // Any line of the attacker's address carries its history.
+        let connect = b.observe(&Event {
+            time: Some(1_400),
+            kind: "smtpd.connect",
+            client_ip: Some("203.0.113.9"),
+            ..Event::default()
+        });
+        assert_eq!(connect.get(Measure::AuthFailures10mByIp), 57.0);
+        assert_eq!(connect.get(Measure::Connections10m), 1.0);
+        let later = b.observe(&auth_failure(1_000 + 2 * 3_600, "203.0.113.9"));
+        assert_eq!(later.get(Measure::AuthFailures1hByIp), 1.0);
+    }
+
+    fn login(
+        t: i64,
+        kind: &'static str,
+        user: &'static str,
+        ip: &'static str,
+        ok: bool,
+    ) -> Event<'static> {
+        Event {
+            time: Some(t),
+            kind,
+            failure: (!ok).then_some("auth"),
+            client_ip: Some(ip),
+            user: Some(user),
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn users_per_address_and_new_addresses_per_user() {
+        let mut b = Behaviour::new();
+        let day = 86_400;
+        b.observe(&login(0, "dovecot.login", "alice", "192.0.2.10", true));
+        // A day later the office address is known, a new one is not.
+        let known = b.observe(&login(
+            2 * day,
+            "dovecot.login",
+            "alice",
+            "192.0.2.10",
+            true,
+        ));
+        assert_eq!(known.get(Measure::NewIpForUser), 0.0);
+        let same_net = b.observe(&login(
+            2 * day,
+            "dovecot.login",
+            "alice",
+            "192.0.2.77",
+            true,
+        ));
+        assert_eq!(same_net.get(Measure::NewIpForUser), 1.0);
+        assert_eq!(same_net.get(Measure::NewNetworkForUser), 0.0);
+        let mut spray = Observed::default();
+        for (i, user) in ["admin", "info", "sales", "test", "alice"]
+            .iter()
+            .enumerate()
+        {
+            spray = b.observe(&login(
+                2 * day + 600 * i as i64,
+                "dovecot.auth_failed",
+                user,
+                "45.9.9.9",
+                false,
+            ));
+        }
+        assert_eq!(spray.get(Measure::UsersTried1hByIp), 5.0);
+        assert_eq!(spray.get(Measure::UsersTried1dByIp), 5.0);
+        assert_eq!(spray.get(Measure::NewNetworkForUser), 1.0);
+        assert_eq!(
+            spray.get(Measure::Ips1dByUser),
+            3.0,
+            "alice: two office addresses and the sprayer"
+        );
+    }
+
+    fn line(t: i64, kind: &'static str) -> Event<'static> {
+        Event {
+            time: Some(t),
+            kind,
+            queue_id: Some("4BC1F2A0B1"),
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn later_lines_of_a_message_are_attributed_to_its_user_and_sender() {
+        let mut b = Behaviour::new();
+        b.observe(&Event {
+            client_ip: Some("203.0.113.50"),
+            user: Some("Bob@example.org"),
+            ..line(100, "smtpd.client")
+        });
+        b.observe(&Event {
+            from: Some("bob@example.org"),
+            ..line(101, "qmgr.queued")
+        });
+        let bounced = b.observe(&Event {
+            to: Some("nobody@elsewhere.example"),
+            status: Some("bounced"),
+            ..line(102, "smtp.delivery")
+        });
+        assert_eq!(bounced.get(Measure::Messages1hByUser), 1.0);
+        assert_eq!(bounced.get(Measure::Recipients1hByUser), 1.0);
+        assert_eq!(bounced.get(Measure::Messages1hBySender), 1.0);
+        assert_eq!(bounced.get(Measure::BounceRatio1hBySender), 1.0);
+        assert_eq!(bounced.get(Measure::Messages1hByIp), 1.0);
+        assert_eq!(bounced.get(Measure::NewIpForUser), 1.0);
+        b.observe(&line(103, "qmgr.removed"));
+        assert!(b.queues.is_empty(), "a removed message is forgotten");
+    }
+
+    #[test]
+    fn a_burst_above_the_users_usual_hour() {
+        let mut b = Behaviour::new();
+        let send = |b: &mut Behaviour, t: i64| {
+            b.observe(&Event {
+                time: Some(t),
+                kind: "roundcube.sent",
+                user: Some("carol"),
+                ..Event::default()
+            })
+        };
+        for i in 0..5 {
+            send(&mut b, 9 * 3_600 + i * 60); // five messages on day 0
+        }
+        let mut burst = Observed::default();
+        for i in 0..40 {
+            burst = send(&mut b, 86_400 + 9 * 3_600 + i * 30);
+        }
+        assert_eq!(burst.get(Measure::Messages1hByUser), 40.0);
+        assert_eq!(burst.get(Measure::Messages1hAboveUsualByUser), 35.0);
+    }
+
+    #[test]
+    fn backscatter_counts_bounces_to_the_domain_and_rarity_falls_with_use() {
+        let mut b = Behaviour::new();
+        let mut last = Observed::default();
+        for i in 0..30 {
+            last = b.observe(&Event {
+                time: Some(500 + i),
+                kind: "smtpd.reject",
+                failure: Some("reject"),
+                client_ip: Some("198.51.100.7"),
+                from: Some(""),
+                to: Some(["x@example.org", "y@example.org"][i as usize % 2]),
+                reject_dsn: Some("5.1.1"),
+                reject_reason: Some(
+                    "Recipient address rejected: User unknown in virtual mailbox table",
+                ),
+                ..Event::default()
+            });
+        }
+        assert_eq!(last.get(Measure::NullSenderMails1hToDomain), 30.0);
+        assert_eq!(last.get(Measure::NullSenderMails1hToRecipient), 15.0);
+        assert_eq!(last.get(Measure::NullSenderMails10m), 30.0);
+        assert_eq!(last.get(Measure::UnknownRecipients1hByIp), 30.0);
+        assert_eq!(last.get(Measure::RejectRatio1hByIp), 1.0);
+        let rare = b.observe(&Event {
+            time: Some(600),
+            kind: "postfix.panic",
+            ..Event::default()
+        });
+        assert!(rare.get(Measure::KindRarity) > last.get(Measure::KindRarity) + 3.0);
+    }
+
+    #[test]
+    fn memory_is_bounded_by_the_caps() {
+        let mut b = Behaviour::new();
+        for i in 0..(LIMITS.ips as i64 * 2) {
+            let ip = format!("10.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255);
+            b.observe(&Event {
+                time: Some(i / 100),
+                kind: "smtpd.connect",
+                client_ip: Some(&ip),
+                ..Event::default()
+            });
+        }
+        assert!(
+            b.ips.len() <= LIMITS.ips + LIMITS.ips / 10,
+            "{}",
+            b.ips.len()
+        );
+    }
+
+    #[test]
+    fn saved_state_continues_exactly() {
+        let events: Vec<Event<'static>> = (0..50)
+            .map(|i| {
+                auth_failure(
+                    1_000 + i * 7,
+                    ["203.0.113.9", "198.51.100.2"][i as usize % 2],
+                )
+            })
+            .collect();
+        let mut whole = Behaviour::new();
+        let expected: Vec<Observed> = events.iter().map(|e| whole.observe(e)).collect();
+        let dir = std::env::temp_dir().join(format!("pf-behaviour-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("state.json");
+        let mut first = Behaviour::new();
+        let mut got: Vec<Observed> = events[..20].iter().map(|e| first.observe(e)).collect();
+        first.save(&path).unwrap();
+        let mut second = Behaviour::load(&path).unwrap();
+        got.extend(events[20..].iter().map(|e| second.observe(e)));
+        assert_eq!(got, expected);
+        std::fs::write(&path, "{\"format\":99}").unwrap();
+        assert!(Behaviour::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("not a pf-features state"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

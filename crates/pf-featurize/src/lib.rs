@@ -305,6 +305,18 @@ impl FeatureList {
         FeatureList::from_names(&name, &names).with_context(|| format!("in {}", path.display()))
     }
 
+    /// The sets shipped in `features/`, compiled in so the tools work
+    /// without the directory: `seed` and `behavioural` (the default).
+    pub fn builtin(name: &str) -> Option<FeatureList> {
+        let text = match name {
+            "seed" => include_str!("../../../features/seed.json"),
+            "behavioural" => include_str!("../../../features/behavioural.json"),
+            _ => return None,
+        };
+        let names: Vec<String> = serde_json::from_str(text).ok()?;
+        FeatureList::from_names(name, &names).ok()
+    }
+
     /// Whether computing the list needs [`Behaviour`] state.
     pub fn is_stateful(&self) -> bool {
         self.features.iter().any(|f| f.is_behavioural())
@@ -400,6 +412,15 @@ mod tests {
         assert_eq!(f["hour"], serde_json::Value::Null);
         assert_eq!(f["service_encoded"], "unknown");
         assert_eq!(f["msg_len"], 7);
+    }
+
+    #[test]
+    fn shipped_sets_are_valid() {
+        let seed = FeatureList::builtin("seed").unwrap();
+        assert_eq!(seed, FeatureList::seed());
+        let b = FeatureList::builtin("behavioural").unwrap();
+        assert!(b.is_stateful() && !seed.is_stateful());
+        assert!(FeatureList::builtin("nope").is_none());
     }
 
     #[test]

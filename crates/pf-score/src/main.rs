@@ -4,6 +4,7 @@ use pf_cli::{CommonArgs, Fatal, LineErrors, Output, EXIT_INPUT, EXIT_OK};
 use pf_config::Thresholds;
 use pf_model::{Encoder, Explainer, Model, ModelsDir, Scorer};
 use pf_record::json::{write_f64, write_str, write_with_field};
+use pf_report::{Anomaly, Contribution, ScoreReport};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -60,7 +61,29 @@ struct Args {
     /// How many features `top_features` lists.
     #[arg(long, default_value_t = 3, value_name = "N")]
     top: usize,
+    /// Write a tuning report to FILE (self-contained HTML with an SVG
+    /// histogram of the scores, the thresholds, counts per severity and the
+    /// most anomalous records); rewritten at exit and, on long runs, at most
+    /// every minute while input is idle.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// How many of the most anomalous records the report lists.
+    #[arg(long, default_value_t = 50, value_name = "N", requires = "report")]
+    report_top: usize,
 }
+
+/// What the report shows of an anomalous record.
+#[derive(Deserialize)]
+struct ReportView {
+    #[serde(default)]
+    raw: Option<String>,
+    #[serde(default)]
+    ts: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+}
+
+const REPORT_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Deserialize)]
 struct ScoreRecord {
@@ -80,6 +103,14 @@ struct Detector {
     batch: Batch,
     /// Set when the model came from a models directory: follow its CURRENT.
     watch: Option<Watch>,
+    report: Option<Report>,
+}
+
+/// The tuning report being gathered (`--report`).
+struct Report {
+    path: PathBuf,
+    scores: ScoreReport,
+    written: Instant,
 }
 
 /// A model ready to score: its file, encoder, scorer and explainer.
@@ -193,6 +224,18 @@ fn score(args: &Args) -> Result<u8, Fatal> {
         unseen_counts: Default::default(),
         batch: Batch::default(),
         watch,
+        report: args.report.as_ref().map(|path| Report {
+            path: path.clone(),
+            scores: ScoreReport::new(
+                pf_report::Thresholds {
+                    high: config.anomaly.threshold.high,
+                    medium: config.anomaly.threshold.medium,
+                    low: config.anomaly.threshold.low,
+                },
+                args.report_top,
+            ),
+            written: Instant::now(),
+        }),
     });
     let mut out = Output::default();
     let mut errors = LineErrors::new("pf-score");
@@ -257,9 +300,11 @@ fn score(args: &Args) -> Result<u8, Fatal> {
             let mut det = det.borrow_mut();
             det.finish_batch(args, buf);
             det.maybe_reload();
+            det.write_report(false);
             Ok(())
         },
     )?;
+    det.borrow_mut().write_report(true);
     if unscorable > 0 {
         eprintln!(
             "pf-score: {unscorable} record(s) could not be scored (marked with detection.error)"
@@ -372,6 +417,9 @@ impl Detector {
             let is_anomaly = match &pending.outcome {
                 Outcome::Error(problem) => {
                     self.write_error(problem, &mut detection);
+                    if let Some(report) = &mut self.report {
+                        report.scores.add_unscorable();
+                    }
                     false
                 }
                 Outcome::Row {
@@ -383,6 +431,36 @@ impl Detector {
                         let at = explained[*index] * d;
                         &batch.phi[at..at + d]
                     });
+                    let score = batch.scores[*index];
+                    if let Some(report) = &mut self.report {
+                        report.scores.add(score);
+                        if let (true, Some(phi)) = (score < low, phi) {
+                            if report.scores.wants(score) {
+                                let names = self.loaded.encoder.names();
+                                let view: ReportView = serde_json::from_str(&pending.text)
+                                    .unwrap_or(ReportView {
+                                        raw: None,
+                                        ts: None,
+                                        kind: None,
+                                    });
+                                report.scores.offer(Anomaly {
+                                    score,
+                                    ts: view.ts.unwrap_or_default(),
+                                    kind: view.kind.unwrap_or_default(),
+                                    raw: view.raw.unwrap_or_default(),
+                                    top_features: top_order(phi, args.top)
+                                        .map(|i| Contribution {
+                                            feature: names[i].clone(),
+                                            value: features
+                                                .get(&names[i])
+                                                .map_or("null".into(), Value::to_string),
+                                            contribution: phi[i],
+                                        })
+                                        .collect(),
+                                });
+                            }
+                        }
+                    }
                     self.write_detection(
                         batch.scores[*index],
                         phi,
@@ -441,10 +519,8 @@ impl Detector {
         write_str(out, severity);
         let names = self.loaded.encoder.names();
         if let (true, Some(phi)) = (is_anomaly, phi) {
-            let mut order: Vec<usize> = (0..names.len()).collect();
-            order.sort_by(|&a, &b| phi[a].total_cmp(&phi[b]));
             out.extend_from_slice(b",\"top_features\":[");
-            for (k, &i) in order.iter().take(args.top).enumerate() {
+            for (k, i) in top_order(phi, args.top).enumerate() {
                 if k > 0 {
                     out.push(b',');
                 }
@@ -490,6 +566,30 @@ impl Detector {
         is_anomaly
     }
 
+    /// Rewrites the report file: at the end, or when a minute has passed.
+    fn write_report(&mut self, at_end: bool) {
+        let Some(report) = &mut self.report else {
+            return;
+        };
+        if !at_end && report.written.elapsed() < REPORT_EVERY {
+            return;
+        }
+        report.written = Instant::now();
+        let title = format!(
+            "model {}, {} records",
+            self.loaded.model.version,
+            report.scores.scored()
+        );
+        let page = report.scores.render(&title);
+        if let Err(e) = pf_record::atomic::write_atomically(&report.path, page.as_bytes()) {
+            eprintln!(
+                "pf-score: cannot write the report {}: {e}; check the directory exists and is \
+                 writable",
+                report.path.display()
+            );
+        }
+    }
+
     fn write_error(&self, problem: &str, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"error\":");
         write_str(out, problem);
@@ -511,4 +611,11 @@ impl Detector {
             );
         }
     }
+}
+
+/// Feature indices by contribution, most anomalous (lowest) first.
+fn top_order(phi: &[f64], top: usize) -> impl Iterator<Item = usize> {
+    let mut order: Vec<usize> = (0..phi.len()).collect();
+    order.sort_by(|&a, &b| phi[a].total_cmp(&phi[b]));
+    order.into_iter().take(top)
 }
