@@ -49,9 +49,9 @@ pub enum Measure {
     DeferralRatio1hBySender,
     NullSenderMails1hToRecipient,
     NullSenderMails1hToDomain,
-    NullSenderMails10m,
     Pickups10m,
-    Connections10m,
+    NewClientConnections10m,
+    NewDestinations10m,
     KindRarity,
 }
 
@@ -78,9 +78,9 @@ impl Measure {
         Measure::DeferralRatio1hBySender,
         Measure::NullSenderMails1hToRecipient,
         Measure::NullSenderMails1hToDomain,
-        Measure::NullSenderMails10m,
         Measure::Pickups10m,
-        Measure::Connections10m,
+        Measure::NewClientConnections10m,
+        Measure::NewDestinations10m,
         Measure::KindRarity,
     ];
 
@@ -113,11 +113,11 @@ impl Measure {
             Measure::Messages1hBySender => ("messages_1h_by_sender", "messages queued with this envelope sender, last hour"),
             Measure::BounceRatio1hBySender => ("bounce_ratio_1h_by_sender", "share of the sender's delivery attempts in the last hour that bounced (0-1)"),
             Measure::DeferralRatio1hBySender => ("deferral_ratio_1h_by_sender", "share of the sender's delivery attempts in the last hour that were deferred (0-1)"),
-            Measure::NullSenderMails1hToRecipient => ("null_sender_mails_1h_to_recipient", "bounces (from=<>) to the recipient, last hour"),
-            Measure::NullSenderMails1hToDomain => ("null_sender_mails_1h_to_domain", "bounces (from=<>) to the recipient's domain, last hour (backscatter)"),
-            Measure::NullSenderMails10m => ("null_sender_mails_10m", "bounces (from=<>) to anyone on the server, last 10 minutes"),
-            Measure::Pickups10m => ("pickups_10m", "messages submitted locally (sendmail/pickup) on the server, last 10 minutes"),
-            Measure::Connections10m => ("connections_10m", "SMTP connections to the server, last 10 minutes"),
+            Measure::NullSenderMails1hToRecipient => ("null_sender_mails_1h_to_recipient", "on lines of a bounce (from=<>): bounces to the same recipient in the last hour, else 0"),
+            Measure::NullSenderMails1hToDomain => ("null_sender_mails_1h_to_domain", "on lines of a bounce (from=<>): bounces to the recipient's domain in the last hour (backscatter), else 0"),
+            Measure::Pickups10m => ("pickups_10m", "on lines of a locally submitted message: local submissions (sendmail/pickup) on the server in the last 10 minutes, else 0"),
+            Measure::NewClientConnections10m => ("new_client_connections_10m", "on lines of a client address first seen within the hour: connections from such new addresses in the last 10 minutes (a wave of new senders: backscatter, botnets), else 0"),
+            Measure::NewDestinations10m => ("new_destinations_10m", "on outbound lines to a mail server first contacted within the hour: deliveries to such new servers in the last 10 minutes (a spam run to harvested addresses), else 0"),
             Measure::KindRarity => ("kind_rarity", "how rare this kind of event has been: -log2 of its share of all events so far (higher = rarer)"),
         }
     }
@@ -159,6 +159,10 @@ pub struct Event<'a> {
     pub status: Option<&'a str>,
     pub reject_dsn: Option<&'a str>,
     pub reject_reason: Option<&'a str>,
+    /// Ties Dovecot's delivery line to Postfix's `cleanup` line.
+    pub message_id: Option<&'a str>,
+    /// The remote mail server of an outbound line.
+    pub relay_ip: Option<&'a str>,
 }
 
 /// How many entities each table may hold; past its cap the least recently
@@ -202,6 +206,7 @@ const KIND_HALF_LIFE: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct IpState {
+    first: i64,
     last: i64,
     auth_failures_10m: Window,
     auth_failures_1h: Window,
@@ -247,6 +252,8 @@ struct QueueEntry {
     ip_text: Option<String>,
     user: Option<String>,
     sender: Option<String>,
+    /// Submitted locally (sendmail/pickup).
+    local: bool,
 }
 
 /// A successful login's first and last time.
@@ -258,9 +265,25 @@ struct Known {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Global {
-    null_sender_10m: Window,
     pickups_10m: Window,
-    connections_10m: Window,
+    new_client_connections_10m: Window,
+    new_destination_deliveries_10m: Window,
+}
+
+/// A Message-ID's queue (from `cleanup`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct MessageRef {
+    queue: u64,
+    last: i64,
+}
+
+/// How long a client address counts as new after it was first seen.
+const NEW_CLIENT_FOR: i64 = 3_600;
+
+/// Loopback clients are the server's own (webmail logging in to IMAP,
+/// local submission), not a remote party; they are not an entity.
+fn is_local(ip: &str) -> bool {
+    ip.starts_with("127.") || ip == "::1"
 }
 
 trait LastSeen {
@@ -276,7 +299,8 @@ last_seen!(
     SenderState,
     RecipientState,
     QueueEntry,
-    Known
+    Known,
+    MessageRef
 );
 
 /// The detector's memory of recent behaviour.
@@ -292,6 +316,8 @@ pub struct Behaviour {
     recipients: HashMap<u64, RecipientState>,
     domains: HashMap<u64, RecipientState>,
     queues: HashMap<u64, QueueEntry>,
+    message_ids: HashMap<u64, MessageRef>,
+    destinations: HashMap<u64, Known>,
     known_ips: HashMap<u64, Known>,
     known_networks: HashMap<u64, Known>,
     kinds: HashMap<String, u64>,
@@ -311,6 +337,8 @@ impl Default for Behaviour {
             recipients: HashMap::new(),
             domains: HashMap::new(),
             queues: HashMap::new(),
+            message_ids: HashMap::new(),
+            destinations: HashMap::new(),
             known_ips: HashMap::new(),
             known_networks: HashMap::new(),
             kinds: HashMap::new(),
@@ -410,7 +438,7 @@ impl Behaviour {
     }
 
     /// Entities remembered, per table, for progress and tests.
-    pub fn sizes(&self) -> [(&'static str, usize); 8] {
+    pub fn sizes(&self) -> [(&'static str, usize); 10] {
         [
             ("ips", self.ips.len()),
             ("users", self.users.len()),
@@ -418,6 +446,8 @@ impl Behaviour {
             ("recipients", self.recipients.len()),
             ("domains", self.domains.len()),
             ("queues", self.queues.len()),
+            ("message_ids", self.message_ids.len()),
+            ("destinations", self.destinations.len()),
             ("known_ips", self.known_ips.len()),
             ("known_networks", self.known_networks.len()),
         ]
@@ -453,8 +483,26 @@ impl Behaviour {
                 || reason.contains("user unknown"));
         let relay_denied = reason.contains("Relay access denied");
 
-        // The message this line belongs to, and what it tells of it.
-        let queue_key = ev.queue_id.map(|q| hash(&[q]));
+        // Dovecot's delivery names the mailbox it delivered to and the
+        // Message-ID, which leads back to Postfix's queue id.
+        let dovecot_delivery = kind == "dovecot.delivery";
+        let (user_field, to_field) = if dovecot_delivery {
+            (None, ev.to.or(ev.user))
+        } else {
+            (ev.user, ev.to)
+        };
+        let message_key = ev.message_id.map(|m| hash(&[m]));
+        let queue_key = ev.queue_id.map(|q| hash(&[q])).or_else(|| {
+            message_key
+                .filter(|_| dovecot_delivery)
+                .and_then(|m| self.message_ids.get(&m))
+                .map(|r| r.queue)
+        });
+        if let (Some(m), Some(q), true) = (message_key, queue_key, kind == "cleanup.message_id") {
+            let r = entry(&mut self.message_ids, m, LIMITS.queues);
+            r.queue = q;
+            r.last = now;
+        }
         if let Some(key) = queue_key {
             let starts = smtpd_client || kind == "pickup.queued" || kind == "qmgr.queued";
             if starts || self.queues.contains_key(&key) {
@@ -464,19 +512,24 @@ impl Behaviour {
                     q.ip = Some(hash(&[ip]));
                     q.ip_text = Some(ip.to_string());
                 }
-                if let Some(user) = ev.user.filter(|_| smtpd_client) {
+                if let Some(user) = user_field.filter(|_| smtpd_client) {
                     q.user = Some(user.to_lowercase());
                 }
                 if let Some(from) = ev.from.filter(|_| !smtpd_client) {
                     q.sender = Some(from.to_lowercase());
+                }
+                if kind == "pickup.queued" {
+                    q.local = true;
                 }
             }
         }
         let queued = queue_key.and_then(|k| self.queues.get(&k)).cloned();
         let ip_text = ev
             .client_ip
-            .or(queued.as_ref().and_then(|q| q.ip_text.as_deref()));
-        let user_lower = ev.user.map(str::to_lowercase);
+            .or(queued.as_ref().and_then(|q| q.ip_text.as_deref()))
+            .filter(|ip| !is_local(ip));
+        let local_message = kind == "pickup.queued" || queued.as_ref().is_some_and(|q| q.local);
+        let user_lower = user_field.map(str::to_lowercase);
         let user = user_lower
             .as_deref()
             .or(queued.as_ref().and_then(|q| q.user.as_deref()));
@@ -485,37 +538,60 @@ impl Behaviour {
             .as_deref()
             .or(queued.as_ref().and_then(|q| q.sender.as_deref()));
         let null_sender = sender == Some("");
-        let is_delivery = kind == "smtp.delivery" && ev.status.is_some();
+        let is_delivery = (kind == "smtp.delivery" && ev.status.is_some()) || dovecot_delivery;
 
-        // Global rates.
+        // Server-wide rates, shown only on the lines they are about, so a
+        // storm does not make every concurrent line look odd.
         let g = &mut self.global;
-        if kind == "smtpd.connect" || kind == "postscreen.connect" {
-            g.connections_10m.add(TEN_MINUTES, now, 1);
-        }
         if kind == "pickup.queued" {
             g.pickups_10m.add(TEN_MINUTES, now, 1);
         }
-        let counts_null_sender = null_sender
-            && (kind == "qmgr.queued" || (kind == "smtpd.reject" && ev.from == Some("")));
-        if counts_null_sender {
-            g.null_sender_10m.add(TEN_MINUTES, now, 1);
+        if local_message {
+            out.set(Measure::Pickups10m, g.pickups_10m.count(TEN_MINUTES, now));
         }
-        out.set(
-            Measure::NullSenderMails10m,
-            g.null_sender_10m.count(TEN_MINUTES, now),
-        );
-        out.set(Measure::Pickups10m, g.pickups_10m.count(TEN_MINUTES, now));
-        out.set(
-            Measure::Connections10m,
-            g.connections_10m.count(TEN_MINUTES, now),
-        );
+        if let Some(relay) = ev.relay_ip.filter(|ip| !is_local(ip)) {
+            let key = hash(&[relay]);
+            let fresh = !self.destinations.contains_key(&key);
+            let d = entry(&mut self.destinations, key, LIMITS.ips);
+            if fresh {
+                d.first = now;
+            }
+            d.last = d.last.max(now);
+            if now - d.first < NEW_CLIENT_FOR {
+                if is_delivery {
+                    g.new_destination_deliveries_10m.add(TEN_MINUTES, now, 1);
+                }
+                out.set(
+                    Measure::NewDestinations10m,
+                    g.new_destination_deliveries_10m.count(TEN_MINUTES, now),
+                );
+            }
+        }
 
         // The client address.
         let ip_key = ip_text.map(|ip| hash(&[ip]));
         let user_key = user.map(|u| hash(&[u]));
         if let Some(key) = ip_key {
+            let fresh = !self.ips.contains_key(&key);
             let s = entry(&mut self.ips, key, LIMITS.ips);
+            if fresh {
+                s.first = now;
+            }
             s.last = s.last.max(now);
+            let new_client = now - s.first < NEW_CLIENT_FOR;
+            if new_client && (kind == "smtpd.connect" || kind == "postscreen.connect") {
+                self.global
+                    .new_client_connections_10m
+                    .add(TEN_MINUTES, now, 1);
+            }
+            if new_client {
+                out.set(
+                    Measure::NewClientConnections10m,
+                    self.global
+                        .new_client_connections_10m
+                        .count(TEN_MINUTES, now),
+                );
+            }
             if ev.client_ip.is_some() {
                 s.lines_1h.add(HOUR, now, 1);
             }
@@ -680,7 +756,7 @@ impl Behaviour {
         }
 
         // The recipient and its domain.
-        if let Some(to) = ev.to.map(str::to_lowercase) {
+        if let Some(to) = to_field.map(str::to_lowercase) {
             let bounce_to_here =
                 null_sender && (is_delivery || (kind == "smtpd.reject" && ev.from == Some("")));
             let r = entry(&mut self.recipients, hash(&[&to]), LIMITS.recipients);
@@ -688,20 +764,24 @@ impl Behaviour {
             if bounce_to_here {
                 r.null_sender_1h.add(HOUR, now, 1);
             }
-            out.set(
-                Measure::NullSenderMails1hToRecipient,
-                r.null_sender_1h.count(HOUR, now),
-            );
+            if null_sender {
+                out.set(
+                    Measure::NullSenderMails1hToRecipient,
+                    r.null_sender_1h.count(HOUR, now),
+                );
+            }
             if let Some(domain) = domain_of(&to) {
                 let d = entry(&mut self.domains, hash(&[domain]), LIMITS.domains);
                 d.last = d.last.max(now);
                 if bounce_to_here {
                     d.null_sender_1h.add(HOUR, now, 1);
                 }
-                out.set(
-                    Measure::NullSenderMails1hToDomain,
-                    d.null_sender_1h.count(HOUR, now),
-                );
+                if null_sender {
+                    out.set(
+                        Measure::NullSenderMails1hToDomain,
+                        d.null_sender_1h.count(HOUR, now),
+                    );
+                }
             }
         }
 
@@ -744,6 +824,9 @@ impl Behaviour {
         self.recipients.retain(|_, s| now - s.last < day);
         self.domains.retain(|_, s| now - s.last < day);
         self.queues.retain(|_, s| now - s.last < QUEUE_RETENTION);
+        self.message_ids
+            .retain(|_, s| now - s.last < QUEUE_RETENTION);
+        self.destinations.retain(|_, s| now - s.last < day);
         self.known_ips
             .retain(|_, s| now - s.last < KNOWN_LOGIN_RETENTION);
         self.known_networks
@@ -784,7 +867,7 @@ mod tests {
             ..Event::default()
         });
         assert_eq!(connect.get(Measure::AuthFailures10mByIp), 57.0);
-        assert_eq!(connect.get(Measure::Connections10m), 1.0);
+        assert_eq!(connect.get(Measure::NewClientConnections10m), 1.0);
         let later = b.observe(&auth_failure(1_000 + 2 * 3_600, "203.0.113.9"));
         assert_eq!(later.get(Measure::AuthFailures1hByIp), 1.0);
     }
@@ -931,7 +1014,6 @@ mod tests {
         }
         assert_eq!(last.get(Measure::NullSenderMails1hToDomain), 30.0);
         assert_eq!(last.get(Measure::NullSenderMails1hToRecipient), 15.0);
-        assert_eq!(last.get(Measure::NullSenderMails10m), 30.0);
         assert_eq!(last.get(Measure::UnknownRecipients1hByIp), 30.0);
         assert_eq!(last.get(Measure::RejectRatio1hByIp), 1.0);
         let rare = b.observe(&Event {
@@ -940,6 +1022,17 @@ mod tests {
             ..Event::default()
         });
         assert!(rare.get(Measure::KindRarity) > last.get(Measure::KindRarity) + 3.0);
+    }
+
+    #[test]
+    fn loopback_clients_are_not_an_entity() {
+        let mut b = Behaviour::new();
+        for i in 0..20 {
+            b.observe(&login(i, "dovecot.auth_failed", "x", "127.0.0.1", false));
+        }
+        let webmail_user = b.observe(&login(30, "dovecot.login", "alice", "127.0.0.1", true));
+        assert_eq!(webmail_user.get(Measure::AuthFailures1hByIp), 0.0);
+        assert!(b.ips.is_empty());
     }
 
     #[test]

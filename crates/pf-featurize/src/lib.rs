@@ -63,6 +63,12 @@ pub struct FieldsView<'a> {
     pub reject_dsn: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "lenient")]
     pub reject_reason: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient")]
+    pub message_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient")]
+    pub relay_ip: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient")]
+    pub level: Option<Cow<'a, str>>,
 }
 
 /// A string, or `None` for any other JSON value.
@@ -142,6 +148,7 @@ pub enum Feature {
     Minute,
     DayOfWeek,
     MessageLength,
+    LogLevel,
     /// What the record's entities have been doing (needs state).
     Behaviour(Measure),
 }
@@ -161,6 +168,7 @@ impl Feature {
     pub fn all() -> impl Iterator<Item = Feature> {
         Feature::SEED
             .into_iter()
+            .chain([Feature::LogLevel])
             .chain(Measure::ALL.into_iter().map(Feature::Behaviour))
     }
 
@@ -174,6 +182,7 @@ impl Feature {
             Feature::Minute => "minute",
             Feature::DayOfWeek => "dayofweek",
             Feature::MessageLength => "msg_len",
+            Feature::LogLevel => "log_level",
             Feature::Behaviour(m) => m.name(),
         }
     }
@@ -187,6 +196,9 @@ impl Feature {
             Feature::DayOfWeek => "day of the week of the event, Monday = 0 ... Sunday = 6",
             Feature::MessageLength => {
                 "characters in the message after the syslog header (the whole line if none)"
+            }
+            Feature::LogLevel => {
+                "how grave the daemon said the event is: 0 info, 1 warning, 2 error, 3 fatal, 4 panic"
             }
             Feature::Behaviour(m) => m.description(),
         }
@@ -226,6 +238,7 @@ impl Feature {
                 Some(raw) => FeatureValue::Number(message_of(raw).chars().count() as i64),
                 None => FeatureValue::Missing,
             },
+            Feature::LogLevel => FeatureValue::Number(log_level(r)),
             Feature::Behaviour(m) => match observed {
                 Some(o) => {
                     let v = o.get(m);
@@ -238,6 +251,24 @@ impl Feature {
                 None => FeatureValue::Missing,
             },
         }
+    }
+}
+
+/// 0 info, 1 warning, 2 error, 3 fatal, 4 panic: from `fields.level`
+/// (Postfix, Dovecot), else the kind's name (`roundcube.error`).
+fn log_level(r: &RecordView<'_>) -> i64 {
+    let level = r
+        .fields
+        .as_ref()
+        .and_then(|f| f.level.as_deref())
+        .or_else(|| r.kind.as_deref().and_then(|k| k.rsplit('.').next()))
+        .unwrap_or("");
+    match level.to_ascii_lowercase().as_str() {
+        "warning" | "warn" => 1,
+        "error" | "err" => 2,
+        "fatal" | "crit" | "critical" => 3,
+        "panic" | "alert" | "emerg" => 4,
+        _ => 0,
     }
 }
 
@@ -358,6 +389,8 @@ impl Featurizer {
                 status: f.and_then(|f| f.status.as_deref()),
                 reject_dsn: f.and_then(|f| f.reject_dsn.as_deref()),
                 reject_reason: f.and_then(|f| f.reject_reason.as_deref()),
+                message_id: f.and_then(|f| f.message_id.as_deref()),
+                relay_ip: f.and_then(|f| f.relay_ip.as_deref()),
             };
             Some(self.behaviour.observe(&event))
         } else {

@@ -118,6 +118,15 @@ pub fn parse<'a>(tag: &'a str, msg: &'a str, f: &mut Fields<'a>) -> &'static str
             || body.contains("stored mail into")
             || body.contains("rejected"))
     {
+        // `msgid=<...>` ties the delivery to Postfix's `cleanup` line.
+        if let Some(id) = body
+            .split_once("msgid=<")
+            .and_then(|(_, rest)| rest.split_once('>'))
+            .map(|(id, _)| id)
+            .filter(|id| !id.is_empty())
+        {
+            f.s("message_id", id);
+        }
         f.s("message", body);
         return "dovecot.delivery";
     }
