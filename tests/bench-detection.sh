@@ -5,14 +5,17 @@
 # habits, partners, noise that resembles attacks, and ten labelled attack
 # scenarios on the later days), parses it, computes the `seed` (the old
 # system's six per-line features) and `behavioural` feature sets, trains
-# one model per set on the attack-free early days, scores the later days
-# and prints per scenario the ROC-AUC and the share of attack episodes
-# alerted at a false-alarm rate of 0.5% of normal lines, side by side.
-# Also writes the tuning report of the behavioural model's scores.
+# models per set on the attack-free early days (one per training seed,
+# --models of them), scores the later days and prints per scenario the
+# ROC-AUC and the share of attack episodes alerted at a false-alarm rate of
+# 0.5% of normal lines, averaged over the models, side by side. Also
+# writes the tuning report of the first behavioural model's scores.
 #
 #   tests/bench-detection.sh [--check] [--markdown] [--keep DIR] [--days N]
-#                            [--train-days N] [--users N] [--seed N]
+#                            [--train-days N] [--users N] [--seed N] [--models N]
 #
+#   --seed N    the simulation's seed (default 1); --models N: models per
+#               set, trained with seeds 1..N (default 3)
 #   --check     exit 1 unless the behavioural set meets the targets (every
 #               loud scenario AUC >= 0.95 and >= 90% of episodes alerted,
 #               slow spraying AUC >= 0.8)
@@ -22,7 +25,7 @@
 # Uses the binaries in $PF_BIN (default: target/release, built if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-days=21 train_days=14 users=40 seed=1 keep="" report_args=()
+days=21 train_days=14 users=40 seed=1 models=3 keep="" report_args=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --check|--markdown) report_args+=("$1") ;;
@@ -31,6 +34,7 @@ while [ $# -gt 0 ]; do
         --train-days) train_days=$2; shift ;;
         --users) users=$2; shift ;;
         --seed) seed=$2; shift ;;
+        --models) models=$2; shift ;;
         -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-detection: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -58,13 +62,17 @@ for set in seed behavioural; do
     "$bin/pf-features" --features "features/$set.json" "$work/records.jsonl" > "$work/features-$set.jsonl"
     python3 tests/traffic/evaluate.py split --labels "$work/labels.csv" --train-days "$train_days" \
         "$work/features-$set.jsonl" "$work/train-$set.jsonl" "$work/test-$set.jsonl"
-    "$bin/pf-train" --seed "$seed" --max-lines all --metrics - --out "$work/model-$set.json" \
-        "$work/train-$set.jsonl" 2> "$work/train-$set.log"
-    report=()
-    [ "$set" = behavioural ] && report=(--report "$work/report.html")
-    "$bin/pf-score" --model "$work/model-$set.json" "${report[@]}" "$work/test-$set.jsonl" \
-        > "$work/scored-$set.jsonl" 2> "$work/score-$set.log"
-    scored+=("$set=$work/scored-$set.jsonl")
+    files=""
+    for k in $(seq "$models"); do
+        "$bin/pf-train" --seed "$k" --max-lines all --metrics - --out "$work/model-$set-$k.json" \
+            "$work/train-$set.jsonl" 2> "$work/train-$set-$k.log"
+        report=()
+        [ "$set" = behavioural ] && [ "$k" = 1 ] && report=(--report "$work/report.html")
+        "$bin/pf-score" --model "$work/model-$set-$k.json" "${report[@]}" "$work/test-$set.jsonl" \
+            > "$work/scored-$set-$k.jsonl" 2> "$work/score-$set-$k.log"
+        files+="${files:+,}$work/scored-$set-$k.jsonl"
+    done
+    scored+=("$set=$files")
 done
 python3 tests/traffic/evaluate.py report --labels "$work/labels.csv" --train-days "$train_days" \
     "${report_args[@]}" "${scored[@]}"

@@ -2,7 +2,7 @@
 """Scores of the simulated traffic against its labels: the detection benchmark's table.
 
     evaluate.py split  --labels labels.csv --train-days N FEATURES.jsonl TRAIN.jsonl TEST.jsonl
-    evaluate.py report --labels labels.csv --train-days N [--check] [--markdown] NAME=SCORED.jsonl...
+    evaluate.py report --labels labels.csv --train-days N [--check] [--markdown] NAME=SCORED.jsonl[,SCORED2.jsonl...]...
 
 `split` sends the feature records of the first N days (by the simulator's
 day label) to TRAIN and the rest to TEST. `report` reads pf-score's output
@@ -10,7 +10,8 @@ for the test days of one or more feature sets and prints, per attack
 scenario: the lines and episodes, and per set the ROC-AUC of the scenario's
 lines against the normal lines, and the share of episodes with at least
 one line alerted at a false-alarm rate of 0.5% of the normal lines (the
-threshold is the score below which 0.5% of normal lines fall). With
+threshold is the score below which 0.5% of normal lines fall). Several
+files for one set (models trained with different seeds) are averaged. With
 --check it exits 1 unless the last set meets the targets: every loud
 scenario AUC >= 0.95 and >= 90% of episodes alerted, slow spraying
 AUC >= 0.8. Records are matched to labels by `source.line`. Standard
@@ -121,10 +122,20 @@ def report(args):
     labels = read_labels(args.labels)
     sets = []
     for spec in args.scored:
-        name, _, path = spec.partition("=")
-        by_line, errors = read_scores(path, labels)
-        result, meta = evaluate(by_line, labels, args.train_days)
-        sets.append((name, result, meta, errors))
+        name, _, paths = spec.partition("=")
+        runs = []
+        for path in paths.split(","):
+            by_line, errors = read_scores(path, labels)
+            runs.append((*evaluate(by_line, labels, args.train_days), errors))
+        result = {}
+        for scenario in runs[0][0]:
+            per_run = [r[0][scenario] for r in runs]
+            result[scenario] = dict(per_run[0])
+            for key in ("auc", "alerted"):
+                result[scenario][key] = sum(v[key] for v in per_run) / len(per_run)
+        sets.append((name, result, runs[0][1], runs[0][2]))
+        if len(runs) > 1:
+            print(f"{name}: mean of {len(runs)} models", file=sys.stderr)
     scenarios = sorted({s for _, r, _, _ in sets for s in r})
     header = ["scenario", "lines", "episodes"]
     for name, *_ in sets:

@@ -53,10 +53,11 @@ pub enum Measure {
     NewClientConnections10m,
     NewDestinations10m,
     KindRarity,
+    TemplateRarity,
 }
 
 impl Measure {
-    pub const ALL: [Measure; 25] = [
+    pub const ALL: [Measure; 26] = [
         Measure::AuthFailures10mByIp,
         Measure::AuthFailures1hByIp,
         Measure::UsersTried1hByIp,
@@ -82,6 +83,7 @@ impl Measure {
         Measure::NewClientConnections10m,
         Measure::NewDestinations10m,
         Measure::KindRarity,
+        Measure::TemplateRarity,
     ];
 
     pub fn name(self) -> &'static str {
@@ -118,7 +120,8 @@ impl Measure {
             Measure::Pickups10m => ("pickups_10m", "on lines of a locally submitted message: local submissions (sendmail/pickup) on the server in the last 10 minutes, else 0"),
             Measure::NewClientConnections10m => ("new_client_connections_10m", "on lines of a client address first seen within the hour: connections from such new addresses in the last 10 minutes (a wave of new senders: backscatter, botnets), else 0"),
             Measure::NewDestinations10m => ("new_destinations_10m", "on outbound lines to a mail server first contacted within the hour: deliveries to such new servers in the last 10 minutes (a spam run to harvested addresses), else 0"),
-            Measure::KindRarity => ("kind_rarity", "how rare this kind of event has been: -log2 of its share of all events so far (higher = rarer)"),
+            Measure::KindRarity => ("kind_rarity", "how rare this kind of event has been: bits of surprise beyond one in 1,024 events (-log2 of its share so far, minus 10, at least 0); common kinds are 0"),
+            Measure::TemplateRarity => ("template_rarity", "the same for the message's wording with addresses, names and numbers masked: a message never logged before stands out even when its kind is common"),
         }
     }
 
@@ -149,6 +152,8 @@ pub struct Event<'a> {
     /// Event time in Unix seconds; `None` uses the latest time seen.
     pub time: Option<i64>,
     pub kind: &'a str,
+    /// The message text after the syslog header, for its template.
+    pub message: Option<&'a str>,
     pub failure: Option<&'a str>,
     pub client_ip: Option<&'a str>,
     /// `sasl_username` or `user`.
@@ -163,6 +168,8 @@ pub struct Event<'a> {
     pub message_id: Option<&'a str>,
     /// The remote mail server of an outbound line.
     pub relay_ip: Option<&'a str>,
+    /// The bounce a `bounce.notification` line created for the message.
+    pub notification_queue_id: Option<&'a str>,
 }
 
 /// How many entities each table may hold; past its cap the least recently
@@ -200,7 +207,15 @@ const KNOWN_LOGIN_RETENTION: i64 = 90 * 86_400;
 const USER_RETENTION: i64 = 8 * 86_400;
 /// A login address or network stays "new" this long after its first success.
 const NEW_FOR: i64 = 86_400;
+/// Most kinds and message templates remembered; beyond, a new one is
+/// scored as never seen and not stored.
 const MAX_KINDS: usize = 1_000;
+const MAX_TEMPLATES: usize = 20_000;
+/// Bits of rarity every kind is allowed: a kind seen once in 1,024 events
+/// or more often is ordinary. Keeping common kinds at exactly 0 keeps the
+/// feature sparse, which is what lets an isolation forest single out the
+/// truly rare ones (a fatal error among warnings and logins).
+const RARITY_FLOOR: f64 = 10.0;
 /// Kind counts are halved past this total, so rarity follows change.
 const KIND_HALF_LIFE: u64 = 1 << 20;
 
@@ -320,8 +335,8 @@ pub struct Behaviour {
     destinations: HashMap<u64, Known>,
     known_ips: HashMap<u64, Known>,
     known_networks: HashMap<u64, Known>,
-    kinds: HashMap<String, u64>,
-    kinds_total: u64,
+    kinds: Rarity,
+    templates: Rarity,
     global: Global,
 }
 
@@ -341,8 +356,8 @@ impl Default for Behaviour {
             destinations: HashMap::new(),
             known_ips: HashMap::new(),
             known_networks: HashMap::new(),
-            kinds: HashMap::new(),
-            kinds_total: 0,
+            kinds: Rarity::default(),
+            templates: Rarity::default(),
             global: Global::default(),
         }
     }
@@ -402,6 +417,66 @@ fn domain_of(address: &str) -> Option<&str> {
         .rsplit_once('@')
         .map(|(_, d)| d)
         .filter(|d| !d.is_empty())
+}
+
+/// How often each kind (or template) has been seen, for its rarity.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Rarity {
+    counts: HashMap<u64, u64>,
+    total: u64,
+}
+
+impl Rarity {
+    /// Bits of surprise of `key` beyond [`RARITY_FLOOR`], from the counts
+    /// before this event (one pseudo-event each way, so a first sighting is
+    /// finite); then counts it.
+    fn observe(&mut self, key: u64) -> f64 {
+        let seen = self.counts.get(&key).copied().unwrap_or(0);
+        let share = (seen as f64 + 1.0) / (self.total as f64 + 2.0);
+        let rarity = ((-share.log2() - RARITY_FLOOR).max(0.0) * 100.0).round() / 100.0;
+        let cap = if self.counts.len() < MAX_KINDS {
+            MAX_KINDS
+        } else {
+            MAX_TEMPLATES
+        };
+        if self.counts.len() < cap || self.counts.contains_key(&key) {
+            *self.counts.entry(key).or_insert(0) += 1;
+        }
+        self.total += 1;
+        if self.total >= KIND_HALF_LIFE {
+            self.counts.retain(|_, n| {
+                *n /= 2;
+                *n > 0
+            });
+            self.total /= 2;
+        }
+        rarity
+    }
+}
+
+/// A message's wording with what varies between instances masked: tokens
+/// holding digits, addresses, bracketed or quoted values, `key=value`
+/// values and long tokens. `warning: hostname mail.example does not resolve
+/// to address 192.0.2.1` and the same for another host and address share
+/// one template. Only the first 16 tokens count.
+pub fn template(message: &str) -> u64 {
+    let mut parts: Vec<&str> = Vec::with_capacity(16);
+    for token in message.split_ascii_whitespace().take(16) {
+        let masked = match token.split_once('=') {
+            Some((key, _)) if !key.is_empty() && key.len() < 24 => key,
+            _ if token.len() > 24
+                || token.trim_end_matches(['.', ',', ':', ';']).contains('.')
+                || token
+                    .bytes()
+                    .any(|b| b.is_ascii_digit() || b"@<[(\"'/".contains(&b)) =>
+            {
+                "*"
+            }
+            _ => token,
+        };
+        parts.push(masked);
+    }
+    hash(&parts)
 }
 
 impl Behaviour {
@@ -466,7 +541,13 @@ impl Behaviour {
             self.next_sweep = self.clock + SWEEP_EVERY;
         }
         let mut out = Observed::default();
-        out.set(Measure::KindRarity, self.rarity(ev.kind));
+        out.set(Measure::KindRarity, self.kinds.observe(hash(&[ev.kind])));
+        if let Some(message) = ev.message {
+            out.set(
+                Measure::TemplateRarity,
+                self.templates.observe(template(message)),
+            );
+        }
 
         let kind = ev.kind;
         let auth_failure = ev.failure == Some("auth");
@@ -524,6 +605,16 @@ impl Behaviour {
             }
         }
         let queued = queue_key.and_then(|k| self.queues.get(&k)).cloned();
+        // A bounce belongs to whoever sent the message that bounced.
+        if let (Some(original), Some(dsn)) = (&queued, ev.notification_queue_id) {
+            let q = entry(&mut self.queues, hash(&[dsn]), LIMITS.queues);
+            q.last = now;
+            q.ip = original.ip;
+            q.ip_text = original.ip_text.clone();
+            q.user = original.user.clone();
+            q.local = original.local;
+            q.sender = Some(String::new());
+        }
         let ip_text = ev
             .client_ip
             .or(queued.as_ref().and_then(|q| q.ip_text.as_deref()))
@@ -647,6 +738,37 @@ impl Behaviour {
             out.set(Measure::Messages1hByIp, s.messages_1h.count(HOUR, now));
         }
 
+        // The server's own clients (webmail logging in to IMAP from
+        // loopback): their failures count, but show only on failure lines,
+        // so a stuffing run through webmail does not mark every webmail
+        // user's login.
+        let local_ip = ev.client_ip.filter(|ip| is_local(ip));
+        if let (Some(ip), true) = (local_ip, auth_failure) {
+            let s = entry(&mut self.ips, hash(&[ip]), LIMITS.ips);
+            s.last = s.last.max(now);
+            s.auth_failures_10m.add(TEN_MINUTES, now, 1);
+            s.auth_failures_1h.add(HOUR, now, 1);
+            if let Some(u) = user_key {
+                s.users_tried.add(u, now, DAY.seconds());
+            }
+            out.set(
+                Measure::AuthFailures10mByIp,
+                s.auth_failures_10m.count(TEN_MINUTES, now),
+            );
+            out.set(
+                Measure::AuthFailures1hByIp,
+                s.auth_failures_1h.count(HOUR, now),
+            );
+            out.set(
+                Measure::UsersTried1hByIp,
+                s.users_tried.count(now, HOUR.seconds()),
+            );
+            out.set(
+                Measure::UsersTried1dByIp,
+                s.users_tried.count(now, DAY.seconds()),
+            );
+        }
+
         // The user.
         if let (Some(key), Some(name)) = (user_key, user) {
             let s = entry(&mut self.users, key, LIMITS.users);
@@ -732,7 +854,9 @@ impl Behaviour {
         if let Some(from) = sender {
             let s = entry(&mut self.senders, hash(&[from]), LIMITS.senders);
             s.last = s.last.max(now);
-            if kind == "qmgr.queued" {
+            // pickup names the local sender unqualified (`www-data`), qmgr
+            // qualified: each line counts under the name it shows.
+            if kind == "qmgr.queued" || kind == "pickup.queued" {
                 s.messages_1h.add(HOUR, now, 1);
             }
             if is_delivery {
@@ -791,26 +915,6 @@ impl Behaviour {
             }
         }
         out
-    }
-
-    /// -log2 of the kind's share of the events seen before this one (with
-    /// one pseudo-event each way, so the first event of a kind is finite).
-    fn rarity(&mut self, kind: &str) -> f64 {
-        let seen = self.kinds.get(kind).copied().unwrap_or(0);
-        let share = (seen as f64 + 1.0) / (self.kinds_total as f64 + 2.0);
-        let rarity = (-share.log2() * 100.0).round() / 100.0;
-        if self.kinds.len() < MAX_KINDS || self.kinds.contains_key(kind) {
-            *self.kinds.entry(kind.to_string()).or_insert(0) += 1;
-            self.kinds_total += 1;
-        }
-        if self.kinds_total >= KIND_HALF_LIFE {
-            self.kinds.retain(|_, n| {
-                *n /= 2;
-                *n > 0
-            });
-            self.kinds_total = self.kinds.values().sum();
-        }
-        rarity
     }
 
     /// Forgets entities that have been quiet for longer than anything
@@ -967,7 +1071,39 @@ mod tests {
         assert_eq!(bounced.get(Measure::BounceRatio1hBySender), 1.0);
         assert_eq!(bounced.get(Measure::Messages1hByIp), 1.0);
         assert_eq!(bounced.get(Measure::NewIpForUser), 1.0);
-        b.observe(&line(103, "qmgr.removed"));
+        b.observe(&Event {
+            notification_queue_id: Some("55471CE4C5"),
+            ..line(103, "bounce.notification")
+        });
+        let dsn = b.observe(&Event {
+            queue_id: Some("55471CE4C5"),
+            message_id: Some("dsn.1@mx1.example.org"),
+            ..line(104, "cleanup.message_id")
+        });
+        assert_eq!(
+            dsn.get(Measure::Messages1hByUser),
+            1.0,
+            "the bounce is bob's too"
+        );
+        let delivered = b.observe(&Event {
+            user: Some("bob@example.org"),
+            message_id: Some("dsn.1@mx1.example.org"),
+            ..Event {
+                time: Some(105),
+                kind: "dovecot.delivery",
+                ..Event::default()
+            }
+        });
+        assert_eq!(
+            delivered.get(Measure::NullSenderMails1hToRecipient),
+            1.0,
+            "found by Message-ID"
+        );
+        b.observe(&line(106, "qmgr.removed"));
+        b.observe(&Event {
+            queue_id: Some("55471CE4C5"),
+            ..line(107, "qmgr.removed")
+        });
         assert!(b.queues.is_empty(), "a removed message is forgotten");
     }
 
@@ -1016,23 +1152,54 @@ mod tests {
         assert_eq!(last.get(Measure::NullSenderMails1hToRecipient), 15.0);
         assert_eq!(last.get(Measure::UnknownRecipients1hByIp), 30.0);
         assert_eq!(last.get(Measure::RejectRatio1hByIp), 1.0);
+        // Common kinds are 0; only many events make a rarity measurable.
+        assert_eq!(last.get(Measure::KindRarity), 0.0);
+        for i in 0..5_000 {
+            b.observe(&Event {
+                time: Some(600 + i / 100),
+                kind: "smtpd.connect",
+                message: Some("connect from x[192.0.2.1]"),
+                ..Event::default()
+            });
+        }
         let rare = b.observe(&Event {
-            time: Some(600),
+            time: Some(700),
             kind: "postfix.panic",
+            message: Some("panic: myfree: corrupt or unallocated memory block"),
             ..Event::default()
         });
-        assert!(rare.get(Measure::KindRarity) > last.get(Measure::KindRarity) + 3.0);
+        assert!(rare.get(Measure::KindRarity) > 2.0, "{rare:?}");
+        assert!(rare.get(Measure::TemplateRarity) > 2.0, "{rare:?}");
     }
 
     #[test]
-    fn loopback_clients_are_not_an_entity() {
+    fn templates_mask_what_varies() {
+        assert_eq!(
+            template("warning: hostname a.example does not resolve to address 192.0.2.1"),
+            template("warning: hostname b.example does not resolve to address 203.0.113.77")
+        );
+        assert_eq!(
+            template("4BC1F2A0B1: to=<a@x.example>, relay=none, status=bounced"),
+            template("9F00AA11BB: to=<b@y.example>, relay=none, status=bounced")
+        );
+        assert_ne!(
+            template("fatal: open database /etc/postfix/x.db: No such file or directory"),
+            template("panic: myfree: corrupt or unallocated memory block")
+        );
+    }
+
+    #[test]
+    fn loopback_clients_show_only_their_failures() {
         let mut b = Behaviour::new();
         for i in 0..20 {
             b.observe(&login(i, "dovecot.auth_failed", "x", "127.0.0.1", false));
         }
         let webmail_user = b.observe(&login(30, "dovecot.login", "alice", "127.0.0.1", true));
         assert_eq!(webmail_user.get(Measure::AuthFailures1hByIp), 0.0);
-        assert!(b.ips.is_empty());
+        assert_eq!(webmail_user.get(Measure::NewIpForUser), 0.0);
+        let failure = b.observe(&login(40, "dovecot.auth_failed", "bob", "127.0.0.1", false));
+        assert_eq!(failure.get(Measure::AuthFailures1hByIp), 21.0);
+        assert_eq!(failure.get(Measure::UsersTried1hByIp), 2.0);
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub struct FieldsView<'a> {
     pub relay_ip: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "lenient")]
     pub level: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient")]
+    pub notification_queue_id: Option<Cow<'a, str>>,
 }
 
 /// A string, or `None` for any other JSON value.
@@ -378,6 +380,7 @@ impl Featurizer {
             let event = Event {
                 time: time.map(|t| t.timestamp()),
                 kind: r.kind.as_deref().unwrap_or("unknown"),
+                message: r.raw.as_deref().map(message_of),
                 failure: r.failure.as_deref(),
                 client_ip: f.and_then(|f| f.client_ip.as_deref()),
                 user: f
@@ -391,6 +394,7 @@ impl Featurizer {
                 reject_reason: f.and_then(|f| f.reject_reason.as_deref()),
                 message_id: f.and_then(|f| f.message_id.as_deref()),
                 relay_ip: f.and_then(|f| f.relay_ip.as_deref()),
+                notification_queue_id: f.and_then(|f| f.notification_queue_id.as_deref()),
             };
             Some(self.behaviour.observe(&event))
         } else {
