@@ -63,6 +63,9 @@ Normal traffic: noise (labelled normal, `noise` column set)
     scanner             internet scanners: connect and leave, a TLS error,
                         an IMAP connection without auth, or 1-2 SASL/IMAP tries
     pregreet, hangup    postscreen PREGREET / HANGUP from bots
+    unknown_recipient   a correspondent's typo or a stale address, or a spam
+                        bot's single guess: 550 5.1.1 User unknown, 1-2 RCPTs
+    relay_attempt       a scanner's single relay test: 454 Relay access denied
     newsletter          a user mails 30-50 recipients at once
     travel_login        a user's day on the road: logins and sending from a
                         hotel/foreign address never seen before
@@ -1028,6 +1031,33 @@ class Sim:
                     self.emit(t, f"dovecot: imap-login: Disconnected: Connection closed (no auth attempts in {rng.randint(0, 10)} secs): user=<>, rip={ip}, lip={SERVER_IP}, TLS handshaking: SSL_accept() failed: error:0A00006C:SSL routines::bad key share, session=<{self.dsess()}>")
                 else:
                     self.imap_fail(t, rng.choice(SPRAY_NAMES[:6]) + "@" + DOMAIN, ip, rng.randint(1, 2), real=False)
+        # mistyped or stale local addresses, and spam bots guessing once
+        with self.noise("unknown_recipient"):
+            for _ in range(rng.randint(0, 2) if weekend else rng.randint(1, 5)):
+                t = day0 + (self.u(0, DAY) if rng.random() < 0.3 else min(20.0, max(6.0, rng.gauss(12.5, 3))) * 3600)
+                if rng.random() < 0.6:
+                    dom, host, ip = rng.choice(self.occasional)
+                    frm = self.random_person(dom)
+                    new = rng.random() < 0.5
+                else:
+                    host, ip = "unknown", self.new_ip(SPAM_OCTETS)
+                    frm = self.random_person(self.random_domain())
+                    new = True
+                rej = []
+                for _ in range(rng.randint(1, 2)):
+                    local = rng.choice([f"{rng.choice(FIRST)}.{rng.choice(LAST)}", rng.choice(SPRAY_NAMES),
+                                        rng.choice(self.users).name + rng.choice(["s", "1", "x"])])
+                    rej.append((f"550 5.1.1 <{local}@{DOMAIN}>: Recipient address rejected: User unknown in virtual mailbox table",
+                                frm, f"{local}@{DOMAIN}"))
+                self.reject_session(t, host, ip, rej, host if host != "unknown" else rng.choice(BOT_HELOS), new=new)
+        # a scanner testing for an open relay once
+        with self.noise("relay_attempt"):
+            for _ in range(rng.randint(0, 2)):
+                ip = self.new_ip(net=rng.choice(SCANNER_NETS))
+                t = day0 + self.u(0, DAY)
+                victim = self.random_person(rng.choice(["gmail.com", "yahoo.com", "hotmail.com"]))
+                self.reject_session(t, "unknown", ip, [(f"454 4.7.1 <{victim}>: Relay access denied", victim, victim)],
+                                    rng.choice(BOT_HELOS), proto="SMTP")
         # postscreen PREGREET / HANGUP
         for _ in range(rng.randint(1, 6)):
             ip = self.new_ip(SPAM_OCTETS)
