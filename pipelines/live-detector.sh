@@ -7,7 +7,8 @@
 # Writes under paths.output_dir (or --output-dir): postfix_logs.json and
 # mail_login_logs.json (parsed records per topic), all_detections.jsonl and
 # anomalies.jsonl, and prints one line per anomaly. --replay feeds log files
-# through the same stages instead of Kafka (no broker needed).
+# through the same stages instead of Kafka (no broker needed). On Kafka the
+# behavioural features' memory is kept in paths.state_dir/features-state.json.
 #
 # The stages run as one unit: if any of them stops, the others are stopped
 # and the script exits with that stage's status (non-zero unless it was a
@@ -31,7 +32,7 @@ while [ $# -gt 0 ]; do
         --quiet|-q) sink_args+=(--quiet); shift ;;
         --replay) mode=replay; shift; replay=("$@"); set --; break ;;
         --) shift; break ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "live-detector.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -43,6 +44,17 @@ find_bin "$root" kafka-tail pf-parse pf-features pf-score pf-sink
 if [ "$mode" = replay ] && [ ${#replay[@]} -eq 0 ]; then
     echo "live-detector.sh: --replay needs at least one log file" >&2
     exit 2
+fi
+
+# The live detector keeps the behavioural features' memory across restarts
+# (paths.state_dir/features-state.json); a replay starts from nothing.
+feature_args=()
+if [ "$mode" = kafka ]; then
+    state_dir="$("$bin/pf-features" "${config[@]}" --print-config | sed -n 's/^paths.state_dir=//p')"
+    if [ -n "$state_dir" ]; then
+        mkdir -p "$state_dir"
+        feature_args=(--state "$state_dir/features-state.json")
+    fi
 fi
 
 fifos="$(mktemp -d "${TMPDIR:-/tmp}/live-detector.XXXXXX")"
@@ -58,7 +70,7 @@ fi
 first=$!
 "$bin/pf-parse" "${config[@]}" < "$fifos/tail" > "$fifos/parsed" &
 parse=$!
-"$bin/pf-features" "${config[@]}" < "$fifos/parsed" > "$fifos/features" &
+"$bin/pf-features" "${config[@]}" "${feature_args[@]}" < "$fifos/parsed" > "$fifos/features" &
 features=$!
 "$bin/pf-score" "${config[@]}" < "$fifos/features" > "$fifos/scored" &
 score=$!

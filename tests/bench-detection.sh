@@ -19,6 +19,7 @@
 #   --check     exit 1 unless the behavioural set meets the targets (every
 #               loud scenario AUC >= 0.95 and >= 90% of episodes alerted,
 #               slow spraying AUC >= 0.8)
+#   --min-alerted X  with --check, the share of episodes required (default 0.9)
 #   --markdown  print the table as Markdown (as in docs/detection.md)
 #   --keep DIR  keep the traffic, records, models, scores and report in DIR
 #
@@ -29,6 +30,7 @@ days=21 train_days=14 users=40 seed=1 models=3 keep="" report_args=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --check|--markdown) report_args+=("$1") ;;
+        --min-alerted) report_args+=("$1" "$2"); shift ;;
         --keep) keep=$2; shift ;;
         --days) days=$2; shift ;;
         --train-days) train_days=$2; shift ;;

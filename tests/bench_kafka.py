@@ -124,7 +124,7 @@ def latency(root, bin_dir, addr, rate, seconds, all_anomalies):
     config = os.path.join(work, "config.yaml")
     with open(config, "w") as f:
         f.write(f"kafka:\n  broker: \"{addr}\"\n  consumer_group: lat{rate}\n  topics: [{topic}]\n"
-                f"paths:\n  models_dir: {root}/models\n  features: {root}/features/selected_features.json\n"
+                f"paths:\n  models_dir: {root}/models\n  features: {root}/features/behavioural.json\n"
                 f"  output_dir: {out}\nanomaly:\n  threshold:\n    high: -0.1\n    medium: -0.05\n    low: {low}\n")
     # Create the topic and let the pipeline join before timing anything.
     produce(addr, topic, 1)

@@ -14,7 +14,7 @@ threshold is the score below which 0.5% of normal lines fall). Several
 files for one set (models trained with different seeds) are averaged. With
 --check it exits 1 unless the last set meets the targets: every loud
 scenario AUC >= 0.95 and >= 90% of episodes alerted, slow spraying
-AUC >= 0.8. Records are matched to labels by `source.line`. Standard
+AUC >= 0.8 (--min-auc, --min-alerted and --min-slow-auc change them). Records are matched to labels by `source.line`. Standard
 library only.
 """
 import argparse
@@ -166,14 +166,14 @@ def report(args):
         missed = []
         for s, v in sorted(result.items()):
             if s in SLOW:
-                if not v["auc"] >= SLOW_AUC:
-                    missed.append(f"{s}: AUC {v['auc']:.3f} < {SLOW_AUC}")
+                if not v["auc"] >= args.min_slow_auc:
+                    missed.append(f"{s}: AUC {v['auc']:.3f} < {args.min_slow_auc}")
             else:
-                if not v["auc"] >= LOUD_AUC:
-                    missed.append(f"{s}: AUC {v['auc']:.3f} < {LOUD_AUC}")
-                if not v["alerted"] >= LOUD_ALERTED:
+                if not v["auc"] >= args.min_auc:
+                    missed.append(f"{s}: AUC {v['auc']:.3f} < {args.min_auc}")
+                if not v["alerted"] >= args.min_alerted:
                     missed.append(f"{s}: {100 * v['alerted']:.0f}% of episodes alerted < "
-                                  f"{100 * LOUD_ALERTED:.0f}%")
+                                  f"{100 * args.min_alerted:.0f}%")
         if missed:
             print(f"targets missed by `{name}`:\n  " + "\n  ".join(missed), file=sys.stderr)
             sys.exit(1)
@@ -194,6 +194,9 @@ def main():
     r.add_argument("--train-days", type=int, required=True)
     r.add_argument("--check", action="store_true")
     r.add_argument("--markdown", action="store_true")
+    r.add_argument("--min-auc", type=float, default=LOUD_AUC)
+    r.add_argument("--min-alerted", type=float, default=LOUD_ALERTED)
+    r.add_argument("--min-slow-auc", type=float, default=SLOW_AUC)
     r.add_argument("scored", nargs="+", help="NAME=pf-score output")
     args = p.parse_args()
     split(args) if args.command == "split" else report(args)

@@ -41,7 +41,7 @@ fn write_config(dir: &Path, broker: &Broker, group: &str, topics: &str, out: &Pa
              paths:\n  models_dir: {}\n  features: {}\n  output_dir: {}\n",
             broker.addr(),
             repo.join("models").display(),
-            repo.join("features/selected_features.json").display(),
+            repo.join("features/behavioural.json").display(),
             out.display()
         ),
     )

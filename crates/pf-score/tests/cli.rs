@@ -347,3 +347,88 @@ fn hot_reload_while_records_flow() {
         "{stderr}"
     );
 }
+
+#[test]
+fn records_of_another_feature_set_are_refused() {
+    let dir = trained("score-feature-set");
+    let current = std::fs::read_to_string(dir.join("models/CURRENT")).unwrap();
+    let path = dir.join("models").join(current.trim());
+    let mut model: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    model["feature_set"] = "behavioural".into();
+    std::fs::write(&path, model.to_string()).unwrap();
+    let seed = NORMAL.replace("{\"id\":1,", "{\"id\":1,\"feature_set\":\"seed\",");
+    let same = NORMAL.replace("{\"id\":1,", "{\"id\":3,\"feature_set\":\"behavioural\",");
+    let r = run(BIN, &[], format!("{seed}{same}{NORMAL}").as_bytes(), &dir);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let out = r.records();
+    let error = out[0]["detection"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("record has features of set `seed` but model")
+            && error.contains("trained on set `behavioural`")
+            && error.contains("pf-features --features behavioural"),
+        "{error}"
+    );
+    assert!(r
+        .stderr
+        .contains("stdin line 1: record has features of set `seed`"));
+    assert!(out[1]["detection"]["score"].is_number(), "same set: scored");
+    assert!(
+        out[2]["detection"]["score"].is_number(),
+        "no set named: scored"
+    );
+}
+
+/// Parses the file as XML with Python's standard library and prints the
+/// number of elements, or fails the test.
+fn xml_elements(path: &std::path::Path) -> usize {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, xml.etree.ElementTree as E; print(sum(1 for _ in E.parse(sys.argv[1]).iter()))",
+        ])
+        .arg(path)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{} is not well-formed XML: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn the_tuning_report_renders_scores_thresholds_and_explanations() {
+    let dir = trained("score-report");
+    let odd = ODD.replace(
+        "{\"id\":2,",
+        "{\"id\":2,\"raw\":\"evil <script>\\u001b[31m & co\",\"ts\":\"2026-03-02T08:15:03+00:00\",\"kind\":\"smtpd.reject\",",
+    );
+    let input = format!("{}{odd}{{\"id\":9}}\n", NORMAL.repeat(50));
+    let r = run(BIN, &["--report", "report.html"], input.as_bytes(), &dir);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let path = dir.join("report.html");
+    assert!(xml_elements(&path) > 50);
+    let html = std::fs::read_to_string(&path).unwrap();
+    assert!(html.contains("<svg"), "an inline SVG histogram");
+    for (name, value) in [("high", "-0.1"), ("medium", "-0.05"), ("low", "0")] {
+        assert!(
+            html.contains(&format!("class=\"threshold {name}\""))
+                && html.contains(&format!(">{name} {value}</text>")),
+            "threshold line {name} at {value}"
+        );
+    }
+    assert!(html.contains("51 records scored, 1 not scorable; 1 anomalies"));
+    assert!(html.matches("<rect class=\"bar").count() >= 2);
+    assert!(
+        html.contains("msg_len = 9000"),
+        "the anomaly's explanation is listed"
+    );
+    assert!(
+        html.contains("evil &lt;script&gt;\u{FFFD}[31m &amp; co"),
+        "hostile text is escaped"
+    );
+    assert!(!html.contains("<script"));
+}
