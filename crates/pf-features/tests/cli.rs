@@ -104,8 +104,8 @@ fn the_default_set_is_behavioural_and_counts_in_event_time() {
     assert_eq!(r.status, 0, "{}", r.stderr);
     let out = r.records();
     assert_eq!(out[0]["feature_set"], "behavioural");
-    assert_eq!(out[29]["features"]["auth_failures_10m_by_ip"], 30);
-    assert_eq!(out[30]["features"]["auth_failures_10m_by_ip"], 1);
+    assert_eq!(out[29]["features"]["auth_failures_1h_by_ip"], 30);
+    assert_eq!(out[30]["features"]["auth_failures_1h_by_ip"], 1);
     let again = run(BIN, &[], input.as_bytes(), &dir);
     assert_eq!(again.stdout, r.stdout, "deterministic for the same input");
 }
@@ -122,7 +122,7 @@ fn state_carries_over_a_restart() {
     let b = run(BIN, &["--state", "state.json"], second.as_bytes(), &dir);
     assert_eq!(b.status, 0, "{}", b.stderr);
     assert_eq!(a.stdout + &b.stdout, whole.stdout);
-    assert_eq!(b.records()[19]["features"]["auth_failures_10m_by_ip"], 40);
+    assert_eq!(b.records()[19]["features"]["auth_failures_1h_by_ip"], 40);
 
     std::fs::write(dir.join("state.json"), "garbage").unwrap();
     let bad = run(BIN, &["--state", "state.json"], second.as_bytes(), &dir);

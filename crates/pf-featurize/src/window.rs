@@ -92,7 +92,7 @@ impl Window {
 
 /// Most values a [`Distinct`] remembers; beyond it the oldest is forgotten,
 /// so a count saturates at this value.
-pub const DISTINCT_CAP: usize = 256;
+pub const DISTINCT_CAP: usize = 128;
 
 /// Distinct values (as 64-bit hashes) with the time each was last seen.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
