@@ -61,7 +61,13 @@ python3 tests/traffic/simulate.py --days "$days" --train-days "$train_days" \
 "$bin/pf-parse" --timezone UTC "$work/traffic.log" > "$work/records.jsonl"
 scored=()
 for set in seed behavioural; do
-    "$bin/pf-features" --features "features/$set.json" "$work/records.jsonl" > "$work/features-$set.jsonl"
+    if [ -x /usr/bin/time ]; then
+        /usr/bin/time -f %M -o "$work/rss-$set" \
+            "$bin/pf-features" --features "features/$set.json" "$work/records.jsonl" > "$work/features-$set.jsonl"
+        echo "pf-features --features $set: $(wc -l < "$work/records.jsonl") records, peak RSS $(( $(cat "$work/rss-$set") / 1024 )) MB" >&2
+    else
+        "$bin/pf-features" --features "features/$set.json" "$work/records.jsonl" > "$work/features-$set.jsonl"
+    fi
     python3 tests/traffic/evaluate.py split --labels "$work/labels.csv" --train-days "$train_days" \
         "$work/features-$set.jsonl" "$work/train-$set.jsonl" "$work/test-$set.jsonl"
     files=""
