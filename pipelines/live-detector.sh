@@ -6,9 +6,11 @@
 #
 # Writes under paths.output_dir (or --output-dir): postfix_logs.json and
 # mail_login_logs.json (parsed records per topic), all_detections.jsonl and
-# anomalies.jsonl, and prints one line per anomaly. --replay feeds log files
-# through the same stages instead of Kafka (no broker needed). On Kafka the
-# behavioural features' memory is kept in paths.state_dir/features-state.json.
+# anomalies.jsonl, report.html (pf-score's tuning report: score histogram
+# with the thresholds, top anomalies), and prints one line per anomaly.
+# --replay feeds log files through the same stages instead of Kafka (no
+# broker needed). On Kafka the behavioural features' memory is kept in
+# paths.state_dir/features-state.json.
 #
 # The stages run as one unit: if any of them stops, the others are stopped
 # and the script exits with that stage's status (non-zero unless it was a
@@ -23,16 +25,17 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 
 config=()
 sink_args=()
+output_dir=""
 replay=()
 mode=kafka
 while [ $# -gt 0 ]; do
     case "$1" in
         --config) config=(--config "$2"); shift 2 ;;
-        --output-dir) sink_args+=(--output-dir "$2"); shift 2 ;;
+        --output-dir) sink_args+=(--output-dir "$2"); output_dir=$2; shift 2 ;;
         --quiet|-q) sink_args+=(--quiet); shift ;;
         --replay) mode=replay; shift; replay=("$@"); set --; break ;;
         --) shift; break ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "live-detector.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -45,6 +48,13 @@ if [ "$mode" = replay ] && [ ${#replay[@]} -eq 0 ]; then
     echo "live-detector.sh: --replay needs at least one log file" >&2
     exit 2
 fi
+
+# pf-score keeps the tuning report (score histogram, thresholds, top
+# anomalies) in the output directory, rewritten every minute and at the end.
+if [ -z "$output_dir" ]; then
+    output_dir="$("$bin/pf-score" "${config[@]}" --print-config | sed -n 's/^paths.output_dir=//p')"
+fi
+mkdir -p -m 0750 "$output_dir"
 
 # The live detector keeps the behavioural features' memory across restarts
 # (paths.state_dir/features-state.json); a replay starts from nothing.
@@ -72,7 +82,7 @@ first=$!
 parse=$!
 "$bin/pf-features" "${config[@]}" "${feature_args[@]}" < "$fifos/parsed" > "$fifos/features" &
 features=$!
-"$bin/pf-score" "${config[@]}" < "$fifos/features" > "$fifos/scored" &
+"$bin/pf-score" "${config[@]}" --report "$output_dir/report.html" < "$fifos/features" > "$fifos/scored" &
 score=$!
 "$bin/pf-sink" "${config[@]}" "${sink_args[@]}" < "$fifos/scored" &
 sink=$!

@@ -32,10 +32,11 @@ fi
 
 out="output/sample"
 mkdir -p "$out"
-rm -f "$out"/all_detections.jsonl "$out"/anomalies.jsonl "$out"/*_logs.json
+rm -f "$out"/all_detections.jsonl "$out"/anomalies.jsonl "$out"/*_logs.json "$out"/report.html
 echo "run.sh: no Kafka broker configured (kafka.broker in config/config.yaml);" \
      "replaying the bundled sample through the live pipeline with the default model" >&2
 pipelines/live-detector.sh "${config[@]}" --output-dir "$out" \
     --replay pipelines/sample/mail.log pipelines/sample/roundcube.log
 echo "run.sh: output files:" >&2
 wc -l "$out"/*.json* >&2
+echo "run.sh: tuning report (score histogram, thresholds, top anomalies): $out/report.html" >&2

@@ -104,6 +104,16 @@ fn sample_through_kafka_into_the_output_files() {
     // Every produced line was scored once, with its Kafka coordinates.
     let all = records(&out.join("all_detections.jsonl"));
     assert_eq!(all.len(), postfix.len() + roundcube.len(), "{stderr}");
+    // The behavioural features' memory and the tuning report are left behind.
+    assert!(
+        dir.join("state/features-state.json").is_file(),
+        "features state not saved: {stderr}"
+    );
+    let report = std::fs::read_to_string(out.join("report.html")).expect("report.html written");
+    assert!(
+        report.contains(&format!("{} records scored", all.len())),
+        "the report covers every record"
+    );
     let mut raw_by_topic: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut coordinates = BTreeSet::new();
     for r in &all {

@@ -505,10 +505,11 @@ impl Behaviour {
         Ok(state)
     }
 
-    /// Writes the state atomically (temp file + rename).
+    /// Writes the state atomically (temp file + rename), mode 0640.
     pub fn save(&self, path: &Path) -> Result<()> {
         let bytes = serde_json::to_vec(self).context("serialising the feature state")?;
-        pf_record::atomic::write_atomically(path, &bytes)
+        // It holds user names and addresses: not for everyone to read.
+        pf_record::atomic::write_private_atomically(path, &bytes, 0o640)
             .with_context(|| format!("cannot write feature state {}", path.display()))
     }
 

@@ -8,6 +8,17 @@ use std::path::Path;
 /// a part: a temporary file in the same directory, synced, then renamed
 /// over `path`, then the directory synced.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomically_as(path, bytes, None)
+}
+
+/// [`write_atomically`] for files holding personal data (log lines, user
+/// names, addresses): a new file gets `mode` (e.g. `0o640`) before any byte
+/// is written, whatever the umask allows.
+pub fn write_private_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_atomically_as(path, bytes, Some(mode))
+}
+
+fn write_atomically_as(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -24,7 +35,17 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         std::process::id()
     ));
     let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        if let Some(mode) = mode {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(mode);
+        }
+        let mut f = options.open(&tmp)?;
+        if let Some(mode) = mode {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(fs::Permissions::from_mode(mode))?;
+        }
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -58,6 +79,11 @@ mod tests {
             "temporary file left behind"
         );
         assert!(write_atomically(&dir.join("missing/x"), b"").is_err());
+        use std::os::unix::fs::PermissionsExt;
+        write_private_atomically(&path, b"three", 0o640).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"three");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

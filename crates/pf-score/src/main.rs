@@ -581,7 +581,10 @@ impl Detector {
             report.scores.scored()
         );
         let page = report.scores.render(&title);
-        if let Err(e) = pf_record::atomic::write_atomically(&report.path, page.as_bytes()) {
+        // Log lines and user names: as private as the other outputs.
+        if let Err(e) =
+            pf_record::atomic::write_private_atomically(&report.path, page.as_bytes(), 0o640)
+        {
             eprintln!(
                 "pf-score: cannot write the report {}: {e}; check the directory exists and is \
                  writable",
