@@ -154,7 +154,7 @@ impl Default for Retrain {
         Retrain {
             max_lines: 100_000,
             trees: 100,
-            max_samples: 256,
+            max_samples: 1024,
             contamination: Contamination::Fraction(0.001),
             validation: Validation::default(),
         }

@@ -1,11 +1,11 @@
 //! The detection benchmark as a regression test: the simulated mail domain
 //! (tests/traffic/simulate.py) with its ten labelled attack scenarios goes
 //! through pf-parse, pf-features, pf-train and pf-score, and the
-//! behavioural feature set must keep catching the attacks: every loud
-//! scenario ROC-AUC >= 0.95 and slow password spraying >= 0.8, as the
-//! targets say. The share of episodes alerted at 0.5% false alarms is held
-//! to 80% here (target 90%; docs/detection.md has the figures and the
-//! scenario that falls short at each simulation seed).
+//! behavioural feature set must keep meeting the targets: every loud
+//! scenario ROC-AUC >= 0.95 with >= 90% of its episodes alerted at 0.5%
+//! false alarms, slow password spraying ROC-AUC >= 0.8 (figures in
+//! docs/detection.md). The simulation and the training seeds are fixed, so
+//! the result is the same on every run.
 //!
 //! Uses the other stages' binaries from the same target directory: build
 //! them first (`cargo build --release --bins`, as tests/run.sh does).
@@ -28,7 +28,7 @@ fn behavioural_features_catch_the_simulated_attacks() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = Command::new("bash")
         .arg("tests/bench-detection.sh")
-        .args(["--check", "--min-alerted", "0.8"])
+        .arg("--check")
         .env("PF_BIN", bin_dir)
         .current_dir(&repo)
         .output()

@@ -74,7 +74,10 @@ fn writes_a_versioned_model_makes_it_current_and_appends_metrics() {
     assert_eq!(model["features"][0]["kind"], "categorical");
     assert_eq!(model["features"][0]["unseen"], 4);
     assert_eq!(model["forest"]["trees"].as_array().unwrap().len(), 100);
-    assert_eq!(model["forest"]["max_samples"], 256);
+    assert_eq!(
+        model["forest"]["max_samples"], 500,
+        "ψ = min(retrain.max_samples, rows)"
+    );
     assert_eq!(model["training"]["seed"], 3);
 
     let csv = std::fs::read_to_string(dir.join("m/metrics.csv")).unwrap();
