@@ -13,9 +13,11 @@
 #
 #   tests/bench-detection.sh [--check] [--markdown] [--keep DIR] [--days N]
 #                            [--train-days N] [--users N] [--seed N] [--models N]
+#                            [--max-samples N]
 #
 #   --seed N    the simulation's seed (default 1); --models N: models per
-#               set, trained with seeds 1..N (default 3)
+#               set, trained with seeds 1..N (default 3); --max-samples N:
+#               rows per tree (default retrain.max_samples of the config)
 #   --check     exit 1 unless the behavioural set meets the targets (every
 #               loud scenario AUC >= 0.95 and >= 90% of episodes alerted,
 #               slow spraying AUC >= 0.8)
@@ -26,7 +28,7 @@
 # Uses the binaries in $PF_BIN (default: target/release, built if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-days=21 train_days=14 users=40 seed=1 models=3 keep="" report_args=()
+days=21 train_days=14 users=40 seed=1 models=3 keep="" report_args=() train_args=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --check|--markdown) report_args+=("$1") ;;
@@ -37,6 +39,7 @@ while [ $# -gt 0 ]; do
         --users) users=$2; shift ;;
         --seed) seed=$2; shift ;;
         --models) models=$2; shift ;;
+        --max-samples) train_args+=(--max-samples "$2"); shift ;;
         -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-detection: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -72,7 +75,7 @@ for set in seed behavioural; do
         "$work/features-$set.jsonl" "$work/train-$set.jsonl" "$work/test-$set.jsonl"
     files=""
     for k in $(seq "$models"); do
-        "$bin/pf-train" --seed "$k" --max-lines all --metrics - --out "$work/model-$set-$k.json" \
+        "$bin/pf-train" --seed "$k" --max-lines all --metrics - "${train_args[@]}" --out "$work/model-$set-$k.json" \
             "$work/train-$set.jsonl" 2> "$work/train-$set-$k.log"
         report=()
         [ "$set" = behavioural ] && [ "$k" = 1 ] && report=(--report "$work/report.html")
