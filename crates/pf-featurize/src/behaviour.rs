@@ -233,6 +233,38 @@ struct IpState {
     messages_1h: Window,
 }
 
+impl IpState {
+    /// A login attempt from the address: failed or not, as `user` if named.
+    fn record_login(&mut self, now: i64, failed: bool, user: Option<u64>) {
+        if failed {
+            self.auth_failures_10m.add(TEN_MINUTES, now, 1);
+            self.auth_failures_1h.add(HOUR, now, 1);
+        }
+        if let Some(u) = user {
+            self.users_tried.add(u, now, DAY.seconds());
+        }
+    }
+
+    fn write_logins(&self, now: i64, out: &mut Observed) {
+        out.set(
+            Measure::AuthFailures10mByIp,
+            self.auth_failures_10m.count(TEN_MINUTES, now),
+        );
+        out.set(
+            Measure::AuthFailures1hByIp,
+            self.auth_failures_1h.count(HOUR, now),
+        );
+        out.set(
+            Measure::UsersTried1hByIp,
+            self.users_tried.count(now, HOUR.seconds()),
+        );
+        out.set(
+            Measure::UsersTried1dByIp,
+            self.users_tried.count(now, DAY.seconds()),
+        );
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct UserState {
     last: i64,
@@ -687,13 +719,11 @@ impl Behaviour {
             if ev.client_ip.is_some() {
                 s.lines_1h.add(HOUR, now, 1);
             }
-            if auth_failure {
-                s.auth_failures_10m.add(TEN_MINUTES, now, 1);
-                s.auth_failures_1h.add(HOUR, now, 1);
-            }
-            if let Some(u) = user_key.filter(|_| auth_failure || auth_success) {
-                s.users_tried.add(u, now, DAY.seconds());
-            }
+            s.record_login(
+                now,
+                auth_failure,
+                user_key.filter(|_| auth_failure || auth_success),
+            );
             if refusal {
                 s.rejects_1h.add(HOUR, now, 1);
             }
@@ -707,22 +737,7 @@ impl Behaviour {
                 s.messages_1h.add(HOUR, now, 1);
             }
             let rejects = s.rejects_1h.count(HOUR, now);
-            out.set(
-                Measure::AuthFailures10mByIp,
-                s.auth_failures_10m.count(TEN_MINUTES, now),
-            );
-            out.set(
-                Measure::AuthFailures1hByIp,
-                s.auth_failures_1h.count(HOUR, now),
-            );
-            out.set(
-                Measure::UsersTried1hByIp,
-                s.users_tried.count(now, HOUR.seconds()),
-            );
-            out.set(
-                Measure::UsersTried1dByIp,
-                s.users_tried.count(now, DAY.seconds()),
-            );
+            s.write_logins(now, &mut out);
             out.set(Measure::Rejects1hByIp, rejects);
             out.set(
                 Measure::RejectRatio1hByIp,
@@ -747,27 +762,8 @@ impl Behaviour {
         if let (Some(ip), true) = (local_ip, auth_failure) {
             let s = entry(&mut self.ips, hash(&[ip]), LIMITS.ips);
             s.last = s.last.max(now);
-            s.auth_failures_10m.add(TEN_MINUTES, now, 1);
-            s.auth_failures_1h.add(HOUR, now, 1);
-            if let Some(u) = user_key {
-                s.users_tried.add(u, now, DAY.seconds());
-            }
-            out.set(
-                Measure::AuthFailures10mByIp,
-                s.auth_failures_10m.count(TEN_MINUTES, now),
-            );
-            out.set(
-                Measure::AuthFailures1hByIp,
-                s.auth_failures_1h.count(HOUR, now),
-            );
-            out.set(
-                Measure::UsersTried1hByIp,
-                s.users_tried.count(now, HOUR.seconds()),
-            );
-            out.set(
-                Measure::UsersTried1dByIp,
-                s.users_tried.count(now, DAY.seconds()),
-            );
+            s.record_login(now, true, user_key);
+            s.write_logins(now, &mut out);
         }
 
         // The user.
