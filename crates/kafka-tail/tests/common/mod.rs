@@ -141,13 +141,14 @@ fn produce_batched(addr: &str, topic: &str, payloads: &[Vec<u8>], batch: usize) 
     let p = producer(addr, batch);
     for (i, payload) in payloads.iter().enumerate() {
         loop {
-            let mut record = BaseRecord::<(), [u8]>::to(topic).payload(payload.as_slice());
-            if batch == 1 {
-                // Round robin, so that every partition has messages after
-                // any point in time (tansu answers a time lookup on a
-                // partition without later messages with offset 0).
-                record = record.partition((i % TANSU_PARTITIONS) as i32);
-            }
+            // Round robin, so that every partition has messages after any
+            // point in time (tansu answers a time lookup on a partition
+            // without later messages with offset 0), and so that every
+            // member of a group gets some (librdkafka's sticky partitioner
+            // may put a whole batch on one partition).
+            let record = BaseRecord::<(), [u8]>::to(topic)
+                .payload(payload.as_slice())
+                .partition((i % TANSU_PARTITIONS) as i32);
             match p.send(record) {
                 Ok(()) => break,
                 Err((e, _)) => {
