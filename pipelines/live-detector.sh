@@ -15,7 +15,7 @@
 # The stages run as one unit: if any of them stops, the others are stopped
 # and the script exits with that stage's status (non-zero unless it was a
 # clean end), so systemd's Restart=on-failure restarts the whole pipeline and
-# Kafka redelivers whatever was not written. SIGTERM/SIGINT stop kafka-tail
+# Kafka redelivers whatever pf-sink had not written. SIGTERM/SIGINT stop kafka-tail
 # first; the later stages drain what it wrote, and the exit status is 0.
 #
 # Binaries: $PF_BIN, else target/release of a checkout (built if missing),
@@ -72,8 +72,17 @@ mkfifo "$fifos/tail" "$fifos/parsed" "$fifos/features" "$fifos/scored"
 cleanup() { rm -rf "$fifos"; }
 trap cleanup EXIT
 
+# On Kafka, pf-sink records what it has written (and synced) in an
+# acknowledgement file, and kafka-tail commits no further: a message in
+# flight between the stages when one of them dies is read again.
+tail_args=()
 if [ "$mode" = kafka ]; then
-    "$bin/kafka-tail" "${config[@]}" "$@" > "$fifos/tail" &
+    tail_args=(--ack-file "$fifos/acks.json")
+    sink_args+=(--ack-file "$fifos/acks.json")
+fi
+
+if [ "$mode" = kafka ]; then
+    "$bin/kafka-tail" "${config[@]}" "${tail_args[@]}" "$@" > "$fifos/tail" &
 else
     cat -- "${replay[@]}" > "$fifos/tail" &
 fi

@@ -23,7 +23,8 @@ envelope per line; bytes that are not UTF-8 are replaced and the envelope
 gets \"flags\":[\"invalid_utf8\"]).
 
 Delivery is at least once: an offset is committed only after its line has
-been written to stdout. On SIGINT/SIGTERM the current output is written,
+been written to stdout, or with --ack-file only once the pipeline's last
+stage has written it (pipelines/live-detector.sh does this). On SIGINT/SIGTERM the current output is written,
 offsets are committed, and kafka-tail exits 0. If stdout closes, it exits
 without committing what it could not write, so a restart reads it again.
 An unreachable broker is retried forever, with messages on stderr.
@@ -65,6 +66,12 @@ struct Args {
     /// Print the group's lag per partition (committed offset vs. end) and exit.
     #[arg(long)]
     lag: bool,
+    /// Commit only what the pipeline's last stage has acknowledged in FILE
+    /// (written by `pf-sink --ack-file FILE`), not everything written to
+    /// stdout: nothing in flight between the stages is ever committed.
+    /// An old FILE is removed at start.
+    #[arg(long, value_name = "FILE")]
+    ack_file: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -89,10 +96,13 @@ fn main() -> ExitCode {
             } else {
                 String::new()
             },
-            if summary.committed {
-                "offsets committed"
-            } else {
-                "final offsets NOT committed (those lines will be read again)"
+            match (summary.committed, summary.unacknowledged) {
+                (true, 0) => "offsets committed".to_string(),
+                (true, n) => format!(
+                    "offsets committed up to what pf-sink acknowledged ({n} message(s) not acknowledged will be read again)"
+                ),
+                (false, _) =>
+                    "final offsets NOT committed (those lines will be read again)".to_string(),
             }
         );
         Ok(EXIT_OK)
@@ -138,5 +148,6 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
         start: args.offset.parse::<StartAt>()?,
         exit_at_end: args.exit_at_end,
         max_messages: args.count,
+        ack_file: args.ack_file.clone(),
     })
 }

@@ -2,6 +2,7 @@
 
 use crate::settings::{Settings, StartAt};
 use anyhow::{Context as _, Result};
+use pf_record::acks::Acks;
 use pf_record::envelope::Envelope;
 use pf_record::Flag;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -14,6 +15,7 @@ use rdkafka::ClientContext;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -26,6 +28,10 @@ const IDLE_WAIT: Duration = Duration::from_millis(200);
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
 /// Broker requests made by kafka-tail itself (offset lookups, commits).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the acknowledgement file is read while messages flow.
+const ACK_POLL: Duration = Duration::from_millis(200);
+/// How long shutdown waits for the last stage to acknowledge what was written.
+const ACK_WAIT: Duration = Duration::from_secs(5);
 
 /// What one run did, for the summary line on stderr.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +43,9 @@ pub struct Summary {
     pub repaired: u64,
     /// Whether the final commit of the written lines' offsets succeeded.
     pub committed: bool,
+    /// With an acknowledgement file: messages written but not acknowledged
+    /// at exit, so not committed (they are read again next time).
+    pub unacknowledged: u64,
 }
 
 type Partition = (String, i32);
@@ -53,12 +62,30 @@ struct Sink<W> {
     written: BTreeMap<Partition, i64>,
     /// Set when a write failed: nothing more is written or stored.
     failed: Option<io::ErrorKind>,
+    /// With `--ack-file`: commit only what the last stage acknowledged.
+    acks: Option<Acknowledged>,
     summary: Summary,
+}
+
+/// What the pipeline's last stage has acknowledged (`pf-sink --ack-file`).
+struct Acknowledged {
+    path: PathBuf,
+    /// First offset written per partition since it was assigned: an
+    /// acknowledgement below it predates this assignment and is ignored.
+    first: HashMap<Partition, i64>,
+    /// Next offset per partition that is both written and acknowledged.
+    acked: BTreeMap<Partition, i64>,
+    read_at: Option<Instant>,
+    reported: bool,
 }
 
 impl<W: Write> Sink<W> {
     /// Records that the buffer now holds lines up to `next` - 1 of a partition.
     fn note_pending(&mut self, topic: &str, partition: i32, next: i64) {
+        if let Some(acks) = &mut self.acks {
+            let key = (topic.to_string(), partition);
+            acks.first.entry(key).or_insert(next - 1);
+        }
         match self
             .pending
             .iter_mut()
@@ -95,8 +122,86 @@ impl<W: Write> Sink<W> {
             let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(next));
             self.written.insert((topic, partition), next);
         }
-        let _ = consumer.store_offsets(&tpl);
+        if self.acks.is_none() {
+            let _ = consumer.store_offsets(&tpl);
+        }
         Ok(())
+    }
+
+    /// Reads the acknowledgement file (at most every [`ACK_POLL`] unless
+    /// `now`) and stores, for auto-commit, the offsets that are both written
+    /// and acknowledged.
+    fn read_acks<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        now: bool,
+        reporter: &Reporter,
+    ) {
+        let Some(state) = &mut self.acks else {
+            return;
+        };
+        if !now && state.read_at.is_some_and(|t| t.elapsed() < ACK_POLL) {
+            return;
+        }
+        state.read_at = Some(Instant::now());
+        let acks = match Acks::read(&state.path) {
+            Ok(Some(a)) => a,
+            Ok(None) => return,
+            Err(e) => {
+                if !state.reported {
+                    state.reported = true;
+                    reporter.report(&format!(
+                        "cannot read the acknowledgement file: {e}; committing nothing until it is readable"
+                    ));
+                }
+                return;
+            }
+        };
+        let mut tpl = TopicPartitionList::new();
+        for (p, &written) in &self.written {
+            let (Some(&next), Some(&first)) = (acks.next.get(p), state.first.get(p)) else {
+                continue;
+            };
+            if next < first {
+                continue;
+            }
+            let committable = next.min(written);
+            if state.acked.get(p) != Some(&committable) {
+                state.acked.insert(p.clone(), committable);
+                let _ = tpl.add_partition_offset(&p.0, p.1, Offset::Offset(committable));
+            }
+        }
+        if tpl.count() > 0 {
+            let _ = consumer.store_offsets(&tpl);
+        }
+    }
+
+    /// Messages written but not (yet) acknowledged.
+    fn unacknowledged(&self) -> u64 {
+        let Some(state) = &self.acks else {
+            return 0;
+        };
+        self.written
+            .iter()
+            .map(|(p, &written)| {
+                let from = state
+                    .acked
+                    .get(p)
+                    .or(state.first.get(p))
+                    .copied()
+                    .unwrap_or(written);
+                u64::try_from(written - from).unwrap_or(0)
+            })
+            .sum()
+    }
+
+    /// Forgets partitions that are no longer ours.
+    fn release(&mut self, revoked: &HashSet<Partition>) {
+        self.written.retain(|p, _| !revoked.contains(p));
+        if let Some(state) = &mut self.acks {
+            state.first.retain(|p, _| !revoked.contains(p));
+            state.acked.retain(|p, _| !revoked.contains(p));
+        }
     }
 
     /// Synchronously commits what has been written for `only` (or everything).
@@ -106,7 +211,11 @@ impl<W: Write> Sink<W> {
         only: Option<&HashSet<Partition>>,
     ) -> Result<(), KafkaError> {
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), next) in &self.written {
+        let committable = match &self.acks {
+            Some(state) => &state.acked,
+            None => &self.written,
+        };
+        for ((topic, partition), next) in committable {
             if only.is_none_or(|set| set.contains(&(topic.clone(), *partition))) {
                 tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
             }
@@ -223,12 +332,13 @@ impl<W: Write + Send> ConsumerContext for TailContext<W> {
                     let mut sink = self.sink();
                     // A failed write is reported by the main loop.
                     let _ = sink.flush(consumer);
+                    sink.read_acks(consumer, true, &self.reporter);
                     if let Err(e) = sink.commit(consumer, Some(&revoked)) {
                         self.reporter.report(&format!(
                             "could not commit offsets of revoked partitions: {e}; their last lines will be read again by the next owner"
                         ));
                     }
-                    sink.written.retain(|p, _| !revoked.contains(p));
+                    sink.release(&revoked);
                 }
                 let _ = if cooperative {
                     consumer.incremental_unassign(tpl)
@@ -344,7 +454,8 @@ fn write_message_lines(
     summary: &mut Summary,
 ) {
     let body = payload.strip_suffix(b"\n").unwrap_or(payload);
-    for piece in body.split(|&b| b == b'\n') {
+    let last = body.split(|&b| b == b'\n').count() - 1;
+    for (i, piece) in body.split(|&b| b == b'\n').enumerate() {
         let mut flags: Vec<Flag> = Vec::new();
         let piece = match piece.strip_suffix(b"\r") {
             Some(p) => {
@@ -361,6 +472,7 @@ fn write_message_lines(
         Envelope {
             value: &value,
             flags: &flags,
+            more_lines: i < last,
             ..message
         }
         .write(buf);
@@ -430,6 +542,21 @@ pub fn tail<W: Write + Send + 'static>(
     for (k, v) in settings.client_properties()? {
         config.set(k, v);
     }
+    // Positions left by an earlier run say nothing about this one.
+    if let Some(path) = &settings.ack_file {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot remove the old acknowledgement file {}",
+                        path.display()
+                    )
+                })
+            }
+        }
+    }
     let context = TailContext {
         sink: Mutex::new(Sink {
             out,
@@ -437,6 +564,13 @@ pub fn tail<W: Write + Send + 'static>(
             pending: Vec::new(),
             written: BTreeMap::new(),
             failed: None,
+            acks: settings.ack_file.as_ref().map(|path| Acknowledged {
+                path: path.clone(),
+                first: HashMap::new(),
+                acked: BTreeMap::new(),
+                read_at: None,
+                reported: false,
+            }),
             summary: Summary::default(),
         }),
         start: settings.start,
@@ -474,6 +608,19 @@ pub fn tail<W: Write + Send + 'static>(
     let sink_result = {
         let mut sink = consumer.context().sink();
         let flushed = sink.flush(&consumer);
+        if sink.acks.is_some() {
+            // The later stages drain what was just written; wait for the
+            // last one to acknowledge it (not if it cannot: stdout failed).
+            let waiting = Instant::now();
+            loop {
+                sink.read_acks(&consumer, true, &consumer.context().reporter);
+                if flushed.is_err() || sink.unacknowledged() == 0 || waiting.elapsed() > ACK_WAIT {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            sink.summary.unacknowledged = sink.unacknowledged();
+        }
         let committed = sink.commit(&consumer, None);
         if let Err(e) = &committed {
             consumer.context().reporter.report(&format!(
@@ -504,10 +651,10 @@ fn consume<W: Write + Send>(
         let polled = match consumer.poll(Duration::ZERO) {
             Some(r) => Some(r),
             None => {
-                context
-                    .sink()
-                    .flush(consumer)
-                    .context("cannot write to stdout")?;
+                let mut sink = context.sink();
+                sink.flush(consumer).context("cannot write to stdout")?;
+                sink.read_acks(consumer, false, &context.reporter);
+                drop(sink);
                 consumer.poll(IDLE_WAIT)
             }
         };
@@ -529,12 +676,14 @@ fn consume<W: Write + Send>(
                     key: key.as_deref(),
                     value: "",
                     flags: &[],
+                    more_lines: false,
                 };
                 write_message_lines(buf, coordinates, msg.payload().unwrap_or(b""), summary);
                 summary.messages += 1;
                 sink.note_pending(msg.topic(), msg.partition(), msg.offset() + 1);
                 if sink.buf.len() >= CHUNK {
                     sink.flush(consumer).context("cannot write to stdout")?;
+                    sink.read_acks(consumer, false, &context.reporter);
                 }
                 messages += 1;
                 if settings.max_messages.is_some_and(|max| messages >= max) {
@@ -589,6 +738,7 @@ mod tests {
             key: Some("k"),
             value: "",
             flags: &[],
+            more_lines: false,
         };
         write_message_lines(&mut buf, coordinates, payload, &mut summary);
         let values = buf
@@ -606,6 +756,8 @@ mod tests {
         assert_eq!(v[0]["value"], "first line");
         assert_eq!(v[1]["value"], "second line");
         assert!(v.iter().all(|e| e["offset"] == 7 && e["partition"] == 1));
+        assert_eq!(v[0]["more_lines"], true, "the message goes on");
+        assert!(v[1].get("more_lines").is_none(), "its last line");
         assert_eq!(s.lines, 2);
     }
 

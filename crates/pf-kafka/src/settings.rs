@@ -70,6 +70,9 @@ pub struct Settings {
     pub exit_at_end: bool,
     /// Stop after this many Kafka messages.
     pub max_messages: Option<u64>,
+    /// Commit only what the pipeline's last stage acknowledged in this file
+    /// (`pf-sink --ack-file`), instead of what was written to stdout.
+    pub ack_file: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -139,6 +142,7 @@ mod tests {
             brokers: "127.0.0.1:9092".into(),
             group: "g".into(),
             topics: vec!["postfix".into()],
+            ack_file: None,
             properties: vec![],
             start: StartAt::Stored,
             exit_at_end: false,

@@ -63,6 +63,11 @@ impl AppendFile {
         self.buf.clear();
         Ok(())
     }
+
+    /// Waits until what was written is on disk (`fdatasync`).
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
 }
 
 fn open_append(path: &Path, mode: u32) -> io::Result<(File, (u64, u64))> {

@@ -7,14 +7,22 @@
 //! `timestamp` is the message's Kafka timestamp in milliseconds since the
 //! epoch (`null` when the producer set none); `key` is the message key as
 //! text or `null`. `flags` appears only when the value had to be repaired
-//! (`invalid_utf8`, `crlf`). `pf-parse` recognises an envelope by `topic` plus
+//! (`invalid_utf8`, `crlf`); `"more_lines":true` only on the lines of a
+//! multi-line message before its last. `pf-parse` recognises an envelope by `topic` plus
 //! a string `value` and moves the coordinates into the record's `source`.
 
 use crate::json::{write_i64, write_str};
 use crate::Flag;
 
 /// The envelope keys that `pf-parse` moves into `source`.
-pub const COORDINATES: [&str; 5] = ["topic", "partition", "offset", "timestamp", "key"];
+pub const COORDINATES: [&str; 6] = [
+    "topic",
+    "partition",
+    "offset",
+    "timestamp",
+    "key",
+    "more_lines",
+];
 
 /// One line of one Kafka message.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +34,9 @@ pub struct Envelope<'a> {
     pub key: Option<&'a str>,
     pub value: &'a str,
     pub flags: &'a [Flag],
+    /// More lines of the same message follow (written only when true), so
+    /// the message is not complete until the line without it.
+    pub more_lines: bool,
 }
 
 impl Envelope<'_> {
@@ -59,6 +70,9 @@ impl Envelope<'_> {
             }
             out.push(b']');
         }
+        if self.more_lines {
+            out.extend_from_slice(b",\"more_lines\":true");
+        }
         out.extend_from_slice(b"}\n");
     }
 }
@@ -78,6 +92,7 @@ mod tests {
             key: None,
             value: "a \"quoted\"\tline",
             flags: &[Flag::InvalidUtf8],
+            more_lines: false,
         }
         .write(&mut out);
         assert_eq!(out.last(), Some(&b'\n'));
@@ -102,6 +117,7 @@ mod tests {
             key: Some("k"),
             value: "",
             flags: &[],
+            more_lines: false,
         }
         .write(&mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();

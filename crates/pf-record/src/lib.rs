@@ -4,6 +4,7 @@
 //! reads and writes one JSON object per line. The field names live here and
 //! nowhere else; `docs/records.md` describes them for humans.
 
+pub mod acks;
 pub mod append;
 pub mod atomic;
 pub mod envelope;

@@ -1,6 +1,7 @@
 use anyhow::Context;
 use clap::Parser;
 use pf_cli::{CommonArgs, Fatal, LineErrors, Output, EXIT_INPUT, EXIT_OK};
+use pf_record::acks::Acks;
 use pf_record::append::AppendFile;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -26,7 +27,14 @@ features with their contributions, and the raw line.
 Files are created 0640 in a 0750 directory and appended in whole lines; a
 file moved away by logrotate is recreated on the next write, so rotation
 needs no copytruncate. Lines that are not JSON records are reported on
-stderr with their line number.
+stderr with their line number. A write that fails (disk full, read-only)
+is reported with the file's name and ends pf-sink with status 1; no file
+is left with half a line.
+
+With --ack-file FILE (pipelines/live-detector.sh uses it), each write is
+synced to disk and FILE then records how far each Kafka partition is
+written; `kafka-tail --ack-file FILE` commits no further, so a message in
+flight between the stages when one of them dies is read again.
 
 Exit status: 0 on success, 1 if an input could not be read, a line was not a
 record or an output file could not be written, 2 on bad usage or configuration.";
@@ -47,7 +55,17 @@ struct Args {
     /// few seconds [default: paths.state_dir/detector-stats.json]; `-` for none.
     #[arg(long, value_name = "FILE")]
     stats: Option<PathBuf>,
+    /// After each write of the output files, sync them to disk and record in
+    /// FILE how far each Kafka partition is written, for `kafka-tail
+    /// --ack-file FILE` to commit no further.
+    #[arg(long, value_name = "FILE")]
+    ack_file: Option<PathBuf>,
 }
+
+/// Write the output files once this much is buffered, even if input never pauses.
+const FLUSH_AT: usize = 256 * 1024;
+/// While input never pauses, acknowledge at most this often (each one syncs the files).
+const ACK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 const FILE_MODE: u32 = 0o640;
 const DIR_MODE: u32 = 0o750;
@@ -61,7 +79,10 @@ struct Files {
 impl Files {
     fn get(&mut self, name: &str) -> io::Result<&mut AppendFile> {
         if !self.open.contains_key(name) {
-            let file = AppendFile::open(&self.dir.join(name), FILE_MODE)?;
+            let path = self.dir.join(name);
+            let file = AppendFile::open(&path, FILE_MODE).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
+            })?;
             self.open.insert(name.to_string(), file);
         }
         Ok(self.open.get_mut(name).expect("inserted above"))
@@ -70,6 +91,18 @@ impl Files {
     fn flush(&mut self) -> io::Result<()> {
         for file in self.open.values_mut() {
             file.flush()
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", file.path().display())))?;
+        }
+        Ok(())
+    }
+
+    fn buffered(&mut self) -> usize {
+        self.open.values_mut().map(|f| f.buf().len()).sum()
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        for file in self.open.values() {
+            file.sync()
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", file.path().display())))?;
         }
         Ok(())
@@ -167,7 +200,12 @@ fn main() -> ExitCode {
         let alerts = !args.quiet;
         let colour = alerts && io::stdout().is_terminal();
         let counts = std::cell::RefCell::new(Counts::default());
-        let mut write_error: Option<io::Error> = None;
+        let write_error: std::cell::RefCell<Option<io::Error>> = Default::default();
+        let acked_at = std::cell::Cell::new(std::time::Instant::now());
+        // Once a write failed, nothing more is written or acknowledged.
+        let failed = std::cell::Cell::new(false);
+        // (positions, changed since last written)
+        let acks = std::cell::RefCell::new((Acks::default(), false));
         let mut out = Output::default();
         let mut errors = LineErrors::new("pf-sink");
         let files_cell = std::cell::RefCell::new(&mut files);
@@ -187,6 +225,15 @@ fn main() -> ExitCode {
                         )
                     }
                 };
+                if failed.get() {
+                    return;
+                }
+                if let Some(source) = record.get("source") {
+                    let mut acks = acks.borrow_mut();
+                    if acks.0.note_source(source) {
+                        acks.1 = true;
+                    }
+                }
                 let mut files = files_cell.borrow_mut();
                 if let Err(e) = route(
                     text,
@@ -195,11 +242,36 @@ fn main() -> ExitCode {
                     &mut counts.borrow_mut(),
                     alerts.then_some((alert_buf, colour)),
                 ) {
-                    write_error.get_or_insert(e);
+                    failed.set(true);
+                    write_error.borrow_mut().get_or_insert(e);
+                    return;
+                }
+                // Input that never pauses still gets written (and acknowledged).
+                if files.buffered() >= FLUSH_AT {
+                    let mut written = files.flush();
+                    if let (Ok(()), Some(path)) = (&written, &args.ack_file) {
+                        if acked_at.get().elapsed() >= ACK_EVERY {
+                            acked_at.set(std::time::Instant::now());
+                            written = acknowledge(path, &files, &mut acks.borrow_mut());
+                        }
+                    }
+                    if let Err(e) = written {
+                        failed.set(true);
+                        write_error.borrow_mut().get_or_insert(e);
+                    }
                 }
             },
             |_| {
-                files_cell.borrow_mut().flush()?;
+                if let Some(e) = write_error.borrow_mut().take() {
+                    return Err(e);
+                }
+                if let Err(e) = files_cell.borrow_mut().flush() {
+                    failed.set(true);
+                    return Err(e);
+                }
+                if let Some(path) = &args.ack_file {
+                    acknowledge(path, &files_cell.borrow(), &mut acks.borrow_mut())?;
+                }
                 if let Some(path) = &stats_file {
                     if stats_written.elapsed() >= STATS_EVERY {
                         stats_written = std::time::Instant::now();
@@ -213,9 +285,12 @@ fn main() -> ExitCode {
             write_stats(path, &counts.borrow());
         }
         let counts = counts.into_inner();
-        let flushed = files_cell.borrow_mut().flush();
+        let mut flushed = files_cell.borrow_mut().flush();
+        if let (Some(path), Ok(()), false) = (&args.ack_file, &flushed, failed.get()) {
+            flushed = acknowledge(path, &files_cell.borrow(), &mut acks.borrow_mut());
+        }
         let stats = stats?;
-        if let Some(e) = write_error {
+        if let Some(e) = write_error.into_inner() {
             return Err(anyhow::Error::new(e)
                 .context("cannot write the output files")
                 .into());
@@ -249,6 +324,26 @@ fn main() -> ExitCode {
             EXIT_OK
         })
     })
+}
+
+/// Syncs the output files and records the written Kafka positions, if
+/// they moved: what kafka-tail may commit.
+fn acknowledge(path: &Path, files: &Files, acks: &mut (Acks, bool)) -> io::Result<()> {
+    if !acks.1 {
+        return Ok(());
+    }
+    files.sync()?;
+    acks.0.write(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot write the acknowledgement file {}: {e}",
+                path.display()
+            ),
+        )
+    })?;
+    acks.1 = false;
+    Ok(())
 }
 
 /// The stats are a convenience for `status.sh`: a failure is reported, not fatal.

@@ -147,3 +147,110 @@ fn unwritable_output_directory_is_a_clear_error() {
         r.stderr
     );
 }
+
+/// Runs pf-sink with its output directory on a tmpfs of `size` (read-only
+/// if asked), in a private mount namespace, copying the directory out
+/// afterwards. `None` (the test is skipped, loudly) where mounting is not
+/// allowed, e.g. not as root.
+fn sink_on_tmpfs(dir: &Path, size: &str, read_only: bool, input: &[u8]) -> Option<pf_testkit::Run> {
+    let probe = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", "mount -t tmpfs -o size=4k tmpfs /mnt"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root and unshare)");
+        return None;
+    }
+    let options = if read_only {
+        format!("size={size},ro")
+    } else {
+        format!("size={size}")
+    };
+    let script = format!(
+        "mkdir -p out copy && mount -t tmpfs -o {options},mode=0750 tmpfs out && \
+         {BIN} --output-dir out --ack-file acks.json --stats - --quiet; rc=$?; \
+         cp -a out/. copy/; exit $rc"
+    );
+    Some(run("unshare", &["-m", "sh", "-c", &script], input, dir))
+}
+
+fn kafka_records(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            let mut r: Value = serde_json::from_str(&scored(
+                Some("postfix"),
+                "postfix/smtpd",
+                i % 7 == 0,
+                &format!("line {i} {}", "x".repeat(200)),
+            ))
+            .unwrap();
+            r["source"]["offset"] = json!(i);
+            r.to_string() + "\n"
+        })
+        .collect()
+}
+
+#[test]
+fn a_full_disk_is_an_error_with_no_partial_line_and_nothing_acknowledged_beyond_it() {
+    let dir = temp_dir("pf-sink-full");
+    let input = kafka_records(3000);
+    let Some(r) = sink_on_tmpfs(&dir, "256k", false, input.as_bytes()) else {
+        return;
+    };
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("No space left on device"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("all_detections.jsonl")
+            || r.stderr.contains("_logs.json")
+            || r.stderr.contains("anomalies.jsonl"),
+        "the error names the file: {}",
+        r.stderr
+    );
+    // Every line that made it is whole.
+    let written: Vec<Value> = std::fs::read_to_string(dir.join("copy/all_detections.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("partial line ({e}): {l}")))
+        .collect();
+    assert!(written.len() < 3000, "the disk was not full");
+    let offsets: std::collections::BTreeSet<i64> = written
+        .iter()
+        .map(|r| r["source"]["offset"].as_i64().unwrap())
+        .collect();
+    // Whatever is acknowledged is in every file it belongs to.
+    if let Ok(text) = std::fs::read_to_string(dir.join("acks.json")) {
+        let acks: Value = serde_json::from_str(&text).unwrap();
+        let next = acks["next"]["postfix"]["0"].as_i64().unwrap();
+        assert!(
+            (0..next).all(|o| offsets.contains(&o)),
+            "acknowledged {next} but not all written"
+        );
+        let parsed =
+            std::fs::read_to_string(dir.join("copy/postfix_logs.json")).unwrap_or_default();
+        assert!(
+            parsed.lines().count() as i64 >= next,
+            "acknowledged beyond postfix_logs.json"
+        );
+        for l in parsed.lines() {
+            serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("partial line ({e}): {l}"));
+        }
+    }
+}
+
+#[test]
+fn a_read_only_output_directory_is_an_error_naming_it() {
+    let dir = temp_dir("pf-sink-ro");
+    let Some(r) = sink_on_tmpfs(&dir, "64k", true, kafka_records(10).as_bytes()) else {
+        return;
+    };
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("Read-only file system"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("out/"),
+        "the error names the file: {}",
+        r.stderr
+    );
+    assert!(
+        !dir.join("acks.json").exists(),
+        "nothing was written, nothing may be acknowledged"
+    );
+}
