@@ -9,7 +9,7 @@
 use anyhow::Result;
 use pf_config::Config;
 pub use pf_record::Origin;
-use pf_record::{Line, LineReader};
+use pf_record::{Line, LineReader, MAX_LINE_BYTES, MAX_RECORD_BYTES};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -181,6 +181,17 @@ pub fn for_each_line_idle(
     tool: &str,
     files: &[PathBuf],
     out: &mut Output,
+    each: impl FnMut(&Line<'_>, Origin<'_>, &mut Vec<u8>),
+    idle: impl FnMut(&mut Vec<u8>) -> io::Result<()>,
+) -> Result<InputStats> {
+    read_lines(tool, files, MAX_LINE_BYTES, out, each, idle)
+}
+
+fn read_lines(
+    tool: &str,
+    files: &[PathBuf],
+    limit: usize,
+    out: &mut Output,
     mut each: impl FnMut(&Line<'_>, Origin<'_>, &mut Vec<u8>),
     mut idle: impl FnMut(&mut Vec<u8>) -> io::Result<()>,
 ) -> Result<InputStats> {
@@ -204,7 +215,8 @@ pub fn for_each_line_idle(
                 }
             }
         };
-        let mut lines = LineReader::new(BufReader::with_capacity(OUTPUT_CHUNK, reader));
+        let mut lines =
+            LineReader::with_limit(BufReader::with_capacity(OUTPUT_CHUNK, reader), limit);
         loop {
             if lines.is_drained() {
                 idle(out.buf())?;
@@ -305,11 +317,20 @@ pub fn for_each_record_idle(
     mut each: impl FnMut(&str, u64, Origin<'_>, &mut Vec<u8>, &mut LineErrors),
     idle: impl FnMut(&mut Vec<u8>) -> io::Result<()>,
 ) -> Result<InputStats> {
-    for_each_line_idle(
+    read_lines(
         tool,
         files,
+        MAX_RECORD_BYTES,
         out,
         |line, origin, buf| match std::str::from_utf8(line.bytes) {
+            _ if line.truncated => errors.report(
+                origin,
+                line.number,
+                format_args!(
+                    "longer than {} MiB; skipped (a record made by pf-parse is never this long)",
+                    MAX_RECORD_BYTES >> 20
+                ),
+            ),
             Ok(text) if text.trim().is_empty() => {}
             Ok(text) => each(text, line.number, origin, buf, errors),
             Err(e) => errors.report(
@@ -320,6 +341,34 @@ pub fn for_each_record_idle(
         },
         idle,
     )
+}
+
+/// Why a line is not a record, in words: what was wrong and what a record
+/// looks like, from the JSON parser's error.
+pub fn not_a_record(error: &serde_json::Error, text: &str) -> String {
+    let trimmed = text.trim_start();
+    if !trimmed.starts_with('{') {
+        let what = match trimmed.as_bytes().first() {
+            Some(b'[') => "a JSON array",
+            Some(b'"') => "a JSON string",
+            Some(b'-' | b'0'..=b'9') => "a number",
+            _ => "text",
+        };
+        return format!("{what}, not a record (each line must be one JSON object)");
+    }
+    use serde_json::error::Category;
+    match error.classify() {
+        Category::Data => format!("a field has the wrong type or shape: {error}"),
+        Category::Eof => format!("the JSON object is cut short: {error}"),
+        Category::Syntax | Category::Io => {
+            let hint = if ["NaN", "Infinity", "inf"].iter().any(|w| text.contains(w)) {
+                " (NaN and Infinity are not JSON numbers)"
+            } else {
+                ""
+            };
+            format!("not valid JSON: {error}{hint}")
+        }
+    }
 }
 
 /// Progress of a long read on stderr, only when stderr is a terminal: a bar

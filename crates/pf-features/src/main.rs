@@ -128,13 +128,7 @@ fn main() -> ExitCode {
             |text, number, origin, buf, errors| {
                 let view: RecordView = match serde_json::from_str(text) {
                     Ok(v) => v,
-                    Err(e) => {
-                        return errors.report(
-                            origin,
-                            number,
-                            format_args!("not a JSON record: {e}"),
-                        )
-                    }
+                    Err(e) => return errors.report(origin, number, pf_cli::not_a_record(&e, text)),
                 };
                 let replace = view.features.is_some() || view.feature_set.is_some();
                 value.clear();

@@ -63,7 +63,7 @@ fn bad_lines_are_reported_and_a_bad_list_is_a_usage_error() {
     assert_eq!(r.status, 1);
     assert_eq!(r.records().len(), 1);
     assert!(
-        r.stderr.contains("stdin line 1: not a JSON record"),
+        r.stderr.contains("stdin line 1: not valid JSON"),
         "{}",
         r.stderr
     );
@@ -133,4 +133,24 @@ fn state_carries_over_a_restart() {
         "{}",
         bad.stderr
     );
+}
+
+#[test]
+fn hostile_input_is_reported_and_the_rest_kept() {
+    let dir = temp_dir("features-hostile");
+    let good: Vec<String> = (0..3).map(|_| RECORD.to_string()).collect();
+    let extra = vec![
+        (
+            "raw of the wrong type",
+            br#"{"raw":7,"kind":"qmgr.removed"}"#.to_vec(),
+        ),
+        (
+            "fields of the wrong type",
+            br#"{"raw":"x","fields":"nope"}"#.to_vec(),
+        ),
+    ];
+    let r = pf_testkit::assert_survives_hostile_input(BIN, &[], &good, &extra, 1, &dir);
+    let out = r.records();
+    assert_eq!(out.len(), 3, "every good record comes out:\n{}", r.stderr);
+    assert!(out.iter().all(|o| o["features"].is_object()));
 }

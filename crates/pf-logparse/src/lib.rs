@@ -37,12 +37,45 @@ pub struct Event<'a> {
 /// Parses lines; holds the clock used for year-less timestamps.
 pub struct LineParser {
     clock: Clock,
+    /// What was wrong with the lines so far, for the summary at exit.
+    pub counts: ProblemCounts,
+}
+
+/// Lines passed on marked, by problem (a line may count under several).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ProblemCounts {
+    pub lines: u64,
+    /// `kind: unknown`: not a message this parser recognises.
+    pub unknown: u64,
+    pub truncated: u64,
+    pub invalid_utf8: u64,
+    pub nul_bytes: u64,
+    pub bad_json: u64,
+}
+
+impl ProblemCounts {
+    /// `12 not recognised (kind unknown), 1 cut at 1 MiB`, or `None` when all were fine.
+    pub fn describe(&self) -> Option<String> {
+        let parts: Vec<String> = [
+            (self.unknown, "not recognised (kind unknown)"),
+            (self.truncated, "cut at 1 MiB (flag truncated)"),
+            (self.invalid_utf8, "not UTF-8 (flag invalid_utf8)"),
+            (self.nul_bytes, "with NUL bytes (flag nul_bytes)"),
+            (self.bad_json, "broken JSON read as text (flag bad_json)"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
 }
 
 impl LineParser {
     pub fn new(zone: Zone, year: Option<i32>, now: DateTime<Utc>) -> LineParser {
         LineParser {
             clock: Clock::new(zone, year, now),
+            counts: ProblemCounts::default(),
         }
     }
 
@@ -67,6 +100,21 @@ impl LineParser {
         origin: Origin<'_>,
         out: &mut Vec<u8>,
     ) -> &'static str {
+        let kind = self.process_line(line, origin, out);
+        let c = &mut self.counts;
+        c.lines += 1;
+        c.unknown += u64::from(kind == "unknown");
+        c.truncated += u64::from(line.truncated);
+        // (process_line counts invalid UTF-8, NUL bytes and bad JSON.)
+        kind
+    }
+
+    fn process_line(
+        &mut self,
+        line: &Line<'_>,
+        origin: Origin<'_>,
+        out: &mut Vec<u8>,
+    ) -> &'static str {
         let mut flags: Vec<Flag> = Vec::new();
         if line.truncated {
             flags.push(Flag::Truncated);
@@ -78,11 +126,13 @@ impl LineParser {
             Ok(s) => Cow::Borrowed(s),
             Err(_) => {
                 flags.push(Flag::InvalidUtf8);
+                self.counts.invalid_utf8 += 1;
                 String::from_utf8_lossy(line.bytes)
             }
         };
         if line.bytes.contains(&0) {
             flags.push(Flag::NulBytes);
+            self.counts.nul_bytes += 1;
         }
         let trimmed = text.trim_start();
         if trimmed.starts_with('{') {
@@ -90,7 +140,10 @@ impl LineParser {
                 Ok(Value::Object(obj)) => {
                     return self.process_json(obj, &text, line.number, origin, flags, out)
                 }
-                _ => flags.push(Flag::BadJson),
+                _ => {
+                    flags.push(Flag::BadJson);
+                    self.counts.bad_json += 1;
+                }
             }
         }
         if trimmed.is_empty() {

@@ -18,8 +18,11 @@ Each input line (raw syslog text, a kafka-tail envelope, a `journalctl -o json`
 entry, or an earlier record) gives exactly one output record; lines that are
 not understood come out with \"kind\":\"unknown\",\"parsed\":false.
 
-Exit status: 0 on success, 1 if an input could not be read, 2 on bad usage
-or configuration.";
+At exit, a summary on stderr counts the lines passed on marked (not
+recognised, cut at 1 MiB, not UTF-8, NUL bytes, broken JSON).
+
+Exit status: 0 on success (marked lines included), 1 if an input could not
+be read, 2 on bad usage or configuration.";
 
 /// Parse Postfix, Dovecot and Roundcube log lines into NDJSON records.
 #[derive(Parser, Debug)]
@@ -66,6 +69,12 @@ fn main() -> ExitCode {
         )?;
         if args.stats {
             print_stats(&kinds, stats.lines);
+        }
+        if let Some(problems) = parser.counts.describe() {
+            eprintln!(
+                "pf-parse: {} lines read; passed on marked: {problems}",
+                parser.counts.lines
+            );
         }
         Ok(if stats.unreadable > 0 {
             EXIT_INPUT

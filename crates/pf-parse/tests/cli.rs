@@ -283,3 +283,56 @@ fn a_closed_stdout_ends_quietly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn hostile_lines_each_give_one_marked_record_and_a_summary() {
+    let mut hostile = pf_testkit::hostile_lines();
+    hostile.push((
+        "deep object",
+        [
+            b"{\"a\":".repeat(100_000),
+            b"1".to_vec(),
+            vec![b'}'; 100_000],
+        ]
+        .concat(),
+    ));
+    let mut input = Vec::new();
+    for (_, line) in &hostile {
+        input.extend_from_slice(line);
+        input.push(b'\n');
+    }
+    input.extend_from_slice(CONNECT.as_bytes());
+    let out = pf_parse(&["--timezone", "UTC", "--year", "2026"], &input);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let recs = records(&out.stdout);
+    assert_eq!(
+        recs.len(),
+        hostile.len() + 1,
+        "one record per line, none lost"
+    );
+    for (r, (name, _)) in recs.iter().zip(&hostile) {
+        assert_eq!(r["kind"], "unknown", "{name}");
+        assert!(
+            r["raw"].as_str().is_some_and(|raw| raw.len() <= 1 << 20),
+            "{name}: raw kept, at most 1 MiB"
+        );
+    }
+    assert_eq!(
+        recs[hostile.len()]["kind"],
+        "smtpd.connect",
+        "the line after them is fine"
+    );
+    let total = hostile.len() + 1;
+    for needle in [
+        format!(
+            "pf-parse: {total} lines read; passed on marked: {} not recognised",
+            hostile.len()
+        ),
+        "2 cut at 1 MiB".to_string(),
+        "not UTF-8".to_string(),
+        "with NUL bytes".to_string(),
+    ] {
+        assert!(stderr.contains(&needle), "missing {needle:?} in:\n{stderr}");
+    }
+}

@@ -12,5 +12,5 @@ pub mod json;
 pub mod lines;
 pub mod record;
 
-pub use lines::{Line, LineReader, MAX_LINE_BYTES};
+pub use lines::{Line, LineReader, MAX_LINE_BYTES, MAX_RECORD_BYTES};
 pub use record::{Flag, Origin, Record, Source};

@@ -6,8 +6,15 @@
 
 use std::io::{self, BufRead};
 
-/// Longest line kept, in bytes (1 MiB). Longer lines are cut here and flagged.
+/// Longest log line kept, in bytes (1 MiB). Longer lines are cut here and flagged.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Longest NDJSON record a stage accepts (16 MiB): a record holds its log
+/// line up to twice (`raw` and a field), and JSON escaping of control
+/// characters can make each copy six times longer, so a record made from a
+/// line of [`MAX_LINE_BYTES`] always fits. Longer records are reported and
+/// skipped.
+pub const MAX_RECORD_BYTES: usize = 16 << 20;
 
 /// One input line, without its terminator.
 #[derive(Debug)]

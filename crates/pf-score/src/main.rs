@@ -248,9 +248,7 @@ fn score(args: &Args) -> Result<u8, Fatal> {
         |text, number, origin, buf, errors| {
             let record: ScoreRecord = match serde_json::from_str(text) {
                 Ok(r) => r,
-                Err(e) => {
-                    return errors.report(origin, number, format_args!("not a JSON record: {e}"))
-                }
+                Err(e) => return errors.report(origin, number, pf_cli::not_a_record(&e, text)),
             };
             let mut det = det.borrow_mut();
             if det.batch.records.is_empty() {
@@ -308,6 +306,12 @@ fn score(args: &Args) -> Result<u8, Fatal> {
     if unscorable > 0 {
         eprintln!(
             "pf-score: {unscorable} record(s) could not be scored (marked with detection.error)"
+        );
+    }
+    if errors.count > unscorable {
+        eprintln!(
+            "pf-score: {} input line(s) skipped (not records)",
+            errors.count - unscorable
         );
     }
     det.borrow().report_unseen();

@@ -162,7 +162,7 @@ fn unscorable_records_pass_on_marked_and_are_reported() {
     for needle in [
         "stdin line 1:",
         "stdin line 2: cannot score",
-        "stdin line 6: not a JSON record",
+        "stdin line 6: text, not a record",
         "5 record(s) could not be scored",
         "service_encoded 1",
     ] {
@@ -431,4 +431,14 @@ fn the_tuning_report_renders_scores_thresholds_and_explanations() {
         "hostile text is escaped"
     );
     assert!(!html.contains("<script"));
+}
+
+#[test]
+fn hostile_input_is_reported_and_the_rest_kept() {
+    let dir = trained("score-hostile");
+    let good = vec![NORMAL.to_string(), ODD.to_string(), NORMAL.to_string()];
+    let r = pf_testkit::assert_survives_hostile_input(BIN, &[], &good, &[], 1, &dir);
+    let out = r.records();
+    assert_eq!(out.len(), 3, "every good record comes out:\n{}", r.stderr);
+    assert!(out.iter().all(|o| o["detection"]["score"].is_f64()));
 }

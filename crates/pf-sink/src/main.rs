@@ -217,13 +217,7 @@ fn main() -> ExitCode {
             |text, number, origin, alert_buf, errors| {
                 let record: Map<String, Value> = match serde_json::from_str(text) {
                     Ok(r) => r,
-                    Err(e) => {
-                        return errors.report(
-                            origin,
-                            number,
-                            format_args!("not a JSON record: {e}"),
-                        )
-                    }
+                    Err(e) => return errors.report(origin, number, pf_cli::not_a_record(&e, text)),
                 };
                 if failed.get() {
                     return;

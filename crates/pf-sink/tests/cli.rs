@@ -127,7 +127,7 @@ fn bad_lines_are_reported_and_the_rest_kept() {
     let r = run(BIN, &["--output-dir", "out"], input.as_bytes(), &dir);
     assert_eq!(r.status, 1, "a bad line sets exit status 1");
     assert!(
-        r.stderr.contains("stdin line 2: not a JSON record"),
+        r.stderr.contains("stdin line 2: text, not a record"),
         "{}",
         r.stderr
     );
@@ -252,5 +252,34 @@ fn a_read_only_output_directory_is_an_error_naming_it() {
     assert!(
         !dir.join("acks.json").exists(),
         "nothing was written, nothing may be acknowledged"
+    );
+}
+
+#[test]
+fn hostile_input_is_reported_and_the_rest_kept() {
+    let dir = temp_dir("pf-sink-hostile");
+    let good: Vec<String> = (0..3)
+        .map(|i| {
+            scored(
+                Some("postfix"),
+                "postfix/smtpd",
+                false,
+                &format!("line {i}"),
+            )
+        })
+        .collect();
+    let r = pf_testkit::assert_survives_hostile_input(
+        BIN,
+        &["--output-dir", "out", "--stats", "-", "--quiet"],
+        &good,
+        &[],
+        1,
+        &dir,
+    );
+    assert_eq!(
+        lines(&dir.join("out/all_detections.jsonl")).len(),
+        3,
+        "{}",
+        r.stderr
     );
 }

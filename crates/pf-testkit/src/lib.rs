@@ -76,3 +76,98 @@ pub fn feature_records(n: usize) -> String {
     }
     out
 }
+
+/// Lines an attacker or a broken upstream can put in front of an NDJSON
+/// stage, by name: not JSON, JSON that is not an object, NaN, numbers out
+/// of range, arrays nested deeper than any parser stack, binary junk, invalid
+/// UTF-8, NUL bytes, a cut-off object, 10 MB of junk and a 20 MB line
+/// (beyond the 16 MiB record limit).
+pub fn hostile_lines() -> Vec<(&'static str, Vec<u8>)> {
+    let mut junk = Vec::with_capacity(4096);
+    let mut x: u32 = 0x9e37_79b9;
+    while junk.len() < 4096 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let b = (x & 0xff) as u8;
+        if b != b'\n' {
+            junk.push(b);
+        }
+    }
+    vec![
+        ("text", b"not json at all".to_vec()),
+        ("array", b"[1,2,3]".to_vec()),
+        ("string", b"\"a string\"".to_vec()),
+        ("number", b"42".to_vec()),
+        ("NaN", br#"{"features":{"hour":NaN}}"#.to_vec()),
+        ("out of range", br#"{"features":{"hour":1e999}}"#.to_vec()),
+        (
+            "deep array",
+            [vec![b'['; 100_000], vec![b']'; 100_000]].concat(),
+        ),
+        ("binary", junk),
+        ("invalid UTF-8", b"{\"raw\":\"\xff\xfe\"}".to_vec()),
+        ("NUL bytes", b"\0\0\0".to_vec()),
+        ("cut short", br#"{"raw":"Mar  2 08:15:03 mx1 post"#.to_vec()),
+        ("10 MB junk", vec![b'A'; 10_000_000]),
+        (
+            "20 MB line",
+            [
+                b"{\"raw\":\"".to_vec(),
+                vec![b'B'; 20_000_000],
+                b"\"}".to_vec(),
+            ]
+            .concat(),
+        ),
+    ]
+}
+
+/// Feeds `good` with every hostile line (plus `extra`, stage-specific bad
+/// records) after the first good record, and checks what every stage must
+/// do: no crash, exit status `status`, each bad line reported on stderr
+/// with its line number, a count of them at the end. Returns the run for
+/// the caller to check the good records' output.
+pub fn assert_survives_hostile_input(
+    bin: &str,
+    args: &[&str],
+    good: &[String],
+    extra: &[(&'static str, Vec<u8>)],
+    status: i32,
+    dir: &Path,
+) -> Run {
+    assert!(good.len() >= 2, "give at least two good records");
+    let mut bad = hostile_lines();
+    bad.extend(extra.iter().cloned());
+    let mut input = Vec::new();
+    input.extend_from_slice(good[0].trim_end().as_bytes());
+    input.push(b'\n');
+    for (_, line) in &bad {
+        input.extend_from_slice(line);
+        input.push(b'\n');
+    }
+    for g in &good[1..] {
+        input.extend_from_slice(g.trim_end().as_bytes());
+        input.push(b'\n');
+    }
+    let r = run(bin, args, &input, dir);
+    assert_eq!(
+        r.status, status,
+        "{bin}: exit status (a signal shows as -1)\n{}",
+        r.stderr
+    );
+    for (i, (name, _)) in bad.iter().enumerate() {
+        let number = i + 2;
+        assert!(
+            r.stderr.contains(&format!("stdin line {number}: ")),
+            "{bin}: the {name} line ({number}) is not reported:\n{}",
+            r.stderr
+        );
+    }
+    assert!(
+        r.stderr.contains(&format!("{} input line(s)", bad.len())),
+        "{bin}: no count of the {} bad lines at the end:\n{}",
+        bad.len(),
+        r.stderr
+    );
+    r
+}

@@ -198,7 +198,7 @@ fn train(args: &Args) -> Result<u8, Fatal> {
                     number,
                     "record has no `features` object (run it through pf-features first)",
                 ),
-                Err(e) => errors.report(origin, number, format_args!("not a JSON record: {e}")),
+                Err(e) => errors.report(origin, number, pf_cli::not_a_record(&e, text)),
             },
         )?
         .unreadable

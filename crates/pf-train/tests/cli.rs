@@ -190,7 +190,7 @@ fn bad_rows_are_reported_with_line_numbers_and_left_out() {
     );
     assert_eq!(r.status, 0, "{}", r.stderr);
     for needle in [
-        "stdin line 201: not a JSON record",
+        "stdin line 201: text, not a record",
         "stdin line 202: record has no `features`",
         "stdin line 203: feature `hour`: expected a number",
         "stdin line 204: feature `hour`: is null",
@@ -272,4 +272,25 @@ fn trains_on_a_csv_table_and_reports_bad_rows() {
     );
     assert_eq!(m["features"][1]["kind"], "categorical");
     assert_eq!(m["training"]["rows_used"], 150);
+}
+
+#[test]
+fn hostile_input_is_reported_and_left_out() {
+    let dir = temp_dir("train-hostile");
+    let good: Vec<String> = feature_records(200).lines().map(str::to_string).collect();
+    let extra = vec![(
+        "features of the wrong shape",
+        br#"{"features":["hour",3]}"#.to_vec(),
+    )];
+    let r = pf_testkit::assert_survives_hostile_input(
+        BIN,
+        &["--out", "m.json", "--metrics", "-"],
+        &good,
+        &extra,
+        0,
+        &dir,
+    );
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("m.json")).unwrap()).unwrap();
+    assert_eq!(m["training"]["rows_used"], 200, "{}", r.stderr);
 }
