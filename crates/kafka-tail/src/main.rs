@@ -15,6 +15,7 @@ Examples:
   kafka-tail -o 2026-11-25T08:00:00Z -c 1000              # 1000 messages from 08:00 UTC on
   kafka-tail -X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512 \\
              -X sasl.username=detector -X sasl.password=@/etc/postfix-anomaly/kafka.secret
+  kafka-tail -X 'sasl.password=${KAFKA_PASSWORD}'         # from the environment
 
 Writes one JSON envelope per log line:
   {\"topic\",\"partition\",\"offset\",\"timestamp\",\"key\",\"value\"}
@@ -28,6 +29,12 @@ stage has written it (pipelines/live-detector.sh does this). On SIGINT/SIGTERM t
 offsets are committed, and kafka-tail exits 0. If stdout closes, it exits
 without committing what it could not write, so a restart reads it again.
 An unreachable broker is retried forever, with messages on stderr.
+
+Secrets never need to be on a command line (where `ps` shows them): a
+property value `@FILE` is read from FILE (refused if every user may read
+it), `${NAME}` from the environment; both work in kafka.properties too. A
+config file holding a secret inline is refused if every user may read it,
+and warned about if its group may.
 
 -o applies the first time this process is given a partition; `stored`
 (the default) continues from the group's committed offset, or from
@@ -51,7 +58,8 @@ struct Args {
     /// Topic to consume; repeat for several [default: kafka.topics].
     #[arg(short = 't', value_name = "TOPIC")]
     topics: Vec<String>,
-    /// librdkafka property, after kafka.properties; `key=@FILE` reads the value from FILE.
+    /// librdkafka property, after kafka.properties; `key=@FILE` reads the
+    /// value from FILE, `key=${NAME}` from the environment variable NAME.
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     properties: Vec<String>,
     /// Start at: beginning, end, stored, or an RFC 3339 time.
@@ -131,8 +139,21 @@ fn print_lag(settings: &Settings) -> Result<u8, Fatal> {
 
 fn settings(args: &Args) -> anyhow::Result<Settings> {
     let config = args.config.load()?;
+    if let (Some((key, mode)), Some(path)) = (config.exposed_secret(), &config.origin) {
+        eprintln!(
+            "kafka-tail: warning: {} holds the secret kafka.properties.{key} and its group may read it (mode {:04o}); \
+             if that group is more than the service, keep the secret in its own file (`{key}: \"@/path/to/file\"`)",
+            path.display(),
+            mode & 0o7777
+        );
+    }
     let kafka = config.kafka;
-    let mut properties: Vec<(String, String)> = kafka.properties.into_iter().collect();
+    let mut properties = Vec::new();
+    for (key, value) in kafka.properties {
+        let value = pf_kafka::resolve_value(&key, &value)
+            .with_context(|| format!("kafka.properties.{key} in the config"))?;
+        properties.push((key, value));
+    }
     for p in &args.properties {
         properties.push(parse_property(p)?);
     }

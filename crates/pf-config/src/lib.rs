@@ -199,7 +199,37 @@ impl Config {
         let mut cfg = Self::from_yaml(&text)
             .with_context(|| format!("invalid config file {}", path.display()))?;
         cfg.origin = Some(path.to_path_buf());
+        if let Some((key, mode)) = cfg.exposed_secret() {
+            if mode & 0o004 != 0 {
+                bail!(
+                    "{} holds the secret kafka.properties.{key} and is readable by every user (mode {:04o}): \
+                     run `chmod 0640 {}` (owner and the service's group only), or keep the secret in \
+                     its own file and write `{key}: \"@/path/to/file\"`",
+                    path.display(),
+                    mode & 0o7777,
+                    path.display()
+                );
+            }
+        }
         Ok(cfg)
+    }
+
+    /// A secret-looking Kafka property written inline in a config file that
+    /// others than its owner may read: `(property, file mode)`. World
+    /// readable is refused at load; group readable is for the caller to warn
+    /// about (the service's group reading it is a normal set-up).
+    pub fn exposed_secret(&self) -> Option<(String, u32)> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.origin.as_ref()?;
+        let mode = std::fs::metadata(path).ok()?.mode();
+        if mode & 0o044 == 0 {
+            return None;
+        }
+        self.kafka
+            .properties
+            .iter()
+            .find(|(k, v)| is_secret_name(k) && !v.starts_with('@') && !v.starts_with("${"))
+            .map(|(k, _)| (k.clone(), mode))
     }
 
     pub fn from_yaml(text: &str) -> Result<Config> {
@@ -277,16 +307,21 @@ fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
             out.push(format!("{prefix}={}", parts.join(",")));
         }
         v => {
-            let secret = ["password", "secret", "token"]
-                .iter()
-                .any(|w| prefix.contains(w));
-            if secret {
+            if is_secret_name(prefix) {
                 out.push(format!("{prefix}=(hidden)"));
             } else {
                 out.push(format!("{prefix}={}", scalar(v)));
             }
         }
     }
+}
+
+/// Whether a setting's name says its value is a secret (`sasl.password`,
+/// `ssl.key.password`, `sasl.oauthbearer.client.secret`, ...).
+pub fn is_secret_name(name: &str) -> bool {
+    ["password", "secret", "token"]
+        .iter()
+        .any(|w| name.contains(w))
 }
 
 fn scalar(v: &serde_json::Value) -> String {
@@ -366,6 +401,43 @@ mod tests {
         let err = Config::from_yaml("kafka:\n  topics: postfix\n").unwrap_err();
         let msg = format!("{err}");
         assert!(msg.contains("topics"), "{msg}");
+    }
+}
+
+#[cfg(test)]
+mod secrets {
+    use super::*;
+
+    #[test]
+    fn inline_secrets_in_a_world_readable_file_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("pf-config-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, "kafka:\n  properties:\n    sasl.password: hunter2\n").unwrap();
+        let mode = |m| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(m)).unwrap();
+        mode(0o644);
+        let err = format!("{:#}", Config::from_file(&path).unwrap_err());
+        assert!(err.contains("kafka.properties.sasl.password"), "{err}");
+        assert!(err.contains("readable by every user (mode 0644)"), "{err}");
+        assert!(err.contains("chmod 0640"), "{err}");
+        mode(0o640);
+        let cfg = Config::from_file(&path).expect("group-readable loads");
+        assert_eq!(
+            cfg.exposed_secret(),
+            Some(("sasl.password".into(), 0o100640))
+        );
+        mode(0o600);
+        assert_eq!(Config::from_file(&path).unwrap().exposed_secret(), None);
+        // A secret kept in its own file is not in this one.
+        std::fs::write(
+            &path,
+            "kafka:\n  properties:\n    sasl.password: \"@/etc/k.secret\"\n",
+        )
+        .unwrap();
+        mode(0o644);
+        assert!(Config::from_file(&path).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 

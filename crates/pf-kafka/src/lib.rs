@@ -18,4 +18,4 @@ mod settings;
 
 pub use consumer::{tail, Summary};
 pub use lag::{group_lag, PartitionLag};
-pub use settings::{parse_property, Settings, StartAt, MANAGED_PROPERTIES};
+pub use settings::{parse_property, resolve_value, Settings, StartAt, MANAGED_PROPERTIES};

@@ -111,9 +111,8 @@ impl Settings {
     }
 }
 
-/// Parses `key=value` as given to `-X`. A value of the form `@FILE` is read
-/// from FILE (first line, without the newline), so that secrets such as
-/// `sasl.password` never appear on a command line.
+/// Parses `key=value` as given to `-X`; the value goes through
+/// [`resolve_value`], so secrets never need to appear on a command line.
 pub fn parse_property(s: &str) -> Result<(String, String)> {
     let Some((key, value)) = s.split_once('=') else {
         bail!("-X {s:?}: expected key=value, for example -X security.protocol=SASL_SSL");
@@ -122,15 +121,37 @@ pub fn parse_property(s: &str) -> Result<(String, String)> {
     if key.is_empty() {
         bail!("-X {s:?}: the property name is empty");
     }
-    let value = match value.strip_prefix('@') {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("-X {key}=@{path}: cannot read the value's file"))?;
-            text.lines().next().unwrap_or("").to_string()
-        }
-        None => value.to_string(),
-    };
+    let value = resolve_value(key, value).with_context(|| format!("-X {key}"))?;
     Ok((key.to_string(), value))
+}
+
+/// A property value as written in `-X` or `kafka.properties`: `@FILE` is
+/// the first line of FILE (which must not be readable by every user), and
+/// `${NAME}` is the environment variable NAME; anything else is literal.
+pub fn resolve_value(key: &str, value: &str) -> Result<String> {
+    if let Some(path) = value.strip_prefix('@') {
+        use std::os::unix::fs::MetadataExt;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the value's file {path}"))?;
+        if pf_config::is_secret_name(key) {
+            let mode = std::fs::metadata(path).map(|m| m.mode()).unwrap_or(0);
+            if mode & 0o004 != 0 {
+                bail!(
+                    "the secret's file {path} is readable by every user (mode {:04o}): run `chmod 0640 {path}`",
+                    mode & 0o7777
+                );
+            }
+        }
+        return Ok(text.lines().next().unwrap_or("").to_string());
+    }
+    if let Some(name) = value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+        return std::env::var(name).with_context(|| {
+            format!(
+                "{key} refers to the environment variable {name}, which is not set (or not UTF-8)"
+            )
+        });
+    }
+    Ok(value.to_string())
 }
 
 #[cfg(test)]
@@ -199,6 +220,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("secret");
         std::fs::write(&file, "s3cret\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = parse_property(&format!("sasl.password=@{}", file.display())).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("readable by every user (mode 0644)"),
+            "{err:#}"
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
         let (k, v) = parse_property(&format!("sasl.password=@{}", file.display())).unwrap();
         assert_eq!((k.as_str(), v.as_str()), ("sasl.password", "s3cret"));
         assert_eq!(
@@ -208,5 +237,20 @@ mod tests {
         assert!(parse_property("novalue").is_err());
         assert!(parse_property("x=@/nonexistent/file").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn property_values_can_come_from_the_environment() {
+        std::env::set_var("PF_KAFKA_TEST_SECRET", "from-env");
+        assert_eq!(
+            resolve_value("sasl.password", "${PF_KAFKA_TEST_SECRET}").unwrap(),
+            "from-env"
+        );
+        let err = resolve_value("sasl.password", "${PF_KAFKA_TEST_UNSET}").unwrap_err();
+        assert!(
+            format!("{err}").contains("PF_KAFKA_TEST_UNSET, which is not set"),
+            "{err}"
+        );
+        assert_eq!(resolve_value("client.id", "plain").unwrap(), "plain");
     }
 }
