@@ -20,6 +20,7 @@ pub struct Config {
     pub anomaly: Anomaly,
     pub parse: Parse,
     pub retrain: Retrain,
+    pub privacy: Privacy,
     /// Path the configuration was read from, if any (not part of the file).
     #[serde(skip)]
     pub origin: Option<PathBuf>,
@@ -107,6 +108,15 @@ pub struct Parse {
     /// Zone for timestamps that carry none: `local` (default), an IANA name
     /// such as `Europe/Berlin`, `UTC`, or a fixed offset such as `+05:30`.
     pub timezone: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Privacy {
+    /// When set, pf-score replaces user names, e-mail addresses and client
+    /// addresses in its output (and so in every output file, alert and the
+    /// report) with stable pseudonyms keyed by this file (HMAC-SHA-256).
+    pub pseudonymise_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

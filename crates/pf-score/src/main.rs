@@ -8,6 +8,7 @@ use pf_report::{Anomaly, Contribution, ScoreReport};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,6 +71,12 @@ struct Args {
     /// How many of the most anomalous records the report lists.
     #[arg(long, default_value_t = 50, value_name = "N", requires = "report")]
     report_top: usize,
+    /// Replace user names, e-mail addresses and client addresses in the
+    /// output and the report with stable pseudonyms keyed by FILE (at least
+    /// 16 bytes, not world-readable) [default: privacy.pseudonymise_key_file].
+    /// `-` turns it off.
+    #[arg(long, value_name = "FILE")]
+    pseudonymise_key: Option<PathBuf>,
 }
 
 /// What the report shows of an anomalous record.
@@ -104,6 +111,7 @@ struct Detector {
     /// Set when the model came from a models directory: follow its CURRENT.
     watch: Option<Watch>,
     report: Option<Report>,
+    pseudonymiser: Option<pf_privacy::Pseudonymiser>,
 }
 
 /// The tuning report being gathered (`--report`).
@@ -204,6 +212,15 @@ fn score(args: &Args) -> Result<u8, Fatal> {
         None => models_dir.current().map_err(Fatal::usage)?,
     };
     let loaded = Loaded::open(&path).map_err(Fatal::usage)?;
+    let key_file = match &args.pseudonymise_key {
+        Some(p) if p.as_os_str() == "-" => None,
+        Some(p) => Some(p.clone()),
+        None => config.privacy.pseudonymise_key_file.clone(),
+    };
+    let pseudonymiser = key_file
+        .map(|p| pf_privacy::Pseudonymiser::from_key_file(&p))
+        .transpose()
+        .map_err(Fatal::usage)?;
     let watch = match &args.model {
         Some(_) => None,
         None => {
@@ -236,6 +253,7 @@ fn score(args: &Args) -> Result<u8, Fatal> {
             ),
             written: Instant::now(),
         }),
+        pseudonymiser,
     });
     let mut out = Output::default();
     let mut errors = LineErrors::new("pf-score");
@@ -416,8 +434,13 @@ impl Detector {
                 .explain_many(&batch.explain_rows, &mut batch.phi);
         }
         let mut detection = Vec::with_capacity(512);
-        for pending in batch.records.drain(..) {
+        for mut pending in batch.records.drain(..) {
             detection.clear();
+            if let Some(p) = &self.pseudonymiser {
+                if let Cow::Owned(text) = p.record_text(&pending.text) {
+                    pending.text = text;
+                }
+            }
             let is_anomaly = match &pending.outcome {
                 Outcome::Error(problem) => {
                     self.write_error(problem, &mut detection);

@@ -442,3 +442,80 @@ fn hostile_input_is_reported_and_the_rest_kept() {
     assert_eq!(out.len(), 3, "every good record comes out:\n{}", r.stderr);
     assert!(out.iter().all(|o| o["detection"]["score"].is_f64()));
 }
+
+#[test]
+fn pseudonymised_output_and_report_keep_no_personal_data() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = trained("score-pseudonyms");
+    let key = dir.join("pseudonym.key");
+    std::fs::write(&key, b"a key of at least sixteen bytes, for the test").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let record = |user: &str, ip: &str, hour: u32| {
+        format!(
+            "{{\"raw\":\"imap-login: Login: user=<{user}>, rip={ip}\",\"fields\":{{\"user\":\"{user}\",\"client_ip\":\"{ip}\"}},\
+             \"features\":{{\"service_encoded\":\"postfix/smtpd\",\"hour\":{hour},\"msg_len\":9000}}}}\n"
+        )
+    };
+    let input = [
+        record("carol", "198.51.100.23", 23),
+        record("carol", "198.51.100.23", 3),
+        record("dave", "203.0.113.9", 23),
+    ]
+    .concat();
+    let r = run(
+        BIN,
+        &["--pseudonymise-key", "pseudonym.key"],
+        input.as_bytes(),
+        &dir,
+    );
+    assert_eq!(r.status, 2, "a world-readable key is refused");
+    assert!(r.stderr.contains("readable by every user"), "{}", r.stderr);
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let r = run(
+        BIN,
+        &[
+            "--pseudonymise-key",
+            "pseudonym.key",
+            "--report",
+            "report.html",
+        ],
+        input.as_bytes(),
+        &dir,
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let report = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    for secret in ["carol", "dave", "198.51.100.23", "203.0.113.9"] {
+        assert!(
+            !r.stdout.contains(secret),
+            "{secret} in the output:\n{}",
+            r.stdout
+        );
+        assert!(!report.contains(secret), "{secret} in the report");
+    }
+    let out = r.records();
+    assert_eq!(out.len(), 3);
+    assert!(
+        out.iter().all(|o| o["detection"]["score"].is_f64()),
+        "still scored"
+    );
+    let user = |i: usize| out[i]["fields"]["user"].as_str().unwrap().to_string();
+    assert_eq!(
+        user(0),
+        user(1),
+        "one user, one pseudonym: correlation survives"
+    );
+    assert_ne!(user(0), user(2));
+    assert!(out[0]["raw"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("user=<{}>", user(0))));
+    assert!(
+        report.contains(&user(0)) || report.contains(&user(2)),
+        "the report shows pseudonyms"
+    );
+
+    // Without the key, the same input keeps its values.
+    let plain = run(BIN, &[], input.as_bytes(), &dir);
+    assert!(plain.stdout.contains("carol"));
+}
