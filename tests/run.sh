@@ -21,3 +21,6 @@ cargo fmt --all -- --check
 # Every binary first: the pipeline tests run the other stages' binaries.
 cargo build --workspace --release --bins
 cargo test --workspace --release -- --nocapture
+# A short coverage-guided fuzzing run of every parser of untrusted input
+# (AFL++; installs cargo-afl into target/tools the first time).
+tests/fuzz.sh --seconds "${PF_FUZZ_SECONDS:-20}"

@@ -117,15 +117,15 @@ impl Model {
                 path.display()
             )
         })?;
-        let model: Model = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "model file {} is not a valid pf model (damaged or not written by pf-train?)",
-                path.display()
-            )
-        })?;
-        model
-            .validate()
-            .with_context(|| format!("model file {} is inconsistent", path.display()))?;
+        Model::from_json(&text).with_context(|| format!("model file {}", path.display()))
+    }
+
+    /// Parses and validates a model; a model that passes can be scored and
+    /// explained without panicking, whatever the file held.
+    pub fn from_json(text: &str) -> Result<Model> {
+        let model: Model = serde_json::from_str(text)
+            .context("not a valid pf model (damaged or not written by pf-train?)")?;
+        model.validate().context("inconsistent model")?;
         Ok(model)
     }
 

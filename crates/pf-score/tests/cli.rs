@@ -185,7 +185,7 @@ fn missing_or_damaged_model_is_a_startup_error() {
     let r = run(BIN, &["--model", "broken.json"], NORMAL.as_bytes(), &dir);
     assert_eq!(r.status, 2);
     assert!(
-        r.stderr.contains("broken.json is not a valid pf model"),
+        r.stderr.contains("broken.json: not a valid pf model"),
         "{}",
         r.stderr
     );
@@ -201,7 +201,7 @@ fn missing_or_damaged_model_is_a_startup_error() {
     let r = run(BIN, &[], NORMAL.as_bytes(), &good);
     assert_eq!(r.status, 2);
     assert!(
-        r.stderr.contains("is inconsistent") && r.stderr.contains("tree 0"),
+        r.stderr.contains("inconsistent model") && r.stderr.contains("tree 0"),
         "{}",
         r.stderr
     );
