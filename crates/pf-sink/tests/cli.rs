@@ -153,13 +153,6 @@ fn unwritable_output_directory_is_a_clear_error() {
 /// afterwards. `None` (the test is skipped, loudly) where mounting is not
 /// allowed, e.g. not as root.
 fn sink_on_tmpfs(dir: &Path, size: &str, read_only: bool, input: &[u8]) -> Option<pf_testkit::Run> {
-    let probe = std::process::Command::new("unshare")
-        .args(["-m", "sh", "-c", "mount -t tmpfs -o size=4k tmpfs /mnt"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root and unshare)");
-        return None;
-    }
     let options = if read_only {
         format!("size={size},ro")
     } else {
@@ -170,7 +163,7 @@ fn sink_on_tmpfs(dir: &Path, size: &str, read_only: bool, input: &[u8]) -> Optio
          {BIN} --output-dir out --ack-file acks.json --stats - --quiet; rc=$?; \
          cp -a out/. copy/; exit $rc"
     );
-    Some(run("unshare", &["-m", "sh", "-c", &script], input, dir))
+    pf_testkit::run_with_private_mounts(&script, input, dir)
 }
 
 fn kafka_records(n: usize) -> String {

@@ -171,3 +171,18 @@ pub fn assert_survives_hostile_input(
     );
     r
 }
+
+/// Runs `script` with `sh -c` in a private mount namespace, in `dir`, so
+/// that it can mount a small or read-only tmpfs to make a disk full or a
+/// directory unwritable (permissions alone do not stop root). `None`, said
+/// loudly on stderr, where mounting is not allowed (not root, no unshare).
+pub fn run_with_private_mounts(script: &str, stdin: &[u8], dir: &Path) -> Option<Run> {
+    let probe = Command::new("unshare")
+        .args(["-m", "sh", "-c", "mount -t tmpfs -o size=4k tmpfs /mnt"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root and unshare)");
+        return None;
+    }
+    Some(run("unshare", &["-m", "sh", "-c", script], stdin, dir))
+}

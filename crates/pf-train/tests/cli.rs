@@ -294,3 +294,46 @@ fn hostile_input_is_reported_and_left_out() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("m.json")).unwrap()).unwrap();
     assert_eq!(m["training"]["rows_used"], 200, "{}", r.stderr);
 }
+
+/// Training into a models directory that cannot be written (here a
+/// read-only mount; permissions alone do not stop root) fails with the
+/// directory named and leaves the current model exactly as it was.
+#[test]
+fn an_unwritable_models_directory_leaves_the_current_model_untouched() {
+    let dir = temp_dir("train-readonly");
+    let data = feature_records(300);
+    let first = run(
+        BIN,
+        &["--models-dir", "models", "--metrics", "-"],
+        data.as_bytes(),
+        &dir,
+    );
+    assert_eq!(first.status, 0, "{}", first.stderr);
+    let script = format!(
+        "mkdir -p ro copy && mount -t tmpfs tmpfs ro && cp -a models ro/ && \
+         mount -o remount,ro ro && {BIN} --models-dir ro/models --metrics -; rc=$?; \
+         cp -a ro/models copy/; exit $rc"
+    );
+    let Some(r) = pf_testkit::run_with_private_mounts(&script, data.as_bytes(), &dir) else {
+        return;
+    };
+    assert_ne!(r.status, 0, "training must fail:\n{}", r.stderr);
+    assert!(
+        r.stderr.contains("ro/models"),
+        "the directory is named:\n{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("Read-only file system"), "{}", r.stderr);
+    assert_eq!(
+        model_files(&dir.join("copy/models")),
+        model_files(&dir.join("models")),
+        "no file added or removed"
+    );
+    for name in model_files(&dir.join("models")) {
+        assert_eq!(
+            std::fs::read(dir.join("copy/models").join(&name)).unwrap(),
+            std::fs::read(dir.join("models").join(&name)).unwrap(),
+            "{name} changed"
+        );
+    }
+}

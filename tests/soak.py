@@ -1,0 +1,190 @@
+"""Soak test of the live pipeline on a local tansu broker.
+
+Run through tests/soak.sh, which builds the tools and sets up Python.
+Produces log lines at a steady rate for --minutes into the `postfix` topic
+while pipelines/live-detector.sh consumes them, samples each stage's
+resident memory every --every seconds, then stops producing, waits until
+the pipeline has written everything, stops it with SIGTERM and checks that
+every produced message is in all_detections.jsonl (count in = count out).
+
+The lines are the bundled sample's (pipelines/sample/mail.log) with the
+current time and, for the addresses, random ones from 198.18.0.0/15 (131,072
+benchmark addresses), so that the behavioural features' per-address tables
+fill up to their caps as a busy server's would, rather than seeing the
+same few hosts over and over.
+
+Prints a markdown table (one row per sample) and the verdict; exits 1 if a
+message was lost.
+"""
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import confluent_kafka as ck
+
+import bench_kafka as bk
+
+STAGES = ["kafka-tail", "pf-parse", "pf-features", "pf-score", "pf-sink"]
+STAMP = re.compile(r"^\S+")
+IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
+
+
+def templates(root):
+    with open(os.path.join(root, "pipelines/sample/mail.log")) as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def make_line(template, rng):
+    now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000000+00:00"
+    line = STAMP.sub(now, template, count=1)
+    return IPV4.sub(lambda m: m.group(0) if m.group(0).startswith(("127.", "192.0.2."))
+                    else f"198.{18 + rng.randrange(2)}.{rng.randrange(256)}.{rng.randrange(256)}", line)
+
+
+def stage_pids(parent):
+    """{stage name: pid} of the pipeline's processes (children of the script)."""
+    out = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout.split()
+    pids = {}
+    for pid in out:
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                name = f.read().strip()
+        except OSError:
+            continue
+        if name in STAGES:
+            pids[name] = int(pid)
+    return pids
+
+
+def rss_mib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def count_lines(path):
+    try:
+        with open(path, "rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    except OSError:
+        return 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tansu", required=True)
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--minutes", type=float, default=10)
+    ap.add_argument("--rate", type=int, default=2000, help="messages per second")
+    ap.add_argument("--every", type=float, default=30, help="seconds between memory samples")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    lines = templates(args.root)
+
+    broker, addr = bk.start_broker(args.tansu)
+    work = tempfile.mkdtemp(prefix="soak-")
+    try:
+        config = bk.write_config(work, args.root, addr, "soak", "postfix", 0)
+        bk.produce(addr, "postfix", 1)  # creates the topic
+        produced = 1
+        env = dict(os.environ, PF_BIN=args.bin)
+        err = open(os.path.join(work, "pipeline.err"), "wb")
+        pipeline = subprocess.Popen([os.path.join(args.root, "pipelines/live-detector.sh"), "--config", config,
+                                     "--quiet", "--", *bk.FAST_GROUP], env=env, stdout=subprocess.DEVNULL,
+                                    stderr=err, start_new_session=True)
+        err.close()
+        all_path = os.path.join(work, "out", "all_detections.jsonl")
+        deadline = time.time() + 60
+        while count_lines(all_path) < 1:
+            if time.time() > deadline or pipeline.poll() is not None:
+                sys.exit(f"soak: the pipeline did not start; its messages:\n{bk.tail(work)}")
+            time.sleep(0.1)
+
+        p = ck.Producer({"bootstrap.servers": addr, "linger.ms": 5})
+        print(f"soak: {args.rate} messages/s for {args.minutes:g} min through pipelines/live-detector.sh "
+              f"(tansu on {addr}); memory sampled every {args.every:g} s", file=sys.stderr)
+        header = "| minute | produced | written | " + " | ".join(f"{s} MiB" for s in STAGES) + " |"
+        rows = [header, "|" + "---:|" * (3 + len(STAGES))]
+        samples = []
+        start = time.time()
+        next_sample = start
+        end = start + args.minutes * 60
+        sent = 0
+        while True:
+            now = time.time()
+            if now >= next_sample or now >= end:
+                pids = stage_pids(pipeline.pid)
+                rss = [rss_mib(pids[s]) if s in pids else float("nan") for s in STAGES]
+                written = count_lines(all_path)
+                samples.append(rss)
+                rows.append(f"| {(now - start) / 60:.1f} | {produced:,} | {written:,} | "
+                            + " | ".join(f"{v:.1f}" for v in rss) + " |")
+                print(rows[-1], file=sys.stderr)
+                next_sample += args.every
+                if pipeline.poll() is not None:
+                    sys.exit(f"soak: the pipeline stopped; its messages:\n{bk.tail(work)}")
+            if now >= end:
+                break
+            due = int((now - start) * args.rate)
+            while sent < due:
+                try:
+                    p.produce("postfix", make_line(lines[sent % len(lines)], rng).encode())
+                except BufferError:
+                    p.poll(0.01)
+                    continue
+                sent += 1
+                produced += 1
+            p.poll(0)
+            time.sleep(0.002)
+        p.flush(60)
+
+        # Drain, then stop the pipeline the way systemd does.
+        deadline = time.time() + 300
+        while count_lines(all_path) < produced and time.time() < deadline:
+            time.sleep(0.5)
+        pipeline.send_signal(signal.SIGTERM)
+        status = pipeline.wait(60)
+
+        seen = set()
+        records = 0
+        with open(all_path) as f:
+            for line in f:
+                r = json.loads(line)
+                records += 1
+                seen.add((r["source"]["partition"], r["source"]["offset"]))
+        print("\n".join(rows))
+        print()
+        print(f"- produced: {produced:,} messages in {args.minutes:g} min ({args.rate:,}/s); "
+              f"written: {records:,} records, {len(seen):,} distinct messages; pipeline exit status {status}")
+        half = len(samples) // 2
+        for i, stage in enumerate(STAGES):
+            first = [s[i] for s in samples[1:half + 1] if s[i] == s[i]]
+            last = [s[i] for s in samples[half:] if s[i] == s[i]]
+            if first and last:
+                print(f"- {stage}: peak {max(first + last):.1f} MiB; mean {sum(first) / len(first):.1f} MiB in "
+                      f"the first half, {sum(last) / len(last):.1f} MiB in the second")
+        lost = produced - len(seen)
+        print(f"- count in = count out: {'yes' if lost == 0 else f'NO, {lost} lost'}")
+        if lost or status != 0:
+            sys.exit(1)
+    finally:
+        broker.kill()
+        broker.wait()
+
+
+if __name__ == "__main__":
+    main()
