@@ -14,10 +14,18 @@ Python venv. Prints:
    all_detections.jsonl, every record) and with threshold low = 1, which
    makes every record an anomaly that is explained (into anomalies.jsonl;
    the worst case, TreeSHAP for every line).
+3. with --pipeline-messages N, the live pipeline's throughput: N messages
+   through kafka-tail -e | pf-parse | pf-features | pf-score | pf-sink
+   into all_detections.jsonl, less the time for a one-message topic.
+
+--json FILE also writes every figure (with p90 and the peak RSS of
+kafka-tail and of the pipeline's largest stage) as one JSON object, for
+tests/perf_report.py.
 """
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -73,11 +81,36 @@ def produce(addr, topic, n, batch=10000):
     p.flush(60)
 
 
+def gnu_time():
+    try:
+        r = subprocess.run(["/usr/bin/time", "--version"], capture_output=True, text=True)
+        return "/usr/bin/time" if "GNU" in r.stdout + r.stderr else None
+    except OSError:
+        return None
+
+
+GNU_TIME = gnu_time()
+
+
+def run_timed(cmd, **kwargs):
+    """Runs cmd to its end; returns (wall seconds, peak RSS in KiB), raising if it fails.
+    The peak RSS is the largest of the process and the children it waited for,
+    as GNU time reports it (None without GNU time: a child of this Python
+    process would report Python's own peak RSS as its ru_maxrss)."""
+    with tempfile.NamedTemporaryFile(mode="r", suffix=".time") as timing:
+        if GNU_TIME:
+            cmd = [GNU_TIME, "-f", "%M", "-o", timing.name, *cmd]
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, **kwargs)
+        elapsed = time.perf_counter() - start
+        rss = int(timing.read().split()[-1]) if GNU_TIME else None
+    return elapsed, rss
+
+
 def time_kafka_tail(bin_dir, addr, topic, group):
-    start = time.perf_counter()
-    subprocess.run([os.path.join(bin_dir, "kafka-tail"), "-b", addr, "-G", group, "-t", topic, "-e", *FAST_GROUP],
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-    return time.perf_counter() - start
+    """Seconds to read the topic to its end, and kafka-tail's peak RSS in KiB."""
+    return run_timed([os.path.join(bin_dir, "kafka-tail"), "-b", addr, "-G", group, "-t", topic, "-e", *FAST_GROUP],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def time_reference(addr, topic, group, expect):
@@ -116,28 +149,38 @@ def percentile(sorted_values, q):
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
 
 
+def write_config(work, root, addr, group, topic, low):
+    """A pipeline configuration in work: the shipped model and feature set,
+    output and state (behavioural memory, sink counters) under work."""
+    config = os.path.join(work, "config.yaml")
+    with open(config, "w") as f:
+        f.write(f"kafka:\n  broker: \"{addr}\"\n  consumer_group: {group}\n  topics: [{topic}]\n"
+                f"paths:\n  models_dir: {root}/models\n  features: {root}/features/behavioural.json\n"
+                f"  output_dir: {work}/out\n  state_dir: {work}/state\n"
+                f"anomaly:\n  threshold:\n    high: -0.1\n    medium: -0.05\n    low: {low}\n")
+    return config
+
+
 def latency(root, bin_dir, addr, rate, seconds, all_anomalies):
     work = tempfile.mkdtemp(prefix="bench-kafka-")
     out = os.path.join(work, "out")
     topic = f"latency{rate}{'a' if all_anomalies else 'n'}"
     low = 1 if all_anomalies else 0
-    config = os.path.join(work, "config.yaml")
-    with open(config, "w") as f:
-        f.write(f"kafka:\n  broker: \"{addr}\"\n  consumer_group: lat{rate}\n  topics: [{topic}]\n"
-                f"paths:\n  models_dir: {root}/models\n  features: {root}/features/behavioural.json\n"
-                f"  output_dir: {out}\nanomaly:\n  threshold:\n    high: -0.1\n    medium: -0.05\n    low: {low}\n")
+    config = write_config(work, root, addr, f"lat{rate}", topic, low)
     # Create the topic and let the pipeline join before timing anything.
     produce(addr, topic, 1)
     env = dict(os.environ, PF_BIN=bin_dir)
+    err = open(os.path.join(work, "pipeline.err"), "wb")
     pipeline = subprocess.Popen([os.path.join(root, "pipelines/live-detector.sh"), "--config", config, "--quiet",
                                  "--", *FAST_GROUP], env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+                                stderr=err)
+    err.close()
     anomalies = os.path.join(out, "anomalies.jsonl" if all_anomalies else "all_detections.jsonl")
     deadline = time.time() + 60
     while not (os.path.exists(anomalies) and os.path.getsize(anomalies) > 0):
         if time.time() > deadline:
             pipeline.kill()
-            sys.exit("bench-kafka: the pipeline wrote nothing within 60 s")
+            sys.exit(f"bench-kafka: the pipeline wrote nothing within 60 s; its messages:\n{tail(work)}")
         time.sleep(0.05)
     p = ck.Producer({"bootstrap.servers": addr, "linger.ms": 1})
     total = rate * seconds
@@ -169,8 +212,53 @@ def latency(root, bin_dir, addr, rate, seconds, all_anomalies):
     p.flush(10)
     pipeline.terminate()
     pipeline.wait(30)
+    shutil.rmtree(work, ignore_errors=True)
     lat.sort()
-    return total, len(lat), [percentile(lat, q) for q in (0.5, 0.95, 0.99)] + [lat[-1] if lat else float("nan")]
+    pct = {f"p{round(q * 100)}_ms": percentile(lat, q) for q in (0.5, 0.9, 0.95, 0.99)}
+    pct["max_ms"] = lat[-1] if lat else float("nan")
+    return total, len(lat), pct
+
+
+def tail(work, n=3000):
+    """The end of the pipeline's stderr in work."""
+    try:
+        with open(os.path.join(work, "pipeline.err"), errors="replace") as f:
+            return f.read()[-n:]
+    except OSError:
+        return ""
+
+
+def pipeline_run(root, bin_dir, addr, topic):
+    """Runs the live pipeline with kafka-tail -e over topic until it ends;
+    returns (wall seconds, records written to all_detections.jsonl, peak RSS
+    in KiB of its largest process)."""
+    work = tempfile.mkdtemp(prefix="bench-kafka-")
+    config = write_config(work, root, addr, f"pipe-{topic}", topic, 0)
+    env = dict(os.environ, PF_BIN=bin_dir)
+    try:
+        with open(os.path.join(work, "pipeline.err"), "wb") as err:
+            elapsed, rss = run_timed([os.path.join(root, "pipelines/live-detector.sh"), "--config", config,
+                                      "--quiet", "--", "-e", *FAST_GROUP], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=err)
+    except subprocess.CalledProcessError as e:
+        sys.exit(f"bench-kafka: the pipeline failed (status {e.returncode}); its messages:\n{tail(work)}")
+    else:
+        with open(os.path.join(work, "out", "all_detections.jsonl"), "rb") as f:
+            records = sum(1 for _ in f)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return elapsed, records, rss
+
+
+def pipeline_throughput(root, bin_dir, addr, n):
+    """Messages/s of the whole live pipeline over n messages, less the time
+    of the same run over a one-message topic (group join, model load, exit)."""
+    produce(addr, "pipeline-one", 1)
+    produce(addr, "pipeline", n)
+    t1, _, _ = pipeline_run(root, bin_dir, addr, "pipeline-one")
+    tn, records, rss = pipeline_run(root, bin_dir, addr, "pipeline")
+    return {"messages": n, "records_out": records, "wall_s": tn, "one_message_s": t1,
+            "messages_per_s": (n - 1) / max(tn - t1, 1e-9), "max_rss_kb": rss}
 
 
 def main():
@@ -180,7 +268,12 @@ def main():
     ap.add_argument("--root", required=True)
     ap.add_argument("--messages", type=int, default=2_000_000)
     ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--pipeline-messages", type=int, default=0,
+                    help="also measure the live pipeline's throughput over this many messages")
+    ap.add_argument("--json", help="also write the results as JSON to this file")
     args = ap.parse_args()
+    results = {"broker": "tansu", "messages": args.messages, "message_bytes": len(LINE.format(s=0, h=0, i=0)),
+               "latency_seconds": args.seconds, "latency": []}
     broker, addr = start_broker(args.tansu)
     try:
         n = args.messages
@@ -189,22 +282,38 @@ def main():
         print(f"broker: tansu on {addr}; {n} messages of {len(LINE.format(s=0, h=0, i=0))} bytes in topic bench")
         # Empty-topic runs measure the join/leave overhead of each consumer.
         produce(addr, "empty", 0)
-        t0_kt = time_kafka_tail(args.bin, addr, "empty-warmup", "kt-empty")
-        t_kt = time_kafka_tail(args.bin, addr, "bench", "kt-bench")
+        t0_kt, _ = time_kafka_tail(args.bin, addr, "empty-warmup", "kt-empty")
+        t_kt, rss_kt = time_kafka_tail(args.bin, addr, "bench", "kt-bench")
         t0_ref, _ = time_reference(addr, "empty-warmup", "ref-empty", 1)
         t_ref, got = time_reference(addr, "bench", "ref-bench", n)
         print("consumer                         messages/s   (wall s, empty-topic s)")
         print(f"kafka-tail (envelopes -> null)   {n / max(t_kt - t0_kt, 1e-9):>10.0f}   ({t_kt:.2f}, {t0_kt:.2f})")
         print(f"confluent-kafka (poll only)      {got / max(t_ref - t0_ref, 1e-9):>10.0f}   ({t_ref:.2f}, {t0_ref:.2f})")
+        results["kafka_tail"] = {"messages_per_s": n / max(t_kt - t0_kt, 1e-9), "wall_s": t_kt,
+                                 "empty_s": t0_kt, "max_rss_kb": rss_kt}
+        results["reference"] = {"messages_per_s": got / max(t_ref - t0_ref, 1e-9), "wall_s": t_ref,
+                                "empty_s": t0_ref, "messages": got}
         print()
         print("live pipeline latency, produce -> line in the output file")
         print("output file                          rate/s    sent  arrived    p50 ms   p95 ms   p99 ms   max ms")
         for all_anomalies in (False, True):
             name = "anomalies.jsonl (all explained)" if all_anomalies else "all_detections.jsonl"
             for rate in (1000, 10000):
-                total, arrived, (p50, p95, p99, mx) = latency(args.root, args.bin, addr, rate, args.seconds,
-                                                              all_anomalies)
-                print(f"{name:<34} {rate:>6} {total:>7} {arrived:>8} {p50:>9.1f} {p95:>8.1f} {p99:>8.1f} {mx:>8.1f}")
+                total, arrived, pct = latency(args.root, args.bin, addr, rate, args.seconds, all_anomalies)
+                print(f"{name:<34} {rate:>6} {total:>7} {arrived:>8} {pct['p50_ms']:>9.1f} {pct['p95_ms']:>8.1f}"
+                      f" {pct['p99_ms']:>8.1f} {pct['max_ms']:>8.1f}")
+                results["latency"].append({"output": name, "all_anomalies": all_anomalies, "rate": rate,
+                                           "sent": total, "arrived": arrived, **pct})
+        if args.pipeline_messages > 0:
+            pipe = pipeline_throughput(args.root, args.bin, addr, args.pipeline_messages)
+            results["pipeline"] = pipe
+            print()
+            print(f"live pipeline throughput: {pipe['messages_per_s']:.0f} messages/s "
+                  f"({pipe['messages']} messages, {pipe['records_out']} records out; "
+                  f"wall {pipe['wall_s']:.2f} s, one-message run {pipe['one_message_s']:.2f} s)")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
     finally:
         broker.kill()
         broker.wait()
