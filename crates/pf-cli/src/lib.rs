@@ -9,7 +9,7 @@
 use anyhow::Result;
 use pf_config::Config;
 pub use pf_record::Origin;
-use pf_record::{Line, LineReader, MAX_LINE_BYTES, MAX_RECORD_BYTES};
+use pf_record::{Line, LineReader, MAX_RECORD_BYTES};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -184,7 +184,9 @@ pub fn for_each_line_idle(
     each: impl FnMut(&Line<'_>, Origin<'_>, &mut Vec<u8>),
     idle: impl FnMut(&mut Vec<u8>) -> io::Result<()>,
 ) -> Result<InputStats> {
-    read_lines(tool, files, MAX_LINE_BYTES, out, each, idle)
+    // Log lines are cut at MAX_LINE_BYTES by the parser, which also reads
+    // JSON input (envelopes, records) that may hold a line of that size.
+    read_lines(tool, files, MAX_RECORD_BYTES, out, each, idle)
 }
 
 fn read_lines(

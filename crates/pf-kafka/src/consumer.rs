@@ -464,6 +464,12 @@ fn write_message_lines(
             }
             None => piece,
         };
+        let piece = if piece.len() > pf_record::MAX_LINE_BYTES {
+            flags.push(Flag::Truncated);
+            &piece[..pf_record::MAX_LINE_BYTES]
+        } else {
+            piece
+        };
         let value = String::from_utf8_lossy(piece);
         if matches!(value, Cow::Owned(_)) {
             flags.push(Flag::InvalidUtf8);
@@ -759,6 +765,19 @@ mod tests {
         assert_eq!(v[0]["more_lines"], true, "the message goes on");
         assert!(v[1].get("more_lines").is_none(), "its last line");
         assert_eq!(s.lines, 2);
+    }
+
+    #[test]
+    fn a_huge_line_is_cut_and_flagged() {
+        let mut payload = vec![b'x'; 3 << 20];
+        payload.extend_from_slice(b"\nnext");
+        let (v, _) = lines(&payload);
+        assert_eq!(
+            v[0]["value"].as_str().map(str::len),
+            Some(pf_record::MAX_LINE_BYTES)
+        );
+        assert_eq!(v[0]["flags"], serde_json::json!(["truncated"]));
+        assert_eq!(v[1]["value"], "next");
     }
 
     #[test]

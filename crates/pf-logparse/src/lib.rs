@@ -16,7 +16,7 @@ pub mod time;
 use chrono::{DateTime, TimeZone, Utc};
 use fields::{Fields, Val};
 use header::{tag_name, Header};
-use pf_record::{json, Flag, Line, Origin};
+use pf_record::{json, Flag, Line, Origin, MAX_LINE_BYTES};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use time::{Clock, Stamp, Zone};
@@ -104,8 +104,7 @@ impl LineParser {
         let c = &mut self.counts;
         c.lines += 1;
         c.unknown += u64::from(kind == "unknown");
-        c.truncated += u64::from(line.truncated);
-        // (process_line counts invalid UTF-8, NUL bytes and bad JSON.)
+        // (process_line counts cut lines, invalid UTF-8, NUL bytes and bad JSON.)
         kind
     }
 
@@ -117,25 +116,37 @@ impl LineParser {
     ) -> &'static str {
         let mut flags: Vec<Flag> = Vec::new();
         if line.truncated {
-            flags.push(Flag::Truncated);
+            self.flag_truncated(&mut flags);
         }
         if line.had_cr {
             flags.push(Flag::Crlf);
         }
-        let text: Cow<'_, str> = match std::str::from_utf8(line.bytes) {
+        // JSON input (envelopes, journald entries, records) may be longer
+        // than a log line; the log line inside it is cut instead.
+        let json_like = line
+            .bytes
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|&b| b == b'{');
+        let bytes = if line.bytes.len() > MAX_LINE_BYTES && !json_like {
+            self.flag_truncated(&mut flags);
+            &line.bytes[..MAX_LINE_BYTES]
+        } else {
+            line.bytes
+        };
+        let mut text: Cow<'_, str> = match std::str::from_utf8(bytes) {
             Ok(s) => Cow::Borrowed(s),
             Err(_) => {
                 flags.push(Flag::InvalidUtf8);
                 self.counts.invalid_utf8 += 1;
-                String::from_utf8_lossy(line.bytes)
+                String::from_utf8_lossy(bytes)
             }
         };
-        if line.bytes.contains(&0) {
+        if bytes.contains(&0) {
             flags.push(Flag::NulBytes);
             self.counts.nul_bytes += 1;
         }
-        let trimmed = text.trim_start();
-        if trimmed.starts_with('{') {
+        if json_like {
             match serde_json::from_str::<Value>(&text) {
                 Ok(Value::Object(obj)) => {
                     return self.process_json(obj, &text, line.number, origin, flags, out)
@@ -143,10 +154,15 @@ impl LineParser {
                 _ => {
                     flags.push(Flag::BadJson);
                     self.counts.bad_json += 1;
+                    if text.len() > MAX_LINE_BYTES {
+                        let mut cut = text.into_owned();
+                        self.cut_to_line_limit(&mut cut, &mut flags);
+                        text = Cow::Owned(cut);
+                    }
                 }
             }
         }
-        if trimmed.is_empty() {
+        if text.trim_start().is_empty() {
             flags.push(Flag::Empty);
         }
         let ev = self.parse_text(&text, None);
@@ -156,6 +172,26 @@ impl LineParser {
         };
         write_record(out, &text, &source, &ev, &flags, None);
         ev.kind
+    }
+
+    fn flag_truncated(&mut self, flags: &mut Vec<Flag>) {
+        if !flags.contains(&Flag::Truncated) {
+            flags.push(Flag::Truncated);
+            self.counts.truncated += 1;
+        }
+    }
+
+    /// Cuts a log line taken from JSON input to [`MAX_LINE_BYTES`] (at a
+    /// character boundary), flagging the record.
+    fn cut_to_line_limit(&mut self, line: &mut String, flags: &mut Vec<Flag>) {
+        if line.len() > MAX_LINE_BYTES {
+            let mut end = MAX_LINE_BYTES;
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            line.truncate(end);
+            self.flag_truncated(flags);
+        }
     }
 
     fn process_json(
@@ -169,7 +205,7 @@ impl LineParser {
     ) -> &'static str {
         // kafka-tail envelope: {"topic","partition","offset","timestamp","key","value"}
         if obj.contains_key("topic") && obj.get("value").is_some_and(Value::is_string) {
-            let value = match obj.remove("value") {
+            let mut value = match obj.remove("value") {
                 Some(Value::String(s)) => s,
                 _ => String::new(),
             };
@@ -180,6 +216,7 @@ impl LineParser {
                 }
             }
             take_flags(&mut obj, &mut flags);
+            self.cut_to_line_limit(&mut value, &mut flags);
             let reference = source
                 .get("timestamp")
                 .and_then(Value::as_i64)
@@ -200,7 +237,7 @@ impl LineParser {
             return self.process_journald(obj, number, origin, flags, out);
         }
         // An earlier pf record: parse its `raw` again, keep everything else.
-        if let Some(Value::String(raw)) = obj.remove("raw") {
+        if let Some(Value::String(mut raw)) = obj.remove("raw") {
             let source = match obj.remove("source") {
                 Some(Value::Object(m)) => m,
                 _ => Map::new(),
@@ -211,6 +248,7 @@ impl LineParser {
                 obj.remove(owned);
             }
             take_flags(&mut obj, &mut flags);
+            self.cut_to_line_limit(&mut raw, &mut flags);
             let ev = self.parse_text(&raw, None);
             write_record(
                 out,
@@ -246,7 +284,7 @@ impl LineParser {
         mut flags: Vec<Flag>,
         out: &mut Vec<u8>,
     ) -> &'static str {
-        let message: String = match obj.get("MESSAGE") {
+        let mut message: String = match obj.get("MESSAGE") {
             Some(Value::String(s)) => s.clone(),
             // journald writes non-UTF-8 messages as arrays of bytes.
             Some(Value::Array(bytes)) => {
@@ -262,6 +300,7 @@ impl LineParser {
             }
             _ => String::new(),
         };
+        self.cut_to_line_limit(&mut message, &mut flags);
         let get = |k: &str| obj.get(k).and_then(Value::as_str);
         let instant = get("__REALTIME_TIMESTAMP")
             .and_then(|us| us.parse::<i64>().ok())

@@ -336,3 +336,29 @@ fn hostile_lines_each_give_one_marked_record_and_a_summary() {
         assert!(stderr.contains(&needle), "missing {needle:?} in:\n{stderr}");
     }
 }
+
+/// A log line longer than 1 MiB inside JSON input (here a kafka-tail
+/// envelope) is cut, not the JSON around it: the record keeps its Kafka
+/// coordinates, so the message is still acknowledged and committed.
+#[test]
+fn a_huge_line_in_an_envelope_is_cut_and_keeps_its_coordinates() {
+    let value = format!("{CONNECT} {}", "\u{e9}".repeat(1_500_000));
+    let envelope = json!({"topic": "postfix", "partition": 1, "offset": 99, "timestamp": null, "key": null, "value": value});
+    let out = pf_parse(
+        &["--timezone", "UTC", "--year", "2026"],
+        format!("{envelope}\n").as_bytes(),
+    );
+    assert!(out.status.success());
+    let recs = records(&out.stdout);
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!(r["source"]["offset"], 99);
+    assert_eq!(r["kind"], "smtpd.connect");
+    let raw = r["raw"].as_str().unwrap();
+    assert!(
+        raw.len() <= 1 << 20 && raw.len() > (1 << 20) - 4,
+        "cut at 1 MiB on a character boundary"
+    );
+    assert!(r["flags"].as_array().unwrap().contains(&json!("truncated")));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 cut at 1 MiB"));
+}
