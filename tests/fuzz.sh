@@ -36,6 +36,8 @@ if ! cargo afl --version >/dev/null 2>&1; then
     echo "fuzz.sh: installing cargo-afl into $tools (once)" >&2
     cargo install --quiet cargo-afl --version 0.18.2 --root "$tools"
 fi
+# Builds AFL++ itself (into ~/.local/share/afl.rs) unless it is there already.
+cargo afl config --build >/dev/null 2>&1 || true
 (cd tests/fuzz && cargo afl build --release --quiet)
 
 work="$root/target/fuzz"
