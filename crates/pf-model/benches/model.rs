@@ -81,7 +81,7 @@ fn main() {
         }
     });
     println!(
-        "explain {:>9.0} rows/s  ({n_single} rows in {secs:.3} s, one row at a time as pf-score does)",
+        "explain {:>9.0} rows/s  ({n_single} rows in {secs:.3} s, one row at a time)",
         n_single as f64 / secs
     );
     let mut slow = Explainer::recursive(&forest, d);
