@@ -83,8 +83,13 @@ impl<W: Write> Sink<W> {
     /// Records that the buffer now holds lines up to `next` - 1 of a partition.
     fn note_pending(&mut self, topic: &str, partition: i32, next: i64) {
         if let Some(acks) = &mut self.acks {
-            let key = (topic.to_string(), partition);
-            acks.first.entry(key).or_insert(next - 1);
+            if !acks
+                .first
+                .keys()
+                .any(|(t, p)| *p == partition && t == topic)
+            {
+                acks.first.insert((topic.to_string(), partition), next - 1);
+            }
         }
         match self
             .pending

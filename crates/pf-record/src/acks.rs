@@ -16,7 +16,7 @@
 
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 /// Next offset to read per (topic, partition).
@@ -41,7 +41,13 @@ impl Acks {
         };
         let complete = source.get("more_lines").and_then(Value::as_bool) != Some(true);
         let next = if complete { offset + 1 } else { offset };
-        match self.next.get_mut(&(topic.to_string(), partition)) {
+        // A handful of partitions: searched in place, no key allocated per record.
+        match self
+            .next
+            .iter_mut()
+            .find(|((t, p), _)| *p == partition && t == topic)
+            .map(|(_, n)| n)
+        {
             Some(n) if *n == next => false,
             Some(n) => {
                 *n = next;
@@ -113,32 +119,7 @@ impl Acks {
     /// or the new positions, never a mix). Not synced: after a power loss
     /// the file is meaningless anyway, as kafka-tail starts without it.
     pub fn write(&self, path: &Path) -> io::Result<()> {
-        let name = path.file_name().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} is not a file path", path.display()),
-            )
-        })?;
-        let tmp = path.with_file_name(format!(
-            ".{}.{}.tmp",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
-        let result = (|| {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o640)
-                .open(&tmp)?;
-            file.write_all(self.to_json().as_bytes())?;
-            std::fs::rename(&tmp, path)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        crate::atomic::replace_unsynced(path, self.to_json().as_bytes(), 0o640)
     }
 }
 

@@ -8,17 +8,24 @@ use std::path::Path;
 /// a part: a temporary file in the same directory, synced, then renamed
 /// over `path`, then the directory synced.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_atomically_as(path, bytes, None)
+    write_atomically_as(path, bytes, None, true)
 }
 
 /// [`write_atomically`] for files holding personal data (log lines, user
 /// names, addresses): a new file gets `mode` (e.g. `0o640`) before any byte
 /// is written, whatever the umask allows.
 pub fn write_private_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    write_atomically_as(path, bytes, Some(mode))
+    write_atomically_as(path, bytes, Some(mode), true)
 }
 
-fn write_atomically_as(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
+/// [`write_private_atomically`] without syncing: for files rewritten many
+/// times a second whose loss in a power cut does no harm (readers still
+/// never see half a file).
+pub fn replace_unsynced(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_atomically_as(path, bytes, Some(mode), false)
+}
+
+fn write_atomically_as(path: &Path, bytes: &[u8], mode: Option<u32>, sync: bool) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -47,10 +54,14 @@ fn write_atomically_as(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Resu
             f.set_permissions(fs::Permissions::from_mode(mode))?;
         }
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if sync {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)?;
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
+        if sync {
+            if let Ok(d) = fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
         }
         Ok(())
     })();
