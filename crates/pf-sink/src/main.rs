@@ -200,7 +200,6 @@ fn main() -> ExitCode {
         let alerts = !args.quiet;
         let colour = alerts && io::stdout().is_terminal();
         let counts = std::cell::RefCell::new(Counts::default());
-        let write_error: std::cell::RefCell<Option<io::Error>> = Default::default();
         let acked_at = std::cell::Cell::new(std::time::Instant::now());
         // Once a write failed, nothing more is written or acknowledged.
         let failed = std::cell::Cell::new(false);
@@ -219,9 +218,6 @@ fn main() -> ExitCode {
                     Ok(r) => r,
                     Err(e) => return errors.report(origin, number, pf_cli::not_a_record(&e, text)),
                 };
-                if failed.get() {
-                    return;
-                }
                 if let Some(source) = record.get("source") {
                     let mut acks = acks.borrow_mut();
                     if acks.0.note_source(source) {
@@ -229,36 +225,28 @@ fn main() -> ExitCode {
                     }
                 }
                 let mut files = files_cell.borrow_mut();
-                if let Err(e) = route(
+                let mut written = route(
                     text,
                     record,
                     &mut files,
                     &mut counts.borrow_mut(),
                     alerts.then_some((alert_buf, colour)),
-                ) {
-                    failed.set(true);
-                    write_error.borrow_mut().get_or_insert(e);
-                    return;
-                }
+                );
                 // Input that never pauses still gets written (and acknowledged).
-                if files.buffered() >= FLUSH_AT {
-                    let mut written = files.flush();
+                if written.is_ok() && files.buffered() >= FLUSH_AT {
+                    written = files.flush();
                     if let (Ok(()), Some(path)) = (&written, &args.ack_file) {
                         if acked_at.get().elapsed() >= ACK_EVERY {
                             acked_at.set(std::time::Instant::now());
                             written = acknowledge(path, &files, &mut acks.borrow_mut());
                         }
                     }
-                    if let Err(e) = written {
-                        failed.set(true);
-                        write_error.borrow_mut().get_or_insert(e);
-                    }
+                }
+                if let Err(e) = written {
+                    stop_on_write_error(&e);
                 }
             },
             |_| {
-                if let Some(e) = write_error.borrow_mut().take() {
-                    return Err(e);
-                }
                 if let Err(e) = files_cell.borrow_mut().flush() {
                     failed.set(true);
                     return Err(e);
@@ -284,11 +272,6 @@ fn main() -> ExitCode {
             flushed = acknowledge(path, &files_cell.borrow(), &mut acks.borrow_mut());
         }
         let stats = stats?;
-        if let Some(e) = write_error.into_inner() {
-            return Err(anyhow::Error::new(e)
-                .context("cannot write the output files")
-                .into());
-        }
         flushed.context("cannot write the output files")?;
         errors.summary("were not records and were skipped");
         eprintln!(
@@ -318,6 +301,14 @@ fn main() -> ExitCode {
             EXIT_OK
         })
     })
+}
+
+/// Ends pf-sink at once when an output file cannot be written: reading on
+/// would only drop records. Nothing after the last acknowledgement is
+/// acknowledged, so Kafka delivers it again; a part-written line was cut back.
+fn stop_on_write_error(e: &io::Error) -> ! {
+    eprintln!("pf-sink: error: cannot write the output files: {e}");
+    std::process::exit(i32::from(EXIT_INPUT));
 }
 
 /// Syncs the output files and records the written Kafka positions, if
