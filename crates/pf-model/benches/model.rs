@@ -70,8 +70,9 @@ fn main() {
     let mut phi = vec![0.0; sample.len()];
     let secs = best_of(3, || explainer.explain_many(sample, &mut phi));
     println!(
-        "explain {:>9.0} rows/s  ({n_explain} rows in {secs:.3} s, exact TreeSHAP, every feature, batches)",
-        n_explain as f64 / secs
+        "explain {:>9.0} rows/s  ({n_explain} rows in {secs:.3} s, exact TreeSHAP, every feature, batches; tables {:.1} MiB)",
+        n_explain as f64 / secs,
+        explainer.table_bytes() as f64 / (1 << 20) as f64
     );
     let mut one = vec![0.0; d];
     let n_single = 20_000;
