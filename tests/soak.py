@@ -31,6 +31,9 @@ import confluent_kafka as ck
 
 import bench_kafka as bk
 
+# bench_kafka's fast group settings, but fetches every 100 ms rather than
+# 20 ms: each tansu fetch costs broker CPU, and latency is not measured here.
+SOAK_GROUP = ["-X", "session.timeout.ms=2000", "-X", "heartbeat.interval.ms=500", "-X", "fetch.wait.max.ms=100"]
 STAGES = ["kafka-tail", "pf-parse", "pf-features", "pf-score", "pf-sink"]
 STAMP = re.compile(r"^\S+")
 IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
@@ -72,6 +75,16 @@ def rss_mib(pid):
     except OSError:
         pass
     return float("nan")
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 class LineCounter:
@@ -116,7 +129,7 @@ def main():
         env = dict(os.environ, PF_BIN=args.bin)
         err = open(os.path.join(work, "pipeline.err"), "wb")
         pipeline = subprocess.Popen([os.path.join(args.root, "pipelines/live-detector.sh"), "--config", config,
-                                     "--quiet", "--", *bk.FAST_GROUP], env=env, stdout=subprocess.DEVNULL,
+                                     "--quiet", "--", *SOAK_GROUP], env=env, stdout=subprocess.DEVNULL,
                                     stderr=err, start_new_session=True)
         err.close()
         all_path = os.path.join(work, "out", "all_detections.jsonl")
@@ -127,11 +140,18 @@ def main():
                 sys.exit(f"soak: the pipeline did not start; its messages:\n{bk.tail(work)}")
             time.sleep(0.1)
 
-        p = ck.Producer({"bootstrap.servers": addr, "linger.ms": 5})
+        # Batches of a few hundred messages, as log shippers send them. The
+        # test broker (tansu 0.6, in-memory storage) keeps every produced
+        # batch as an object and does work per stored object on each fetch:
+        # with 5 ms batches (about 200 a second at any rate) it reached 90%
+        # CPU and stopped answering fetches after about 7.5 minutes.
+        p = ck.Producer({"bootstrap.servers": addr, "linger.ms": 200, "batch.num.messages": 10000})
         print(f"soak: {args.rate} messages/s for {args.minutes:g} min through pipelines/live-detector.sh "
               f"(tansu on {addr}); memory sampled every {args.every:g} s", file=sys.stderr)
-        header = "| minute | produced | written | " + " | ".join(f"{s} MiB" for s in STAGES) + " |"
-        rows = [header, "|" + "---:|" * (3 + len(STAGES))]
+        header = ("| minute | produced | written | " + " | ".join(f"{s} MiB" for s in STAGES)
+                  + " | broker MiB | broker CPU % |")
+        rows = [header, "|" + "---:|" * (5 + len(STAGES))]
+        broker_cpu = (time.time(), cpu_seconds(broker.pid))
         samples = []
         start = time.time()
         next_sample = start
@@ -143,8 +163,12 @@ def main():
                 pids = stage_pids(pipeline.pid)
                 rss = [rss_mib(pids[s]) if s in pids else float("nan") for s in STAGES]
                 samples.append(rss)
+                cpu = (now, cpu_seconds(broker.pid))
+                busy = 100 * (cpu[1] - broker_cpu[1]) / max(cpu[0] - broker_cpu[0], 1e-3)
+                broker_cpu = cpu
                 rows.append(f"| {(now - start) / 60:.1f} | {produced:,} | {written.count():,} | "
-                            + " | ".join(f"{v:.1f}" for v in rss) + " |")
+                            + " | ".join(f"{v:.1f}" for v in rss)
+                            + f" | {rss_mib(broker.pid):.1f} | {busy:.0f} |")
                 print(rows[-1], file=sys.stderr)
                 next_sample += args.every
                 if pipeline.poll() is not None:
