@@ -539,10 +539,13 @@ impl Behaviour {
 
     /// Writes the state atomically (temp file + rename), mode 0640.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let bytes = serde_json::to_vec(self).context("serialising the feature state")?;
+        // Streamed to the file: a copy in memory would be as large as the
+        // state itself, and would stay in the process's footprint.
         // It holds user names and addresses: not for everyone to read.
-        pf_record::atomic::write_private_atomically(path, &bytes, 0o640)
-            .with_context(|| format!("cannot write feature state {}", path.display()))
+        pf_record::atomic::write_private_atomically_with(path, 0o640, |w| {
+            serde_json::to_writer(w, self).map_err(std::io::Error::from)
+        })
+        .with_context(|| format!("cannot write feature state {}", path.display()))
     }
 
     /// Entities remembered, per table, for progress and tests.

@@ -8,24 +8,40 @@ use std::path::Path;
 /// a part: a temporary file in the same directory, synced, then renamed
 /// over `path`, then the directory synced.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_atomically_as(path, bytes, None, true)
+    write_atomically_as(path, None, true, |w| w.write_all(bytes))
 }
 
 /// [`write_atomically`] for files holding personal data (log lines, user
 /// names, addresses): a new file gets `mode` (e.g. `0o640`) before any byte
 /// is written, whatever the umask allows.
 pub fn write_private_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    write_atomically_as(path, bytes, Some(mode), true)
+    write_atomically_as(path, Some(mode), true, |w| w.write_all(bytes))
+}
+
+/// [`write_private_atomically`] with the content written by `write` (into
+/// a buffered writer), for large files that need not be built in memory
+/// first.
+pub fn write_private_atomically_with(
+    path: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    write_atomically_as(path, Some(mode), true, write)
 }
 
 /// [`write_private_atomically`] without syncing: for files rewritten many
 /// times a second whose loss in a power cut does no harm (readers still
 /// never see half a file).
 pub fn replace_unsynced(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    write_atomically_as(path, bytes, Some(mode), false)
+    write_atomically_as(path, Some(mode), false, |w| w.write_all(bytes))
 }
 
-fn write_atomically_as(path: &Path, bytes: &[u8], mode: Option<u32>, sync: bool) -> io::Result<()> {
+fn write_atomically_as(
+    path: &Path,
+    mode: Option<u32>,
+    sync: bool,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -48,12 +64,14 @@ fn write_atomically_as(path: &Path, bytes: &[u8], mode: Option<u32>, sync: bool)
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(mode);
         }
-        let mut f = options.open(&tmp)?;
+        let f = options.open(&tmp)?;
         if let Some(mode) = mode {
             use std::os::unix::fs::PermissionsExt;
             f.set_permissions(fs::Permissions::from_mode(mode))?;
         }
-        f.write_all(bytes)?;
+        let mut buffered = io::BufWriter::with_capacity(64 << 10, f);
+        write(&mut buffered)?;
+        let f = buffered.into_inner().map_err(|e| e.into_error())?;
         if sync {
             f.sync_all()?;
         }
@@ -95,6 +113,24 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"three");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o640);
+        let big = vec![b'x'; 200_000];
+        write_private_atomically_with(&path, 0o640, |w| {
+            w.write_all(b"[")?;
+            w.write_all(&big)
+        })
+        .unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), 200_001);
+        let failed = write_private_atomically_with(&path, 0o640, |w| {
+            w.write_all(b"half")?;
+            Err(io::Error::other("serialising failed"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(fs::metadata(&path).unwrap().len(), 200_001, "old file kept");
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            1,
+            "temporary file left behind"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }
