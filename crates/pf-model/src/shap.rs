@@ -283,7 +283,7 @@ struct TableTree {
     merged_at: Vec<i32>,
 }
 
-/// The summed tables of all leaves of a subtree (narrow forests only).
+/// The summed tables of all leaves of a subtree.
 ///
 /// What a subtree's leaves contribute for a row depends only on which of
 /// the features split on above the subtree the row failed there (`k` bits)
@@ -294,14 +294,18 @@ struct TableTree {
 #[derive(Debug, Clone)]
 struct Merged {
     /// Features split on between the root of the tree and the subtree.
-    above: u8,
+    above: u64,
     /// The subtree's splits (feature, threshold): bit `j` of the outcomes
     /// is `x[feature] > threshold` of the `j`-th.
     splits: Vec<(u32, f32)>,
     /// Entry `(pattern << m) | outcomes`, with `pattern` bit `i` set when the
     /// row followed the `i`-th lowest feature of `above` at every split on
-    /// it above the subtree.
+    /// it above the subtree. Forests of at most 8 features: 8-wide rows.
     wide: Vec<Wide>,
+    /// Wider forests: the features split on in or above the subtree
+    /// (ascending), and per entry one value for each.
+    features: Vec<u32>,
+    values: Vec<f64>,
 }
 
 /// Largest `k + m` of a [`Merged`] table (2^MERGE_BITS entries of 64 bytes).
@@ -375,28 +379,34 @@ impl Wide {
 }
 
 /// The bits of `bits` selected by `mask`, packed to the low end.
-fn extract(bits: u8, mask: u8) -> u8 {
-    let (mut out, mut j) = (0u8, 0);
-    for b in 0..8 {
-        if mask & (1 << b) != 0 {
-            out |= ((bits >> b) & 1) << j;
-            j += 1;
-        }
+fn extract(bits: u64, mask: u64) -> u64 {
+    let mut out = 0;
+    for (j, b) in bits_of(mask).enumerate() {
+        out |= ((bits >> b) & 1) << j;
     }
     out
 }
 
 /// The low bits of `bits` spread to the positions of `mask`'s bits
 /// (the inverse of [`extract`]).
-fn deposit(bits: u8, mask: u8) -> u8 {
-    let (mut out, mut j) = (0u8, 0);
-    for b in 0..8 {
-        if mask & (1 << b) != 0 {
-            out |= ((bits >> j) & 1) << b;
-            j += 1;
-        }
+fn deposit(bits: u64, mask: u64) -> u64 {
+    let mut out = 0;
+    for (j, b) in bits_of(mask).enumerate() {
+        out |= ((bits >> j) & 1) << b;
     }
     out
+}
+
+/// Positions of the set bits of `mask`, ascending.
+fn bits_of(mask: u64) -> impl Iterator<Item = u32> {
+    let mut rest = mask;
+    std::iter::from_fn(move || {
+        (rest != 0).then(|| {
+            let b = rest.trailing_zeros();
+            rest &= rest - 1;
+            b
+        })
+    })
 }
 
 /// `PEXT[(mask << 8) | bits]`: the bits of `bits` selected by `mask`,
@@ -405,7 +415,7 @@ fn pext_table() -> Vec<u8> {
     let mut t = vec![0u8; 1 << 16];
     for mask in 0..256usize {
         for bits in 0..256usize {
-            t[(mask << 8) | bits] = extract(bits as u8, mask as u8);
+            t[(mask << 8) | bits] = extract(bits as u64, mask as u64) as u8;
         }
     }
     t
@@ -472,15 +482,13 @@ impl TableTree {
                 out.leaf_node[out.leaf[node] as usize] = node as u32;
             }
         }
-        if narrow {
-            out.merge_subtrees();
-        }
+        out.merge_subtrees(narrow);
         out
     }
 
     /// Chooses the subtrees to merge (the highest ones whose table stays
     /// within [`MERGE_BITS`]) and sums their leaves' tables.
-    fn merge_subtrees(&mut self) {
+    fn merge_subtrees(&mut self, narrow: bool) {
         let n = self.leaf.len();
         // Internal nodes under each node; children come after parents.
         let mut inside = vec![0u32; n];
@@ -490,13 +498,14 @@ impl TableTree {
                 inside[node] = 1 + inside[l] + inside[r];
             }
         }
-        let mut stack = vec![(0usize, 0u8)];
+        let mut stack = vec![(0usize, 0u64)];
         while let Some((node, above)) = stack.pop() {
-            if above.count_ones() + inside[node] <= MERGE_BITS {
+            // A single leaf keeps its own table: merging it would only copy it.
+            if inside[node] > 0 && above.count_ones() + inside[node] <= MERGE_BITS {
                 self.merged_at[node] = self.merged.len() as i32;
-                let merged = self.merge(node, above);
+                let merged = self.merge(node, above, narrow);
                 self.merged.push(merged);
-            } else {
+            } else if self.leaf[node] < 0 {
                 let above = above | 1 << self.feature[node];
                 stack.push((self.right[node] as usize, above));
                 stack.push((self.left[node] as usize, above));
@@ -504,44 +513,76 @@ impl TableTree {
         }
     }
 
-    fn merge(&self, root: usize, above: u8) -> Merged {
+    fn merge(&self, root: usize, above: u64, narrow: bool) -> Merged {
         // Splits in depth-first order: (node, outcome bit).
         let mut splits = Vec::new();
         let mut bit_of = std::collections::HashMap::new();
+        let mut features = above;
         let mut stack = vec![root];
         while let Some(node) = stack.pop() {
             if self.leaf[node] < 0 {
                 bit_of.insert(node, splits.len());
                 splits.push((self.feature[node], self.threshold[node]));
+                features |= 1 << self.feature[node];
                 stack.push(self.right[node] as usize);
                 stack.push(self.left[node] as usize);
             }
         }
         let (k, m) = (above.count_ones(), splits.len() as u32);
-        let mut wide = vec![Wide::default(); 1 << (k + m)];
-        for (entry, sum) in wide.iter_mut().enumerate() {
+        let entries = 1usize << (k + m);
+        // Narrow: 8-wide rows. Wide: per entry, the values of `features`
+        // (every leaf's features are among them) in ascending order.
+        let mut wide = vec![Wide::default(); if narrow { entries } else { 0 }];
+        let listed: Vec<u32> = if narrow {
+            Vec::new()
+        } else {
+            bits_of(features).collect()
+        };
+        let mut values = vec![0.0; if narrow { 0 } else { entries * listed.len() }];
+        let mut dense = vec![0.0; 64];
+        for entry in 0..entries {
             let (pattern, outcomes) = (entry >> m, entry & ((1 << m) - 1));
-            let failed_above = above & !deposit(pattern as u8, above);
+            let failed_above = above & !deposit(pattern as u64, above);
             let mut walk = vec![(root, failed_above)];
             while let Some((node, failed)) = walk.pop() {
                 let leaf = self.leaf[node];
                 if leaf >= 0 {
                     let l = &self.leaves[leaf as usize];
-                    let followed = !failed & l.mask;
-                    sum.add(&l.wide[extract(followed, l.mask) as usize]);
+                    if narrow {
+                        let followed = !(failed as u8) & l.mask;
+                        wide[entry].add(&l.wide[extract(followed as u64, l.mask as u64) as usize]);
+                    } else {
+                        let k = l.features.len();
+                        let mut pattern = 0usize;
+                        for (j, &f) in l.features.iter().enumerate() {
+                            pattern |= ((((failed >> f) & 1) ^ 1) as usize) << j;
+                        }
+                        let row = &l.table[pattern * k..(pattern + 1) * k];
+                        for (&f, v) in l.features.iter().zip(row) {
+                            dense[f as usize] += v;
+                        }
+                    }
                     continue;
                 }
-                let bit = 1u8 << self.feature[node];
+                let bit = 1u64 << self.feature[node];
                 let right = (outcomes >> bit_of[&node]) & 1 == 1;
                 let (to_left, to_right) = if right { (bit, 0) } else { (0, bit) };
                 walk.push((self.right[node] as usize, failed | to_right));
                 walk.push((self.left[node] as usize, failed | to_left));
+            }
+            if !narrow {
+                let n = listed.len();
+                for (v, &f) in values[entry * n..(entry + 1) * n].iter_mut().zip(&listed) {
+                    *v = std::mem::take(&mut dense[f as usize]);
+                }
             }
         }
         Merged {
             above,
             splits,
             wide,
+            features: listed,
+            values,
         }
     }
 
@@ -551,8 +592,12 @@ impl TableTree {
             .iter()
             .map(|l| l.wide.len() * std::mem::size_of::<Wide>() + l.table.len() * 8)
             .sum();
-        let merged: usize = self.merged.iter().map(|m| m.wide.len()).sum();
-        leaves + merged * std::mem::size_of::<Wide>()
+        let merged: usize = self
+            .merged
+            .iter()
+            .map(|m| m.wide.len() * std::mem::size_of::<Wide>() + m.values.len() * 8)
+            .sum();
+        leaves + merged
     }
 
     /// Narrow forests (every leaf has an 8-wide table): adds this tree's
@@ -644,11 +689,28 @@ impl TableTree {
                     }
                 }
                 let m = mg.splits.len();
-                let base = (mg.above as usize) << 8;
                 let ups = &failed[depth * BLOCK..depth * BLOCK + n];
-                for ((sum, &up), &o) in acc.iter_mut().zip(ups).zip(outcomes.iter()) {
-                    let pattern = pext[base | (!up.low_byte() & mg.above) as usize] as usize;
-                    sum.add(&mg.wide[(pattern << m) | o as usize]);
+                if !mg.wide.is_empty() {
+                    let above = mg.above as u8;
+                    let base = (above as usize) << 8;
+                    for ((sum, &up), &o) in acc.iter_mut().zip(ups).zip(outcomes.iter()) {
+                        let pattern = pext[base | (!up.low_byte() & above) as usize] as usize;
+                        sum.add(&mg.wide[(pattern << m) | o as usize]);
+                    }
+                } else {
+                    let k = mg.features.len();
+                    for (r, (&up, &o)) in ups.iter().zip(outcomes.iter()).enumerate() {
+                        let pattern = extract(!up.bits(), mg.above) as usize;
+                        let entry = (pattern << m) | o as usize;
+                        let out = &mut phi[r * d..(r + 1) * d];
+                        for (&f, v) in mg
+                            .features
+                            .iter()
+                            .zip(&mg.values[entry * k..(entry + 1) * k])
+                        {
+                            out[f as usize] += v;
+                        }
+                    }
                 }
                 continue;
             }
@@ -733,6 +795,7 @@ trait FailedMask: Copy + Default + std::ops::BitOr<Output = Self> {
     fn select(on: bool, bit: Self) -> Self;
     fn has(self, feature: u32) -> bool;
     fn low_byte(self) -> u8;
+    fn bits(self) -> u64;
     fn put_back(scratch: &mut BlockScratch, v: Vec<Self>);
 }
 
@@ -748,6 +811,9 @@ impl FailedMask for u8 {
     }
     fn low_byte(self) -> u8 {
         self
+    }
+    fn bits(self) -> u64 {
+        self as u64
     }
     fn put_back(scratch: &mut BlockScratch, v: Vec<u8>) {
         scratch.failed8 = v;
@@ -766,6 +832,9 @@ impl FailedMask for u64 {
     }
     fn low_byte(self) -> u8 {
         self as u8
+    }
+    fn bits(self) -> u64 {
+        self
     }
     fn put_back(scratch: &mut BlockScratch, v: Vec<u64>) {
         scratch.failed = v;
@@ -1045,7 +1114,9 @@ mod tests {
     fn tables_agree_with_the_recursive_algorithm() {
         // 6 features: 8-wide tables and byte masks; 10: compact tables and
         // 64-bit masks.
-        for d in [6usize, 10] {
+        // ψ 1024 with 12 features: paths with more distinct features than a
+        // merged table takes, so some leaves keep their own tables.
+        for (d, psi) in [(6usize, 256), (10, 256), (12, 1024)] {
             let mut rng = crate::rng::Rng::new(11);
             // Integer-valued columns give repeated thresholds and ties.
             let rows: Vec<f32> = (0..3000 * d)
@@ -1057,7 +1128,11 @@ mod tests {
                     }
                 })
                 .collect();
-            let forest = crate::train::fit(&rows, d, &crate::train::TrainParams::default());
+            let params = crate::train::TrainParams {
+                max_samples: psi,
+                ..Default::default()
+            };
+            let forest = crate::train::fit(&rows, d, &params);
             let mut fast = Explainer::new(&forest, d);
             let mut slow = Explainer::recursive(&forest, d);
             assert!(matches!(slow.engine, Engine::Recursive { .. }));
@@ -1066,15 +1141,11 @@ mod tests {
             };
             let lookups: usize = trees.iter().map(|t| t.merged.len()).sum();
             let leaves: usize = trees.iter().map(|t| t.leaves.len()).sum();
-            if d <= 8 {
-                // The block walk must really take merged subtrees here.
-                assert!(
-                    lookups * 2 < leaves,
-                    "{lookups} merged tables for {leaves} leaves"
-                );
-            } else {
-                assert_eq!(lookups, 0);
-            }
+            // The block walk must really take merged subtrees.
+            assert!(
+                lookups * 2 < leaves,
+                "d {d}: {lookups} merged tables for {leaves} leaves"
+            );
             let mut a = vec![0.0; d];
             let mut b = vec![0.0; d];
             let sample = &rows[..200 * d];
