@@ -277,8 +277,8 @@ struct TableTree {
     splits: Vec<Split>,
     /// Node id of each leaf in `leaves`.
     leaf_node: Vec<u32>,
-    /// Narrow forests: the subtrees explained by one [`Merged`] lookup, and
-    /// per node the index of its subtree's table (or -1).
+    /// The subtrees explained by one [`Merged`] lookup, and per node the
+    /// index of its subtree's table (or -1).
     merged: Vec<Merged>,
     merged_at: Vec<i32>,
 }
@@ -290,7 +290,7 @@ struct TableTree {
 /// and on the outcomes of the subtree's own `m` splits. When `k + m` is
 /// small, every combination is summed up front, so the block walk stops at
 /// the subtree's root and pays one table lookup per row instead of one per
-/// leaf (about 4 times fewer with ψ = 256 and 6 features).
+/// leaf.
 #[derive(Debug, Clone)]
 struct Merged {
     /// Features split on between the root of the tree and the subtree.
@@ -308,7 +308,7 @@ struct Merged {
     values: Vec<f64>,
 }
 
-/// Largest `k + m` of a [`Merged`] table (2^MERGE_BITS entries of 64 bytes).
+/// Largest `k + m` of a [`Merged`] table (2^MERGE_BITS entries).
 const MERGE_BITS: u32 = 8;
 
 #[derive(Debug, Clone, Copy)]
