@@ -21,6 +21,10 @@ cargo fmt --all -- --check
 # Every binary first: the pipeline tests run the other stages' binaries.
 cargo build --workspace --release --bins
 cargo test --workspace --release -- --nocapture
+# The live pipeline on the local broker at 2,000 messages/s with memory
+# sampled, every message accounted for (PF_SOAK_MINUTES=10 for the full soak
+# that docs/hardening.md reports).
+tests/soak.sh --minutes "${PF_SOAK_MINUTES:-1}" --rate 2000 --every 15
 # A short coverage-guided fuzzing run of every parser of untrusted input
 # (AFL++; installs cargo-afl into target/tools the first time).
 tests/fuzz.sh --seconds "${PF_FUZZ_SECONDS:-20}"
