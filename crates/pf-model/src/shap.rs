@@ -65,20 +65,22 @@ enum Engine {
 impl Explainer {
     /// The forest must have passed [`Forest::validate`] for `n_features`.
     pub fn new(forest: &Forest, n_features: usize) -> Explainer {
-        Self::build(forest, n_features, n_features <= 64)
+        Self::build(forest, n_features, n_features <= 64, MAX_TABLE_BYTES)
     }
 
     /// The explainer that walks the tree recursively for every row (the
     /// reference the tables are checked against).
     pub fn recursive(forest: &Forest, n_features: usize) -> Explainer {
-        Self::build(forest, n_features, false)
+        Self::build(forest, n_features, false, 0)
     }
 
-    fn build(forest: &Forest, n_features: usize, tables: bool) -> Explainer {
+    /// `budget`: most bytes of tables; leaf tables come first, then merged
+    /// subtree tables tree by tree while they fit.
+    fn build(forest: &Forest, n_features: usize, tables: bool, budget: usize) -> Explainer {
         let trees: Vec<ShapTree> = forest.trees.iter().map(ShapTree::new).collect();
         let n_trees = trees.len().max(1);
         let expected_value = trees.iter().map(expected_leaf_value).sum::<f64>() / n_trees as f64;
-        Self::with_engine(trees, n_features, n_trees, expected_value, tables)
+        Self::with_engine(trees, n_features, n_trees, expected_value, tables, budget)
     }
 
     fn with_engine(
@@ -87,6 +89,7 @@ impl Explainer {
         n_trees: usize,
         expected_value: f64,
         tables: bool,
+        budget: usize,
     ) -> Explainer {
         let engine = if tables {
             let narrow = n_features <= 8;
@@ -95,11 +98,23 @@ impl Explainer {
             for t in &trees {
                 let table = TableTree::new(t, narrow);
                 bytes += table.table_bytes();
-                if bytes > MAX_TABLE_BYTES {
+                if bytes > budget {
                     // Very deep trees: the recursive walk needs no tables.
-                    return Self::with_engine(trees, n_features, n_trees, expected_value, false);
+                    return Self::with_engine(trees, n_features, n_trees, expected_value, false, 0);
                 }
                 tables.push(table);
+            }
+            // Merged tables only speed things up: the trees that do not fit
+            // the budget any more keep their leaf tables alone.
+            for table in &mut tables {
+                let before = table.table_bytes();
+                table.merge_subtrees(narrow);
+                bytes += table.table_bytes() - before;
+                if bytes > budget {
+                    bytes -= table.table_bytes() - before;
+                    table.merged.clear();
+                    table.merged_at.fill(-1);
+                }
             }
             let deepest = tables.iter().map(|t| t.depth).max().unwrap_or(0);
             Engine::Tables {
@@ -482,7 +497,6 @@ impl TableTree {
                 out.leaf_node[out.leaf[node] as usize] = node as u32;
             }
         }
-        out.merge_subtrees(narrow);
         out
     }
 
@@ -1163,6 +1177,52 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_tight_table_budget_leaves_some_trees_unmerged_with_the_same_values() {
+        let d = 6;
+        let mut rng = crate::rng::Rng::new(4);
+        let rows: Vec<f32> = (0..2000 * d)
+            .map(|_| rng.next_f64() as f32 * 100.0)
+            .collect();
+        let forest = crate::train::fit(&rows, d, &crate::train::TrainParams::default());
+        let tables = |e: &Explainer| match &e.engine {
+            Engine::Tables { trees, .. } => trees
+                .iter()
+                .map(|t| (t.merged.len(), t.table_bytes()))
+                .collect::<Vec<_>>(),
+            Engine::Recursive { .. } => panic!("no tables"),
+        };
+        let full = Explainer::new(&forest, d);
+        let leaves_only: usize = match &full.engine {
+            Engine::Tables { trees, .. } => trees
+                .iter()
+                .flat_map(|t| &t.leaves)
+                .map(|l| l.wide.len() * std::mem::size_of::<Wide>())
+                .sum(),
+            Engine::Recursive { .. } => unreachable!(),
+        };
+        let budget = leaves_only + (full.table_bytes() - leaves_only) / 2;
+        let mut tight = Explainer::build(&forest, d, true, budget);
+        let trees = tables(&tight);
+        assert!(tight.table_bytes() <= budget);
+        assert!(trees.iter().any(|t| t.0 > 0), "no tree merged");
+        assert!(trees.iter().any(|t| t.0 == 0), "every tree merged");
+        let mut slow = Explainer::recursive(&forest, d);
+        let sample = &rows[..100 * d];
+        let mut many = vec![0.0; sample.len()];
+        tight.explain_many(sample, &mut many);
+        let mut want = vec![0.0; d];
+        for (row, got) in sample.chunks(d).zip(many.chunks(d)) {
+            slow.explain(row, &mut want);
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-12, "{got:?} vs {want:?}");
+            }
+        }
+        // Below the leaf tables themselves: the recursive algorithm.
+        let none = Explainer::build(&forest, d, true, leaves_only - 1);
+        assert!(matches!(none.engine, Engine::Recursive { .. }));
     }
 
     #[test]
