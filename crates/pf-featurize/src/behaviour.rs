@@ -395,11 +395,7 @@ impl Default for Behaviour {
     }
 }
 
-fn entry<'m, T: Default + LastSeen>(
-    map: &'m mut HashMap<u64, T>,
-    key: u64,
-    cap: usize,
-) -> &'m mut T {
+fn entry<T: Default + LastSeen>(map: &mut HashMap<u64, T>, key: u64, cap: usize) -> &mut T {
     if map.len() >= cap + cap / 10 && !map.contains_key(&key) {
         evict_oldest(map, cap - cap / 10);
     }

@@ -220,7 +220,7 @@ impl Pseudonymiser {
                 *s = pseudonym;
             }
             // Longer names first, so a name inside a longer one is not replaced first.
-            literals.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+            literals.sort_by_key(|l| std::cmp::Reverse(l.0.len()));
             for (key, value) in fields.iter_mut() {
                 let key = key.as_str();
                 if USER_KEYS.contains(&key)
