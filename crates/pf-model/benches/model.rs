@@ -74,6 +74,9 @@ fn main() {
         n_explain as f64 / secs,
         explainer.table_bytes() as f64 / (1 << 20) as f64
     );
+    if let Some((lookups, leaves)) = explainer.lookups_per_row() {
+        println!("explain tables: {lookups} lookups per row in a batch, for {leaves} leaves");
+    }
     let mut one = vec![0.0; d];
     let n_single = 20_000;
     let secs = best_of(3, || {
@@ -85,6 +88,7 @@ fn main() {
         "explain {:>9.0} rows/s  ({n_single} rows in {secs:.3} s, one row at a time)",
         n_single as f64 / secs
     );
+    shipped_model();
     let mut slow = Explainer::recursive(&forest, d);
     let n_slow = 1_000;
     let secs = best_of(1, || {
@@ -95,6 +99,28 @@ fn main() {
     println!(
         "explain {:>9.0} rows/s  ({n_slow} rows in {secs:.3} s, textbook recursive TreeSHAP, for comparison)",
         n_slow as f64 / secs
+    );
+}
+
+/// The explainer of the model the repository ships (models/CURRENT): its
+/// tables' memory and lookups, which pf-score's memory and speed follow.
+fn shipped_model() {
+    let dir = pf_model::ModelsDir::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models"));
+    let Ok(model) = dir.current().and_then(|p| pf_model::Model::load(&p)) else {
+        println!("shipped model: not found");
+        return;
+    };
+    let d = model.features.len();
+    let t = Instant::now();
+    let explainer = Explainer::new(&model.forest, d);
+    let secs = t.elapsed().as_secs_f64();
+    let (lookups, leaves) = explainer.lookups_per_row().unwrap_or_default();
+    println!(
+        "shipped model {} ({d} features, psi {}): tables {:.1} MiB built in {secs:.2} s; \
+         {lookups} lookups per row in a batch, for {leaves} leaves",
+        model.version,
+        model.forest.max_samples,
+        explainer.table_bytes() as f64 / (1 << 20) as f64
     );
 }
 

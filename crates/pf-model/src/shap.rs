@@ -153,6 +153,28 @@ impl Explainer {
         }
     }
 
+    /// Table lookups a row in a batch costs over all trees (merged subtree
+    /// tables plus leaves outside them), and the forest's leaves for
+    /// comparison; `None` without tables.
+    pub fn lookups_per_row(&self) -> Option<(usize, usize)> {
+        let Engine::Tables { trees, .. } = &self.engine else {
+            return None;
+        };
+        let mut lookups = 0;
+        for t in trees {
+            let mut stack = vec![0usize];
+            while let Some(node) = stack.pop() {
+                if t.merged_at[node] >= 0 || t.leaf[node] >= 0 {
+                    lookups += 1;
+                } else {
+                    stack.push(t.left[node] as usize);
+                    stack.push(t.right[node] as usize);
+                }
+            }
+        }
+        Some((lookups, trees.iter().map(|t| t.leaves.len()).sum()))
+    }
+
     /// Mean path length over the training samples (shap's `expected_value`).
     pub fn expected_value(&self) -> f64 {
         self.expected_value
@@ -1153,8 +1175,9 @@ mod tests {
             let Engine::Tables { trees, .. } = &fast.engine else {
                 panic!("d {d}: no tables");
             };
-            let lookups: usize = trees.iter().map(|t| t.merged.len()).sum();
-            let leaves: usize = trees.iter().map(|t| t.leaves.len()).sum();
+            let merged: usize = trees.iter().map(|t| t.merged.len()).sum();
+            let (lookups, leaves) = fast.lookups_per_row().expect("tables");
+            assert!(merged > 0 && lookups > merged);
             // The block walk must really take merged subtrees.
             assert!(
                 lookups * 2 < leaves,
