@@ -48,6 +48,7 @@ pub struct Scorer {
     /// Trees in the three-levels-per-step layout (x86-64 with AVX2 and at
     /// most 8 features); empty otherwise.
     triples: Vec<Triples>,
+    cuts: Cuts,
 }
 
 /// Largest `f32` that is not greater than `t`.
@@ -65,22 +66,37 @@ impl Scorer {
     /// forest is not a valid one for that many features.
     pub fn new(forest: &Forest, n_features: usize) -> anyhow::Result<Scorer> {
         forest.validate(n_features)?;
-        let trees = forest.trees.iter().map(compile).collect();
+        let trees: Vec<Layout> = forest.trees.iter().map(compile).collect();
+        let cuts = (has_avx2() && n_features <= 8)
+            .then(|| Cuts::new(&trees, n_features))
+            .flatten();
+        let triples = match &cuts {
+            Some(cuts) => forest
+                .trees
+                .iter()
+                .map(|t| Triples::compile(t, cuts))
+                .collect::<Option<Vec<_>>>()
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
         Ok(Scorer {
             n_features,
             trees,
             max_samples: forest.max_samples,
             offset: forest.offset,
-            triples: if has_avx2() && n_features <= 8 {
-                forest.trees.iter().filter_map(Triples::compile).collect()
-            } else {
-                Vec::new()
-            },
+            triples,
+            cuts: cuts.unwrap_or_default(),
         })
     }
 
     pub fn n_features(&self) -> usize {
         self.n_features
+    }
+
+    /// Whether rows are compared by rank ([`Triples`]), the fast path.
+    #[cfg(test)]
+    fn uses_ranks(&self) -> bool {
+        !self.triples.is_empty() && self.triples.len() == self.trees.len()
     }
 
     /// Sum over trees of each row's path length. `rows` holds whole rows of
@@ -91,8 +107,9 @@ impl Scorer {
         assert_eq!(out.len(), n, "one output per row");
         #[cfg(target_arch = "x86_64")]
         if !self.triples.is_empty() && self.triples.len() == self.trees.len() {
-            // SAFETY: `triples` is only filled when AVX2 was detected and d <= 8.
-            unsafe { path_sums_triples(&self.triples, rows, d, out) };
+            // SAFETY: `triples` is only filled when AVX2 was detected and
+            // d <= 8, compiled against `cuts`.
+            unsafe { path_sums_triples(&self.triples, &self.cuts, rows, d, out) };
             return;
         }
         // A block of rows stays in L1 while every tree passes over it, so
@@ -160,7 +177,10 @@ fn walk_complete(
             unsafe {
                 let node = *nodes.get_unchecked(*i as usize);
                 let x = *block.get_unchecked(r * d + node.feature as usize);
-                *i = 2 * *i + 1 + (x > node.threshold) as u32;
+                // NaN goes right, as with scikit-learn's `x <= t` going
+                // left, except along the padding's always-left chains.
+                let right = (x > node.threshold) | (x.is_nan() & (node.threshold != f32::INFINITY));
+                *i = 2 * *i + 1 + right as u32;
             }
         }
     }
@@ -182,30 +202,155 @@ fn has_avx2() -> bool {
     }
 }
 
-/// A tree cut into 3-level subtrees of 7 nodes: one step compares a row's
-/// values with all 7 thresholds at once (the row's ≤ 8 features sit in one
-/// register, so picking each node's feature is a shuffle, not a memory
-/// load), and a table turns the 7 outcomes into which of the 8 subtrees
-/// below to enter. Leaves keep the complete layout's order.
+/// A tree cut into 3-level subtrees of 7 nodes: one step compares a row with
+/// all 7 thresholds at once, and a table turns the 7 outcomes into which of
+/// the 8 subtrees below to enter. Leaves keep the complete layout's order.
+///
+/// Comparisons are on ranks, not on values: each feature's thresholds over
+/// the whole forest are sorted once ([`Cuts`]), a row's value becomes the
+/// number of thresholds below it, and a threshold becomes its index, so
+/// `x > t` is exactly `rank(x) > index(t)`. Ranks fit in 16 bits (100 trees
+/// of ψ 256 have at most 25,500 thresholds; a forest with more than 65,534
+/// on one feature is walked node by node), so a row's ≤ 8 features fit
+/// in one 128-bit register, picking each node's feature is one byte shuffle
+/// and the 7 comparisons one instruction — about half the work of comparing
+/// `f32`s, whose register needs a costlier cross-lane permute.
 #[derive(Debug, Clone)]
 struct Triples {
     steps: u32,
     nodes: Vec<Triple>,
+    /// Indexed by slot: the first `nodes.len()` slots are the triples'
+    /// (unused), so a row's final byte offset / 32 is its leaf's index.
     leaves: Vec<f64>,
 }
 
-/// One 7-node subtree in one cache line.
+/// One 7-node subtree in half a cache line: for each node, the byte
+/// shuffle that moves its feature's rank into its lane, and its threshold's
+/// rank. The unused eighth lane never goes right.
 #[derive(Debug, Clone, Copy)]
-#[repr(C, align(64))]
+#[repr(C, align(32))]
 struct Triple {
-    thresholds: [f32; 8],
-    features: [u32; 8],
+    shuffle: [u8; 16],
+    ranks: [i16; 8],
 }
 
-/// Which of the 8 grandchildren of a 7-node subtree (BFS order) a row
-/// reaches, from the bitmask of "went right" at each node.
-const fn triple_table() -> [u8; 256] {
-    let mut t = [0u8; 256];
+/// Rank of a threshold that no row exceeds (the always-left padding).
+const NEVER: i16 = i16::MAX;
+
+/// Ranks are stored shifted down by 2^15 so that signed 16-bit comparisons
+/// (the only kind SSE has) order all 65,535 of them.
+fn biased(rank: usize) -> i16 {
+    (rank as i32 - 0x8000) as i16
+}
+
+/// Every feature's distinct thresholds across the forest, ascending.
+#[derive(Debug, Clone, Default)]
+struct Cuts {
+    per_feature: Vec<Vec<f32>>,
+}
+
+impl Cuts {
+    /// `None` when some feature has too many thresholds for 16-bit ranks or
+    /// a threshold is NaN; the scorer then uses the node-by-node layout.
+    fn new(trees: &[Layout], n_features: usize) -> Option<Cuts> {
+        let mut per_feature = vec![Vec::new(); n_features];
+        for tree in trees {
+            let Layout::Complete { nodes, .. } = tree else {
+                return None;
+            };
+            for node in nodes {
+                if node.threshold.is_nan() {
+                    return None;
+                }
+                if node.threshold != f32::INFINITY {
+                    per_feature[node.feature as usize].push(node.threshold);
+                }
+            }
+        }
+        for cuts in &mut per_feature {
+            cuts.sort_by(f32::total_cmp);
+            // -0.0 and 0.0 compare equal, so they are one cut.
+            cuts.dedup_by(|a, b| a == b);
+            // A row's rank is at most cuts.len(); it must stay below NEVER.
+            if cuts.len() >= u16::MAX as usize {
+                return None;
+            }
+        }
+        Some(Cuts { per_feature })
+    }
+
+    /// The rank of threshold `t` of `feature`: its index among the cuts.
+    fn threshold_rank(&self, feature: usize, t: f32) -> i16 {
+        if t == f32::INFINITY {
+            return NEVER;
+        }
+        biased(self.per_feature[feature].partition_point(|&c| c < t))
+    }
+
+    /// Each row's rank for each feature: how many cuts lie below its value
+    /// NaN ranks above every cut: it goes right at every real node, as in
+    /// scikit-learn (`x <= t` goes left), and left along the padding.
+    /// Eight rows search one feature's cuts in lockstep: the searches take
+    /// the same number of steps, and their loads overlap instead of each
+    /// waiting on the one before.
+    fn block_ranks(&self, block: &[f32], d: usize, out: &mut [RowRanks]) {
+        const LOCKSTEP: usize = 8;
+        for (f, cuts) in self.per_feature.iter().enumerate() {
+            for (rows, ranks) in block.chunks(d * LOCKSTEP).zip(out.chunks_mut(LOCKSTEP)) {
+                let mut x = [f32::NAN; LOCKSTEP];
+                for (x, row) in x.iter_mut().zip(rows.chunks_exact(d)) {
+                    *x = row[f];
+                }
+                for (rank, n) in ranks.iter_mut().zip(below(cuts, &x)) {
+                    rank.0[f] = biased(n);
+                }
+            }
+        }
+    }
+}
+
+/// A row's feature ranks, as one 128-bit load.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(16))]
+struct RowRanks([i16; 8]);
+
+/// For each `x`, how many of the ascending `cuts` are less than it (all of
+/// them for NaN). The
+/// search selects instead of branching: a mispredicted branch per level
+/// would cost more than the search.
+#[inline]
+fn below<const N: usize>(cuts: &[f32], x: &[f32; N]) -> [usize; N] {
+    let mut base = [0usize; N];
+    if cuts.is_empty() {
+        return base;
+    }
+    let mut size = cuts.len();
+    while size > 1 {
+        let half = size / 2;
+        for (base, &x) in base.iter_mut().zip(x) {
+            // SAFETY: base + half < base + size <= cuts.len().
+            let mid = unsafe { *cuts.get_unchecked(*base + half) };
+            *base = std::hint::select_unpredictable(mid < x, *base + half, *base);
+        }
+        size -= half;
+    }
+    for (base, &x) in base.iter_mut().zip(x) {
+        // SAFETY: base < cuts.len() as size stayed >= 1.
+        *base += (unsafe { *cuts.get_unchecked(*base) } < x) as usize;
+        *base = std::hint::select_unpredictable(x.is_nan(), cuts.len(), *base);
+    }
+    base
+}
+
+/// Triples are stored as an 8-ary heap (the children of triple `i` are
+/// `8i + 1 ..= 8i + 8`), so a step is `at = 8 * at + CHILD[outcomes]` on
+/// byte offsets: one table load and one address computation on the chain
+/// from one step's comparisons to the next step's loads.
+///
+/// `CHILD[m]` is the byte offset, from `8 * at`, of the child a row enters
+/// given the bitmask `m` of "went right" at the 7 nodes (BFS order).
+const fn child_table() -> [u16; 256] {
+    let mut t = [0u16; 256];
     let mut m = 0;
     while m < 256 {
         let b0 = m & 1;
@@ -213,15 +358,27 @@ const fn triple_table() -> [u8; 256] {
         let b1 = (m >> n1) & 1;
         let n2 = 3 + 2 * b0 + b1;
         let b2 = (m >> n2) & 1;
-        t[m] = (b0 * 4 + b1 * 2 + b2) as u8;
+        let child = b0 * 4 + b1 * 2 + b2;
+        t[m] = ((1 + child) * std::mem::size_of::<Triple>()) as u16;
         m += 1;
     }
     t
 }
-static TRIPLE: [u8; 256] = triple_table();
+static CHILD: [u16; 256] = child_table();
 
 impl Triples {
-    fn compile(tree: &Tree) -> Option<Triples> {
+    /// The path length of the leaf slot a row reached, from its byte offset
+    /// after the last step.
+    #[inline]
+    fn leaf(&self, at: usize) -> f64 {
+        let slot = at / std::mem::size_of::<Triple>();
+        debug_assert!(slot >= self.nodes.len() && slot < self.leaves.len());
+        // SAFETY: `steps` steps from slot 0 end in a child of a last-level
+        // triple: slot 8 * nodes.len() at most, = leaves.len() - 1.
+        unsafe { *self.leaves.get_unchecked(slot) }
+    }
+
+    fn compile(tree: &Tree, cuts: &Cuts) -> Option<Triples> {
         let Layout::Complete {
             depth,
             nodes,
@@ -245,106 +402,120 @@ impl Triples {
         let mut triples = Vec::new();
         for g in 0..steps {
             for s in 0..(1usize << (3 * g)) {
-                let mut t = [f32::INFINITY; 8];
-                let mut f = [0u32; 8];
+                let mut triple = Triple {
+                    shuffle: [0; 16],
+                    ranks: [NEVER; 8],
+                };
                 for l in 0..3 {
                     for p in 0..(1usize << l) {
-                        let complete = (1usize << (3 * g as usize + l)) - 1 + (s << l) + p;
+                        let node = nodes[(1usize << (3 * g as usize + l)) - 1 + (s << l) + p];
                         let k = (1 << l) - 1 + p;
-                        t[k] = nodes[complete].threshold;
-                        f[k] = nodes[complete].feature;
+                        let f = node.feature as u8;
+                        triple.shuffle[2 * k] = 2 * f;
+                        triple.shuffle[2 * k + 1] = 2 * f + 1;
+                        triple.ranks[k] = cuts.threshold_rank(f as usize, node.threshold);
                     }
                 }
-                triples.push(Triple {
-                    thresholds: t,
-                    features: f,
-                });
+                triples.push(triple);
             }
         }
+        let mut slots = vec![f64::NAN; triples.len()];
+        slots.extend(leaves);
         Some(Triples {
             steps,
             nodes: triples,
-            leaves,
+            leaves: slots,
         })
     }
 }
 
-/// Scores with the [`Triples`] layout, four rows at a time per tree.
+/// Scores with the [`Triples`] layout, eight rows at a time per tree.
 ///
 /// # Safety
-/// The CPU must support AVX2 and `d` must be at most 8.
+/// The CPU must support AVX2, `d` must be at most 8 and `trees` compiled
+/// against `cuts`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn path_sums_triples(trees: &[Triples], rows: &[f32], d: usize, out: &mut [f64]) {
+unsafe fn path_sums_triples(
+    trees: &[Triples],
+    cuts: &Cuts,
+    rows: &[f32],
+    d: usize,
+    out: &mut [f64],
+) {
     use std::arch::x86_64::*;
-    const ROWS: usize = 8;
-    let mut padded = vec![[0f32; 8]; BLOCK.min(out.len())];
+    const ROWS: usize = 10;
+    let mut ranks = vec![RowRanks::default(); BLOCK.min(out.len())];
     for (block, sums) in rows.chunks(d * BLOCK).zip(out.chunks_mut(BLOCK)) {
         let n = sums.len();
-        for (p, row) in padded.iter_mut().zip(block.chunks_exact(d)) {
-            p[..d].copy_from_slice(row);
-        }
+        cuts.block_ranks(block, d, &mut ranks);
         sums.fill(0.0);
         let full = n - n % ROWS;
         for tree in trees {
             for r in (0..full).step_by(ROWS) {
-                let mut x = [_mm256_setzero_ps(); ROWS];
-                for (k, x) in x.iter_mut().enumerate() {
-                    *x = _mm256_loadu_ps(padded[r + k].as_ptr());
-                }
                 let mut at = [0usize; ROWS];
-                let mut group = 0usize;
-                for step in 0..tree.steps {
-                    for (k, at) in at.iter_mut().enumerate() {
-                        *at = triple_step(tree, group + *at, x[k]) + *at * 8;
+                let x: [__m128i; ROWS] = std::array::from_fn(|k| {
+                    _mm_load_si128(ranks.get_unchecked(r + k).0.as_ptr() as *const __m128i)
+                });
+                if tree.steps == 3 {
+                    // The usual depth for ψ = 256; unrolled, the step
+                    // counter's register holds another row.
+                    for _ in 0..3 {
+                        for (at, x) in at.iter_mut().zip(x) {
+                            *at = triple_step(tree, *at, x);
+                        }
                     }
-                    group += 1 << (3 * step);
+                } else {
+                    for _ in 0..tree.steps {
+                        for (at, x) in at.iter_mut().zip(x) {
+                            *at = triple_step(tree, *at, x);
+                        }
+                    }
                 }
-                for k in 0..ROWS {
-                    sums[r + k] += tree.leaves[at[k]];
+                for (k, at) in at.iter().enumerate() {
+                    *sums.get_unchecked_mut(r + k) += tree.leaf(*at);
                 }
             }
         }
         // The last few rows (or the single row pf-score scores at a time):
-        // eight trees side by side instead of eight rows.
+        // several trees side by side instead of several rows.
         for r in full..n {
-            let x = _mm256_loadu_ps(padded[r].as_ptr());
+            let x = _mm_load_si128(ranks[r].0.as_ptr() as *const __m128i);
             for chunk in trees.chunks(ROWS) {
                 let mut at = [0usize; ROWS];
-                let mut group = [0usize; ROWS];
                 let steps = chunk.iter().map(|t| t.steps).max().unwrap_or(0);
                 for step in 0..steps {
-                    for (k, tree) in chunk.iter().enumerate() {
+                    for (at, tree) in at.iter_mut().zip(chunk) {
                         if step < tree.steps {
-                            at[k] = triple_step(tree, group[k] + at[k], x) + at[k] * 8;
-                            group[k] += 1 << (3 * step);
+                            *at = triple_step(tree, *at, x);
                         }
                     }
                 }
-                for (k, tree) in chunk.iter().enumerate() {
-                    sums[r] += tree.leaves[at[k]];
+                for (at, tree) in at.iter().zip(chunk) {
+                    sums[r] += tree.leaf(*at);
                 }
             }
         }
     }
 }
 
-/// One 3-level step: which of the 8 subtrees below `node` the row `x` enters.
+/// One 3-level step of the row with ranks `x` from the triple at byte
+/// offset `at`: the byte offset of the triple (or, after the last step, the
+/// leaf slot) it enters.
 ///
 /// # Safety
-/// AVX2 must be available and `node` an index into `tree.nodes`.
+/// AVX2 must be available and `at` the offset of one of `tree.nodes`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn triple_step(tree: &Triples, node: usize, x: std::arch::x86_64::__m256) -> usize {
+unsafe fn triple_step(tree: &Triples, at: usize, x: std::arch::x86_64::__m128i) -> usize {
     use std::arch::x86_64::*;
-    // In range: the caller's index is below 8^step within the step's group.
-    let node = tree.nodes.get_unchecked(node);
-    let t = _mm256_loadu_ps(node.thresholds.as_ptr());
-    let f = _mm256_loadu_si256(node.features.as_ptr() as *const __m256i);
-    let v = _mm256_permutevar8x32_ps(x, f);
-    let m = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(v, t)) as usize;
-    *TRIPLE.get_unchecked(m) as usize
+    let node = (tree.nodes.as_ptr() as *const u8).add(at) as *const Triple;
+    let shuffle = _mm_load_si128((*node).shuffle.as_ptr() as *const __m128i);
+    let ranks = _mm_load_si128((*node).ranks.as_ptr() as *const __m128i);
+    let right = _mm_cmpgt_epi16(_mm_shuffle_epi8(x, shuffle), ranks);
+    let m = _mm_movemask_epi8(_mm_packs_epi16(right, _mm_setzero_si128())) as usize;
+    8 * at + *CHILD.get_unchecked(m) as usize
 }
 
 fn compile(tree: &Tree) -> Layout {
@@ -427,6 +598,111 @@ mod tests {
                 assert_eq!(one[0], batch[i], "row {i}, d {d}");
                 assert_eq!(one[0], forest.score_samples(row), "row {i}, d {d}");
             }
+        }
+    }
+
+    /// Rows made of the forest's own thresholds, the values just above and
+    /// below them, signed zeros, infinities and NaN: the rank comparisons
+    /// must send every one down the same path as the model's `f64` ones.
+    #[test]
+    fn rank_comparisons_agree_with_the_model_at_every_threshold() {
+        let mut rng = crate::rng::Rng::new(9);
+        let d = 4;
+        let rows: Vec<f32> = (0..2000 * d)
+            .map(|i| match i % d {
+                0 => rng.below(5) as f32 - 2.0,
+                1 => (rng.next_f64() * 1e-3) as f32,
+                2 => (rng.next_f64() * 2e6 - 1e6) as f32,
+                _ => rng.below(3) as f32,
+            })
+            .collect();
+        let forest = crate::train::fit(&rows, d, &Default::default());
+        let scorer = Scorer::new(&forest, d).unwrap();
+        assert_eq!(scorer.uses_ranks(), has_avx2());
+        let mut values = vec![0.0f32, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
+        for tree in &forest.trees {
+            for (node, &t) in tree.threshold.iter().enumerate() {
+                if !tree.is_leaf(node) {
+                    let t32 = f32_at_or_below(t);
+                    values.extend([t32, t32.next_up(), t32.next_down(), t as f32]);
+                }
+            }
+        }
+        let probe: Vec<f32> = (0..values.len() * 3)
+            .flat_map(|i| (0..d).map(move |f| (i, f)))
+            .map(|(i, f)| values[(i * (f + 1) * 7919 + f * 31) % values.len()])
+            .collect();
+        let n = probe.len() / d;
+        for len in [n, n - 1, 1, 9] {
+            let mut got = vec![0.0; len];
+            scorer.score_samples(&probe[..len * d], &mut got);
+            for (i, row) in probe[..len * d].chunks(d).enumerate() {
+                assert_eq!(got[i], forest.score_samples(row), "row {row:?}");
+            }
+        }
+    }
+
+    /// The invariant the rank layout rests on, checked at every cut of a
+    /// trained forest: `rank(x) > rank(t)` exactly when `x > t` (or x is NaN).
+    #[test]
+    fn a_rank_exceeds_a_thresholds_rank_exactly_when_the_value_exceeds_it() {
+        let mut rng = crate::rng::Rng::new(4);
+        let d = 3;
+        let rows: Vec<f32> = (0..3000 * d)
+            .map(|i| match i % d {
+                0 => rng.below(4) as f32 - 1.0,
+                1 => (rng.next_f64() * 1e-3) as f32,
+                _ => (rng.next_f64() * 1e9) as f32,
+            })
+            .collect();
+        let forest = crate::train::fit(&rows, d, &Default::default());
+        let trees: Vec<Layout> = forest.trees.iter().map(compile).collect();
+        let cuts = Cuts::new(&trees, d).unwrap();
+        let special = [0.0f32, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
+        for (f, fcuts) in cuts.per_feature.iter().enumerate() {
+            assert!(!fcuts.is_empty(), "feature {f} has no cuts");
+            let mut probes: Vec<f32> = special.to_vec();
+            for &c in fcuts {
+                probes.extend([c, c.next_up(), c.next_down()]);
+            }
+            let ranks: Vec<i16> = probes
+                .chunks(8)
+                .flat_map(|chunk| {
+                    let mut x = [f32::NAN; 8];
+                    x[..chunk.len()].copy_from_slice(chunk);
+                    below(fcuts, &x).into_iter().take(chunk.len()).map(biased)
+                })
+                .collect();
+            for &t in fcuts {
+                let rt = cuts.threshold_rank(f, t);
+                for (&x, &rx) in probes.iter().zip(&ranks) {
+                    assert_eq!(rx > rt, x > t || x.is_nan(), "feature {f}, x {x}, t {t}");
+                    assert!(rx < NEVER, "nothing passes the padding");
+                }
+            }
+        }
+    }
+
+    /// More distinct thresholds on one feature than 16-bit ranks can order:
+    /// the scorer falls back to walking node by node, with the same scores.
+    #[test]
+    fn forests_with_too_many_thresholds_for_ranks_still_score_exactly() {
+        let mut rng = crate::rng::Rng::new(3);
+        let rows: Vec<f32> = (0..8192).map(|_| rng.next_f64() as f32).collect();
+        let params = crate::train::TrainParams {
+            n_trees: 10,
+            max_samples: 8192,
+            ..Default::default()
+        };
+        let forest = crate::train::fit(&rows, 1, &params);
+        let scorer = Scorer::new(&forest, 1).unwrap();
+        assert!(!scorer.uses_ranks());
+        let mut probe = rows[..500].to_vec();
+        probe.extend([f32::NAN, -0.0, 0.0, f32::INFINITY, f32::NEG_INFINITY]);
+        let mut got = vec![0.0; probe.len()];
+        scorer.score_samples(&probe, &mut got);
+        for (i, x) in probe.iter().enumerate() {
+            assert_eq!(got[i], forest.score_samples(&[*x]), "x = {x}");
         }
     }
 
