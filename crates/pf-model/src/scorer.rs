@@ -429,7 +429,8 @@ impl Triples {
     }
 }
 
-/// Scores with the [`Triples`] layout, eight rows at a time per tree.
+/// Scores with the [`Triples`] layout: block by block, the block's ranks
+/// once, then every tree over the block's rows.
 ///
 /// # Safety
 /// The CPU must support AVX2, `d` must be at most 8 and `trees` compiled
@@ -444,7 +445,8 @@ unsafe fn path_sums_triples(
     out: &mut [f64],
 ) {
     use std::arch::x86_64::*;
-    const ROWS: usize = 10;
+    const ROWS: usize = 8;
+    const _: () = assert!(ROWS.is_multiple_of(PIPELINED_ROWS));
     let mut ranks = vec![RowRanks::default(); BLOCK.min(out.len())];
     for (block, sums) in rows.chunks(d * BLOCK).zip(out.chunks_mut(BLOCK)) {
         let n = sums.len();
@@ -452,24 +454,18 @@ unsafe fn path_sums_triples(
         sums.fill(0.0);
         let full = n - n % ROWS;
         for tree in trees {
+            if tree.steps == 3 {
+                three_steps_pipelined(tree, &ranks[..full], &mut sums[..full]);
+                continue;
+            }
             for r in (0..full).step_by(ROWS) {
                 let mut at = [0usize; ROWS];
                 let x: [__m128i; ROWS] = std::array::from_fn(|k| {
                     _mm_load_si128(ranks.get_unchecked(r + k).0.as_ptr() as *const __m128i)
                 });
-                if tree.steps == 3 {
-                    // The usual depth for ψ = 256; unrolled, the step
-                    // counter's register holds another row.
-                    for _ in 0..3 {
-                        for (at, x) in at.iter_mut().zip(x) {
-                            *at = triple_step(tree, *at, x);
-                        }
-                    }
-                } else {
-                    for _ in 0..tree.steps {
-                        for (at, x) in at.iter_mut().zip(x) {
-                            *at = triple_step(tree, *at, x);
-                        }
+                for _ in 0..tree.steps {
+                    for (at, x) in at.iter_mut().zip(x) {
+                        *at = triple_step(tree, *at, x);
                     }
                 }
                 for (k, at) in at.iter().enumerate() {
@@ -497,6 +493,63 @@ unsafe fn path_sums_triples(
             }
         }
     }
+}
+
+/// Rows per group in [`three_steps_pipelined`]: three groups in flight hold
+/// 12 row positions, as many as the registers keep without spilling.
+const PIPELINED_ROWS: usize = 4;
+
+/// A 3-step tree (the usual depth for ψ = 256) over whole groups of 4 rows,
+/// software-pipelined: while one group takes its third step, the next takes
+/// its second and the one after its first. The 12 steps in flight do not
+/// wait on each other, so the loads of one overlap the table lookups of the
+/// others instead of each row's three steps running back to back.
+///
+/// # Safety
+/// AVX2 must be available, `tree.steps == 3`, and `ranks` and `sums` of the
+/// same length, a multiple of 4.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn three_steps_pipelined(tree: &Triples, ranks: &[RowRanks], sums: &mut [f64]) {
+    use std::arch::x86_64::*;
+    const P: usize = PIPELINED_ROWS;
+    debug_assert!(ranks.len().is_multiple_of(P) && sums.len() == ranks.len());
+    let groups = ranks.len() / P;
+    let load = |g: usize| -> [__m128i; P] {
+        std::array::from_fn(|k| {
+            _mm_load_si128(ranks.get_unchecked(g * P + k).0.as_ptr() as *const __m128i)
+        })
+    };
+    let first = |g: usize| -> [usize; P] {
+        let x = load(g);
+        std::array::from_fn(|k| triple_step(tree, 0, x[k]))
+    };
+    let next = |g: usize, at: [usize; P]| -> [usize; P] {
+        let x = load(g);
+        std::array::from_fn(|k| triple_step(tree, at[k], x[k]))
+    };
+    let last = |g: usize, at: [usize; P], sums: &mut [f64]| {
+        let at = next(g, at);
+        for (k, at) in at.into_iter().enumerate() {
+            *sums.get_unchecked_mut(g * P + k) += tree.leaf(at);
+        }
+    };
+    if groups < 2 {
+        for g in 0..groups {
+            let at = next(g, first(g));
+            last(g, at, sums);
+        }
+        return;
+    }
+    let mut two = next(0, first(0));
+    let mut one = first(1);
+    for g in 2..groups {
+        last(g - 2, two, sums);
+        two = next(g - 1, one);
+        one = first(g);
+    }
+    last(groups - 2, two, sums);
+    last(groups - 1, next(groups - 1, one), sums);
 }
 
 /// One 3-level step of the row with ranks `x` from the triple at byte
