@@ -348,23 +348,25 @@ fn below<const N: usize>(cuts: &[f32], x: &[f32; N]) -> [usize; N] {
 /// from one step's comparisons to the next step's loads.
 ///
 /// `CHILD[m]` is the byte offset, from `8 * at`, of the child a row enters
-/// given the bitmask `m` of "went right" at the 7 nodes (BFS order).
-const fn child_table() -> [u16; 256] {
-    let mut t = [0u16; 256];
+/// given the byte mask `m` of the 16-bit comparisons: bits `2k` and `2k + 1`
+/// are both set when the row went right at node `k` (BFS order). Indexing
+/// by the wide mask saves narrowing it; only 128 entries are ever read.
+const fn child_table() -> [u16; 1 << 16] {
+    let mut t = [0u16; 1 << 16];
     let mut m = 0;
-    while m < 256 {
+    while m < (1 << 16) {
         let b0 = m & 1;
         let n1 = 1 + b0;
-        let b1 = (m >> n1) & 1;
+        let b1 = (m >> (2 * n1)) & 1;
         let n2 = 3 + 2 * b0 + b1;
-        let b2 = (m >> n2) & 1;
+        let b2 = (m >> (2 * n2)) & 1;
         let child = b0 * 4 + b1 * 2 + b2;
         t[m] = ((1 + child) * std::mem::size_of::<Triple>()) as u16;
         m += 1;
     }
     t
 }
-static CHILD: [u16; 256] = child_table();
+static CHILD: [u16; 1 << 16] = child_table();
 
 impl Triples {
     /// The path length of the leaf slot a row reached, from its byte offset
@@ -567,7 +569,8 @@ unsafe fn triple_step(tree: &Triples, at: usize, x: std::arch::x86_64::__m128i) 
     let shuffle = _mm_load_si128((*node).shuffle.as_ptr() as *const __m128i);
     let ranks = _mm_load_si128((*node).ranks.as_ptr() as *const __m128i);
     let right = _mm_cmpgt_epi16(_mm_shuffle_epi8(x, shuffle), ranks);
-    let m = _mm_movemask_epi8(_mm_packs_epi16(right, _mm_setzero_si128())) as usize;
+    // A 16-bit mask: in range.
+    let m = _mm_movemask_epi8(right) as usize;
     8 * at + *CHILD.get_unchecked(m) as usize
 }
 
