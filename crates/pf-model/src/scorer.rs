@@ -568,36 +568,35 @@ unsafe fn three_steps_pipelined(tree: &Triples, ranks: &[RowRanks], sums: &mut [
             _mm_load_si128(ranks.get_unchecked(g * P + k).0.as_ptr() as *const __m128i)
         })
     };
-    let first = |g: usize| -> [usize; P] {
-        let x = load(g);
-        std::array::from_fn(|k| triple_step(tree, 0, x[k]))
-    };
-    let next = |g: usize, at: [usize; P]| -> [usize; P] {
-        let x = load(g);
+    // Each group's ranks are loaded once and stay in registers for its
+    // three steps: loads, not arithmetic, are what this loop runs short of.
+    let step = |at: [usize; P], x: &[__m128i; P]| -> [usize; P] {
         std::array::from_fn(|k| triple_step(tree, at[k], x[k]))
     };
-    let last = |g: usize, at: [usize; P], sums: &mut [f64]| {
-        let at = next(g, at);
-        for (k, at) in at.into_iter().enumerate() {
+    let finish = |g: usize, at: [usize; P], x: &[__m128i; P], sums: &mut [f64]| {
+        for (k, at) in step(at, x).into_iter().enumerate() {
             *sums.get_unchecked_mut(g * P + k) += tree.leaf(at);
         }
     };
     if groups < 2 {
         for g in 0..groups {
-            let at = next(g, first(g));
-            last(g, at, sums);
+            let x = load(g);
+            finish(g, step(step([0; P], &x), &x), &x, sums);
         }
         return;
     }
-    let mut two = next(0, first(0));
-    let mut one = first(1);
+    let (mut x2, mut x1) = (load(0), load(1));
+    let mut two = step(step([0; P], &x2), &x2);
+    let mut one = step([0; P], &x1);
     for g in 2..groups {
-        last(g - 2, two, sums);
-        two = next(g - 1, one);
-        one = first(g);
+        let x0 = load(g);
+        finish(g - 2, two, &x2, sums);
+        two = step(one, &x1);
+        one = step([0; P], &x0);
+        (x2, x1) = (x1, x0);
     }
-    last(groups - 2, two, sums);
-    last(groups - 1, next(groups - 1, one), sums);
+    finish(groups - 2, two, &x2, sums);
+    finish(groups - 1, step(one, &x1), &x1, sums);
 }
 
 /// One 3-level step of the row with ranks `x` from the triple at byte
