@@ -67,7 +67,7 @@ impl Scorer {
     pub fn new(forest: &Forest, n_features: usize) -> anyhow::Result<Scorer> {
         forest.validate(n_features)?;
         let trees: Vec<Layout> = forest.trees.iter().map(compile).collect();
-        let cuts = (has_avx2() && n_features <= 8)
+        let cuts = (has_avx2_popcnt() && n_features <= 8)
             .then(|| Cuts::new(&trees, n_features))
             .flatten();
         let triples = match &cuts {
@@ -191,7 +191,7 @@ fn walk_complete(
     }
 }
 
-fn has_avx2() -> bool {
+fn has_avx2_popcnt() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("popcnt")
@@ -719,7 +719,7 @@ mod tests {
             .collect();
         let forest = crate::train::fit(&rows, d, &Default::default());
         let scorer = Scorer::new(&forest, d).unwrap();
-        assert_eq!(scorer.uses_ranks(), has_avx2());
+        assert_eq!(scorer.uses_ranks(), has_avx2_popcnt());
         let mut values = vec![0.0f32, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
         for tree in &forest.trees {
             for (node, &t) in tree.threshold.iter().enumerate() {
@@ -756,7 +756,7 @@ mod tests {
                 _ => (rng.next_f64() * 1e9) as f32,
             })
             .collect();
-        if !has_avx2() {
+        if !has_avx2_popcnt() {
             return;
         }
         let forest = crate::train::fit(&rows, d, &Default::default());
@@ -791,7 +791,7 @@ mod tests {
     /// around every layer boundary (8, 64, 512 and 4096 cuts).
     #[test]
     fn search_tree_counts_cuts_below_like_a_binary_search() {
-        if !has_avx2() {
+        if !has_avx2_popcnt() {
             return;
         }
         let mut rng = crate::rng::Rng::new(8);
