@@ -702,21 +702,27 @@ mod tests {
         }
     }
 
-    /// Rows made of the forest's own thresholds, the values just above and
-    /// below them, signed zeros, infinities and NaN: the rank comparisons
-    /// must send every one down the same path as the model's `f64` ones.
-    #[test]
-    fn rank_comparisons_agree_with_the_model_at_every_threshold() {
-        let mut rng = crate::rng::Rng::new(9);
-        let d = 4;
-        let rows: Vec<f32> = (0..2000 * d)
-            .map(|i| match i % d {
+    /// Training rows whose columns differ in scale: small integers, values
+    /// around 1e-3, values up to ±1e6, so thresholds span many exponents.
+    fn mixed_scale_rows(seed: u64, n: usize, d: usize) -> Vec<f32> {
+        let mut rng = crate::rng::Rng::new(seed);
+        (0..n * d)
+            .map(|i| match i % d % 4 {
                 0 => rng.below(5) as f32 - 2.0,
                 1 => (rng.next_f64() * 1e-3) as f32,
                 2 => (rng.next_f64() * 2e6 - 1e6) as f32,
                 _ => rng.below(3) as f32,
             })
-            .collect();
+            .collect()
+    }
+
+    /// Rows made of the forest's own thresholds, the values just above and
+    /// below them, signed zeros, infinities and NaN: the rank comparisons
+    /// must send every one down the same path as the model's `f64` ones.
+    #[test]
+    fn rank_comparisons_agree_with_the_model_at_every_threshold() {
+        let d = 4;
+        let rows = mixed_scale_rows(9, 2000, d);
         let forest = crate::train::fit(&rows, d, &Default::default());
         let scorer = Scorer::new(&forest, d).unwrap();
         assert_eq!(scorer.uses_ranks(), has_avx2_popcnt());
@@ -747,15 +753,8 @@ mod tests {
     /// trained forest: `rank(x) > rank(t)` exactly when `x > t` (or x is NaN).
     #[test]
     fn a_rank_exceeds_a_thresholds_rank_exactly_when_the_value_exceeds_it() {
-        let mut rng = crate::rng::Rng::new(4);
         let d = 3;
-        let rows: Vec<f32> = (0..3000 * d)
-            .map(|i| match i % d {
-                0 => rng.below(4) as f32 - 1.0,
-                1 => (rng.next_f64() * 1e-3) as f32,
-                _ => (rng.next_f64() * 1e9) as f32,
-            })
-            .collect();
+        let rows = mixed_scale_rows(4, 3000, d);
         if !has_avx2_popcnt() {
             return;
         }
