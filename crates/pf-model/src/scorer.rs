@@ -45,10 +45,17 @@ pub struct Scorer {
     trees: Vec<Layout>,
     max_samples: u64,
     offset: f64,
-    /// Trees in the three-levels-per-step layout (x86-64 with AVX2 and at
-    /// most 8 features); empty otherwise.
-    triples: Vec<Triples>,
+    /// The rank layout of every tree (x86-64 with AVX2 and POPCNT, at
+    /// most 8 features, ranks that fit in 16 bits); `None` otherwise.
+    ranked: Option<Ranked>,
+}
+
+/// A forest in the rank layout: the cuts that turn rows into ranks, and the
+/// trees compiled against them.
+#[derive(Debug, Clone)]
+struct Ranked {
     cuts: Cuts,
+    trees: Vec<Triples>,
 }
 
 /// Largest `f32` that is not greater than `t`.
@@ -67,25 +74,23 @@ impl Scorer {
     pub fn new(forest: &Forest, n_features: usize) -> anyhow::Result<Scorer> {
         forest.validate(n_features)?;
         let trees: Vec<Layout> = forest.trees.iter().map(compile).collect();
-        let cuts = (has_avx2_popcnt() && n_features <= 8)
-            .then(|| Cuts::new(&trees, n_features))
+        let ranked = (has_avx2_popcnt() && n_features <= 8)
+            .then(|| {
+                let cuts = Cuts::new(&trees, n_features)?;
+                let trees = forest
+                    .trees
+                    .iter()
+                    .map(|t| Triples::compile(t, &cuts))
+                    .collect::<Option<Vec<_>>>()?;
+                Some(Ranked { cuts, trees })
+            })
             .flatten();
-        let triples = match &cuts {
-            Some(cuts) => forest
-                .trees
-                .iter()
-                .map(|t| Triples::compile(t, cuts))
-                .collect::<Option<Vec<_>>>()
-                .unwrap_or_default(),
-            None => Vec::new(),
-        };
         Ok(Scorer {
             n_features,
             trees,
             max_samples: forest.max_samples,
             offset: forest.offset,
-            triples,
-            cuts: cuts.unwrap_or_default(),
+            ranked,
         })
     }
 
@@ -96,7 +101,7 @@ impl Scorer {
     /// Whether rows are compared by rank ([`Triples`]), the fast path.
     #[cfg(test)]
     fn uses_ranks(&self) -> bool {
-        !self.triples.is_empty() && self.triples.len() == self.trees.len()
+        self.ranked.is_some()
     }
 
     /// Sum over trees of each row's path length. `rows` holds whole rows of
@@ -106,10 +111,10 @@ impl Scorer {
         let n = rows.len() / d;
         assert_eq!(out.len(), n, "one output per row");
         #[cfg(target_arch = "x86_64")]
-        if !self.triples.is_empty() && self.triples.len() == self.trees.len() {
-            // SAFETY: `triples` is only filled when AVX2 was detected and
-            // d <= 8, compiled against `cuts`.
-            unsafe { path_sums_triples(&self.triples, &self.cuts, rows, d, out) };
+        if let Some(ranked) = &self.ranked {
+            // SAFETY: `ranked` is only built when AVX2 and POPCNT were
+            // detected and d <= 8, its trees compiled against its cuts.
+            unsafe { path_sums_triples(&ranked.trees, &ranked.cuts, rows, d, out) };
             return;
         }
         // A block of rows stays in L1 while every tree passes over it, so
@@ -245,15 +250,16 @@ fn biased(rank: usize) -> i16 {
 
 /// Every feature's distinct thresholds across the forest, ascending, and a
 /// search tree over them that turns a row's values into ranks.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct Cuts {
     per_feature: Vec<Vec<f32>>,
     search: Vec<SearchTree>,
 }
 
 impl Cuts {
-    /// `None` when some feature has too many thresholds for 16-bit ranks or
-    /// a threshold is NaN; the scorer then uses the node-by-node layout.
+    /// `None` when some feature has too many thresholds for 16-bit ranks;
+    /// the scorer then uses the node-by-node layout. (A validated forest
+    /// has no NaN threshold.)
     fn new(trees: &[Layout], n_features: usize) -> Option<Cuts> {
         let mut per_feature = vec![Vec::new(); n_features];
         for tree in trees {
@@ -261,9 +267,6 @@ impl Cuts {
                 return None;
             };
             for node in nodes {
-                if node.threshold.is_nan() {
-                    return None;
-                }
                 if node.threshold != f32::INFINITY {
                     per_feature[node.feature as usize].push(node.threshold);
                 }
@@ -319,8 +322,8 @@ impl Cuts {
 }
 
 /// A static B+ tree over ascending cuts, 8 keys to a node so that one
-/// 256-bit compare and a popcount do a node: for ~1,500 cuts that is 4
-/// such steps instead of 11 dependent binary-search steps.
+/// 256-bit compare and a popcount do a node: up to 4,096 cuts take 4 such
+/// steps instead of 12 dependent binary-search steps.
 ///
 /// The last layer holds the cuts in nodes of 8 (padded with +inf); each
 /// layer above holds, for each group of 8 nodes below, the first keys of
@@ -569,7 +572,7 @@ unsafe fn three_steps_pipelined(tree: &Triples, ranks: &[RowRanks], sums: &mut [
         })
     };
     // Each group's ranks are loaded once and stay in registers for its
-    // three steps: loads, not arithmetic, are what this loop runs short of.
+    // three steps, leaving the load slots to the tree's nodes.
     let step = |at: [usize; P], x: &[__m128i; P]| -> [usize; P] {
         std::array::from_fn(|k| triple_step(tree, at[k], x[k]))
     };
