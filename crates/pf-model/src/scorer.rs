@@ -14,6 +14,10 @@ use crate::forest::{score_from_path_sum, Forest, Tree};
 const LANES: usize = 16;
 /// Rows that every tree passes over before the next tree is fetched.
 const BLOCK: usize = 512;
+/// Rows per block in the rank layout. Their ranks (16 bytes a row) and sums
+/// outgrow L1, but each tree is fetched once per block and a tree of the
+/// rank layout is larger (with its leaf slots, about 7 KiB at ψ = 256).
+const RANK_BLOCK: usize = 4096;
 /// Deeper trees would need too much memory in the complete layout; they are
 /// walked node by node instead.
 const MAX_COMPLETE_DEPTH: u32 = 14;
@@ -225,7 +229,8 @@ struct Triples {
     steps: u32,
     nodes: Vec<Triple>,
     /// Indexed by slot: the first `nodes.len()` slots are the triples'
-    /// (unused), so a row's final byte offset / 32 is its leaf's index.
+    /// (unused), so a row's final position (see [`SLOT_BYTES`]) is its
+    /// leaf's byte offset in here.
     leaves: Vec<f64>,
 }
 
@@ -393,10 +398,10 @@ struct RowRanks([i16; 8]);
 
 /// Triples are stored as an 8-ary heap (the children of triple `i` are
 /// `8i + 1 ..= 8i + 8`), so a step is `at = 8 * at + CHILD[outcomes]` on
-/// byte offsets: one table load and one address computation on the chain
+/// positions: one table load and one address computation on the chain
 /// from one step's comparisons to the next step's loads.
 ///
-/// `CHILD[m]` is the byte offset, from `8 * at`, of the child a row enters
+/// `CHILD[m]` is the position, from `8 * at`, of the child a row enters
 /// given the byte mask `m` of the 16-bit comparisons: bits `2k` and `2k + 1`
 /// are both set when the row went right at node `k` (BFS order). Indexing
 /// by the wide mask saves narrowing it; only 128 entries are ever read.
@@ -410,23 +415,29 @@ const fn child_table() -> [u16; 1 << 16] {
         let n2 = 3 + 2 * b0 + b1;
         let b2 = (m >> (2 * n2)) & 1;
         let child = b0 * 4 + b1 * 2 + b2;
-        t[m] = ((1 + child) * std::mem::size_of::<Triple>()) as u16;
+        t[m] = ((1 + child) * SLOT_BYTES) as u16;
         m += 1;
     }
     t
 }
 static CHILD: [u16; 1 << 16] = child_table();
 
+/// A row's position `at` in a tree is its slot's byte offset in
+/// [`Triples::leaves`], slot × 8. The leaf a row ends in is then at
+/// `leaves + at` and a triple at `nodes + 4 * at`: each one addressing mode,
+/// with no shift between the last step and the leaf's load.
+const SLOT_BYTES: usize = std::mem::size_of::<f64>();
+
 impl Triples {
-    /// The path length of the leaf slot a row reached, from its byte offset
+    /// The path length of the leaf slot a row reached, from its position
     /// after the last step.
     #[inline]
     fn leaf(&self, at: usize) -> f64 {
-        let slot = at / std::mem::size_of::<Triple>();
+        let slot = at / SLOT_BYTES;
         debug_assert!(slot >= self.nodes.len() && slot < self.leaves.len());
         // SAFETY: `steps` steps from slot 0 end in a child of a last-level
         // triple: slot 8 * nodes.len() at most, = leaves.len() - 1.
-        unsafe { *self.leaves.get_unchecked(slot) }
+        unsafe { *((self.leaves.as_ptr() as *const u8).add(at) as *const f64) }
     }
 
     fn compile(tree: &Tree, cuts: &Cuts) -> Option<Triples> {
@@ -498,8 +509,8 @@ unsafe fn path_sums_triples(
     use std::arch::x86_64::*;
     const ROWS: usize = 8;
     const _: () = assert!(ROWS.is_multiple_of(PIPELINED_ROWS));
-    let mut ranks = vec![RowRanks::default(); BLOCK.min(out.len())];
-    for (block, sums) in rows.chunks(d * BLOCK).zip(out.chunks_mut(BLOCK)) {
+    let mut ranks = vec![RowRanks::default(); RANK_BLOCK.min(out.len())];
+    for (block, sums) in rows.chunks(d * RANK_BLOCK).zip(out.chunks_mut(RANK_BLOCK)) {
         let n = sums.len();
         cuts.block_ranks(block, d, &mut ranks);
         sums.fill(0.0);
@@ -588,32 +599,56 @@ unsafe fn three_steps_pipelined(tree: &Triples, ranks: &[RowRanks], sums: &mut [
         }
         return;
     }
-    let (mut x2, mut x1) = (load(0), load(1));
-    let mut two = step(step([0; P], &x2), &x2);
-    let mut one = step([0; P], &x1);
-    for g in 2..groups {
-        let x0 = load(g);
-        finish(g - 2, two, &x2, sums);
-        two = step(one, &x1);
-        one = step([0; P], &x0);
-        (x2, x1) = (x1, x0);
+    // One pipeline stage at group g: group g - 2 takes its last step, g - 1
+    // its second, g its first.
+    let stage = |g: usize,
+                 two: [usize; P],
+                 x2: &[__m128i; P],
+                 one: [usize; P],
+                 x1: &[__m128i; P],
+                 x0: &[__m128i; P],
+                 sums: &mut [f64]| {
+        finish(g - 2, two, x2, sums);
+        (step(one, x1), step([0; P], x0))
+    };
+    let (mut xa, mut xb) = (load(0), load(1));
+    let mut two = step(step([0; P], &xa), &xa);
+    let mut one = step([0; P], &xb);
+    let mut g = 2;
+    // Three stages per pass, so the three groups' registers trade roles
+    // without being moved.
+    while g + 3 <= groups {
+        let xc = load(g);
+        (two, one) = stage(g, two, &xa, one, &xb, &xc, sums);
+        xa = load(g + 1);
+        (two, one) = stage(g + 1, two, &xb, one, &xc, &xa, sums);
+        xb = load(g + 2);
+        (two, one) = stage(g + 2, two, &xc, one, &xa, &xb, sums);
+        g += 3;
     }
-    finish(groups - 2, two, &x2, sums);
-    finish(groups - 1, step(one, &x1), &x1, sums);
+    while g < groups {
+        let xc = load(g);
+        (two, one) = stage(g, two, &xa, one, &xb, &xc, sums);
+        (xa, xb) = (xb, xc);
+        g += 1;
+    }
+    finish(groups - 2, two, &xa, sums);
+    finish(groups - 1, step(one, &xb), &xb, sums);
 }
 
-/// One 3-level step of the row with ranks `x` from the triple at byte
-/// offset `at`: the byte offset of the triple (or, after the last step, the
+/// One 3-level step of the row with ranks `x` from the triple at position
+/// `at`: the position of the triple (or, after the last step, the
 /// leaf slot) it enters.
 ///
 /// # Safety
-/// AVX2 must be available and `at` the offset of one of `tree.nodes`.
+/// AVX2 must be available and `at` the position of one of `tree.nodes`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
 unsafe fn triple_step(tree: &Triples, at: usize, x: std::arch::x86_64::__m128i) -> usize {
     use std::arch::x86_64::*;
-    let node = (tree.nodes.as_ptr() as *const u8).add(at) as *const Triple;
+    let triple_bytes = std::mem::size_of::<Triple>() / SLOT_BYTES * at;
+    let node = (tree.nodes.as_ptr() as *const u8).add(triple_bytes) as *const Triple;
     let shuffle = _mm_load_si128((*node).shuffle.as_ptr() as *const __m128i);
     let ranks = _mm_load_si128((*node).ranks.as_ptr() as *const __m128i);
     let right = _mm_cmpgt_epi16(_mm_shuffle_epi8(x, shuffle), ranks);
@@ -743,7 +778,11 @@ mod tests {
             .map(|(i, f)| values[(i * (f + 1) * 7919 + f * 31) % values.len()])
             .collect();
         let n = probe.len() / d;
-        for len in [n, n - 1, 1, 9] {
+        assert!(n > RANK_BLOCK, "more than one block of rows");
+        // Lengths that leave every count of groups of 4 rows over after the
+        // pipelined passes of three, and a tail of single rows.
+        let lengths = [n, n - 1, 1, 9].into_iter().chain((16..=72).step_by(8));
+        for len in lengths.chain([RANK_BLOCK + 13]) {
             let mut got = vec![0.0; len];
             scorer.score_samples(&probe[..len * d], &mut got);
             for (i, row) in probe[..len * d].chunks(d).enumerate() {
