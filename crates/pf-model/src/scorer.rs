@@ -311,16 +311,18 @@ impl Cuts {
     #[target_feature(enable = "avx2,popcnt")]
     unsafe fn block_ranks(&self, block: &[f32], d: usize, out: &mut [RowRanks]) {
         const LOCKSTEP: usize = 8;
-        for (f, (search, cuts)) in self.search.iter().zip(&self.per_feature).enumerate() {
-            for (rows, ranks) in block.chunks(d * LOCKSTEP).zip(out.chunks_mut(LOCKSTEP)) {
-                let mut x = [f32::NAN; LOCKSTEP];
-                for (x, row) in x.iter_mut().zip(rows.chunks_exact(d)) {
-                    *x = row[f];
+        let n = out.len().min(block.len() / d);
+        let whole = n - n % LOCKSTEP;
+        for (f, search) in self.search.iter().enumerate() {
+            let value = |r: usize| *block.get_unchecked(r * d + f);
+            for r in (0..whole).step_by(LOCKSTEP) {
+                let below = search.ranks(&std::array::from_fn::<_, LOCKSTEP, _>(|k| value(r + k)));
+                for (k, below) in below.into_iter().enumerate() {
+                    out.get_unchecked_mut(r + k).0[f] = biased(below);
                 }
-                let below = search.ranks(&x);
-                for ((rank, n), x) in ranks.iter_mut().zip(below).zip(x) {
-                    rank.0[f] = biased(if x.is_nan() { cuts.len() } else { n });
-                }
+            }
+            for r in whole..n {
+                out.get_unchecked_mut(r).0[f] = biased(search.ranks(&[value(r)])[0]);
             }
         }
     }
@@ -366,8 +368,8 @@ impl SearchTree {
         SearchTree { layers }
     }
 
-    /// How many cuts lie below each `x` (none for NaN); the searches run side
-    /// by side so that their loads overlap.
+    /// How many cuts lie below each `x`, all of them for NaN; the searches
+    /// run side by side so that their loads overlap.
     ///
     /// # Safety
     /// AVX2 and POPCNT must be available.
@@ -376,18 +378,24 @@ impl SearchTree {
     #[inline]
     unsafe fn ranks<const N: usize>(&self, x: &[f32; N]) -> [usize; N] {
         use std::arch::x86_64::*;
-        let xs: [__m256; N] = std::array::from_fn(|k| _mm256_set1_ps(x[k]));
+        const NODE: usize = std::mem::size_of::<Keys>();
+        // min(NaN, +inf) is +inf, above every cut (cuts are finite) and
+        // below none of the +inf padding keys: NaN ranks cuts.len().
+        let inf = _mm256_set1_ps(f32::INFINITY);
+        let xs: [__m256; N] = std::array::from_fn(|k| _mm256_min_ps(_mm256_set1_ps(x[k]), inf));
+        // Byte offsets of each search's node in the current layer.
         let mut at = [0usize; N];
         for layer in &self.layers {
+            let base = layer.as_ptr() as *const u8;
             for (at, x) in at.iter_mut().zip(xs) {
                 // In range: the root layer is one node, and a count never
                 // passes a node's last real child (the keys after it are +inf).
-                let keys = _mm256_load_ps(layer.get_unchecked(*at).0.as_ptr());
+                let keys = _mm256_load_ps(base.add(*at) as *const f32);
                 let below = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(keys, x));
-                *at = *at * 8 + below.count_ones() as usize;
+                *at = *at * 8 + below.count_ones() as usize * NODE;
             }
         }
-        at
+        at.map(|at| at / NODE)
     }
 }
 
@@ -845,7 +853,15 @@ mod tests {
             cuts.sort_by(f32::total_cmp);
             cuts.dedup();
             let tree = SearchTree::new(&cuts);
-            let mut probes = vec![f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 1e9, -1e9];
+            let mut probes = vec![
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                0.0,
+                -0.0,
+                1e9,
+                -1e9,
+                f32::NAN,
+            ];
             for &c in &cuts {
                 probes.extend([c, c.next_up(), c.next_down()]);
             }
@@ -855,7 +871,12 @@ mod tests {
                 // SAFETY: checked above.
                 let got = unsafe { tree.ranks(&x) };
                 for (x, got) in x.iter().zip(got) {
-                    assert_eq!(got, cuts.partition_point(|c| c < x), "{n} cuts, x {x}");
+                    let want = if x.is_nan() {
+                        cuts.len()
+                    } else {
+                        cuts.partition_point(|c| c < x)
+                    };
+                    assert_eq!(got, want, "{n} cuts, x {x}");
                 }
             }
         }
