@@ -16,7 +16,8 @@ const LANES: usize = 16;
 const BLOCK: usize = 512;
 /// Rows per block in the rank layout. Their ranks (16 bytes a row) and sums
 /// outgrow L1, but each tree is fetched once per block and a tree of the
-/// rank layout is larger (with its leaf slots, about 7 KiB at ψ = 256).
+/// rank layout is larger: at ψ = 256, 73 triples of 32 bytes and 585 leaf
+/// slots of 8, about 7 KiB.
 const RANK_BLOCK: usize = 4096;
 /// Deeper trees would need too much memory in the complete layout; they are
 /// walked node by node instead.
@@ -306,11 +307,13 @@ impl Cuts {
     /// scikit-learn (`x <= t` goes left), and left along the padding.
     ///
     /// # Safety
-    /// AVX2 and POPCNT must be available.
+    /// AVX2 and POPCNT must be available, and `d` must be the number of
+    /// features the cuts were made for (values are read unchecked).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,popcnt")]
     unsafe fn block_ranks(&self, block: &[f32], d: usize, out: &mut [RowRanks]) {
         const LOCKSTEP: usize = 8;
+        debug_assert_eq!(self.search.len(), d);
         let n = out.len().min(block.len() / d);
         let whole = n - n % LOCKSTEP;
         for (f, search) in self.search.iter().enumerate() {
