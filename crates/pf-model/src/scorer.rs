@@ -730,7 +730,9 @@ mod tests {
     #[test]
     fn batch_single_row_and_reference_scores_are_identical() {
         let mut rng = crate::rng::Rng::new(5);
-        for (d, psi) in [(6, 256), (3, 20), (10, 256)] {
+        // ψ 20, 256 and 1003 (all 1003 rows) give trees of up to 2, 3 and
+        // 4 steps in the rank layout; 10 features take the fallback.
+        for (d, psi, steps) in [(6, 256, 3), (3, 20, 2), (4, 1024, 4), (10, 256, 0)] {
             let rows: Vec<f32> = (0..1003 * d)
                 .map(|_| (rng.next_f64() * 50.0).floor() as f32)
                 .collect();
@@ -740,6 +742,12 @@ mod tests {
             };
             let forest = crate::train::fit(&rows, d, &params);
             let scorer = Scorer::new(&forest, d).unwrap();
+            if let Some(ranked) = &scorer.ranked {
+                let deepest = ranked.trees.iter().map(|t| t.steps).max();
+                assert_eq!(deepest, Some(steps), "d {d}, psi {psi}");
+            } else {
+                assert!(d > 8 || !has_avx2_popcnt(), "d {d} should use ranks");
+            }
             let mut batch = vec![0.0; 1003];
             scorer.score_samples(&rows, &mut batch);
             for (i, row) in rows.chunks(d).enumerate() {
