@@ -80,7 +80,32 @@ impl Default for Paths {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Anomaly {
-    pub threshold: Thresholds,
+    /// Severities as expected false-alarm rates (the default).
+    pub rarity: Rarity,
+    /// Raw cut-offs on the decision score, as the old system had them.
+    /// When set they win over `rarity` (so the old config migrates as it
+    /// is); they are on the model's own score scale.
+    pub threshold: Option<Thresholds>,
+}
+
+/// A line is `low` when at most one in `low` normal lines scores like it,
+/// `medium` one in `medium`, `high` one in `high`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rarity {
+    pub low: f64,
+    pub medium: f64,
+    pub high: f64,
+}
+
+impl Default for Rarity {
+    fn default() -> Self {
+        Rarity {
+            low: 1_000.0,
+            medium: 10_000.0,
+            high: 100_000.0,
+        }
+    }
 }
 
 /// Severity cut-offs on the decision score (negative = anomalous).
@@ -130,6 +155,11 @@ pub struct Retrain {
     pub max_samples: usize,
     /// Expected share of anomalies in the training data, or `auto`.
     pub contamination: Contamination,
+    /// `tails` (default) or `forest`.
+    pub detector: DetectorKind,
+    /// Share of the window (spread evenly over it) held back from fitting to
+    /// estimate how rare each score is among normal traffic.
+    pub calibration_share: f64,
     /// The checks a new model passes before it becomes current.
     pub validation: Validation,
 }
@@ -166,7 +196,30 @@ impl Default for Retrain {
             trees: 100,
             max_samples: 1024,
             contamination: Contamination::Fraction(0.001),
+            detector: DetectorKind::Tails,
+            calibration_share: 0.2,
             validation: Validation::default(),
+        }
+    }
+}
+
+/// Which model pf-train fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectorKind {
+    /// Per-feature tail model: sees values and categories never seen in training.
+    Tails,
+    /// scikit-learn's Isolation Forest.
+    Forest,
+}
+
+impl std::str::FromStr for DetectorKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "tails" => Ok(DetectorKind::Tails),
+            "forest" => Ok(DetectorKind::Forest),
+            other => Err(format!("unknown detector {other:?}: give `tails` or `forest`")),
         }
     }
 }
@@ -264,17 +317,34 @@ impl Config {
     }
 
     fn validate(&self) -> Result<()> {
-        let t = self.anomaly.threshold;
-        for (name, v) in [("high", t.high), ("medium", t.medium), ("low", t.low)] {
-            if !v.is_finite() {
-                bail!("anomaly.threshold.{name} must be a finite number, got {v}");
+        if let Some(t) = self.anomaly.threshold {
+            for (name, v) in [("high", t.high), ("medium", t.medium), ("low", t.low)] {
+                if !v.is_finite() {
+                    bail!("anomaly.threshold.{name} must be a finite number, got {v}");
+                }
+            }
+            if !(t.high <= t.medium && t.medium <= t.low) {
+                bail!(
+                    "anomaly.threshold must satisfy high <= medium <= low (scores are negative when anomalous); got high={}, medium={}, low={}",
+                    t.high, t.medium, t.low
+                );
             }
         }
-        if !(t.high <= t.medium && t.medium <= t.low) {
+        let r = self.anomaly.rarity;
+        for (name, v) in [("low", r.low), ("medium", r.medium), ("high", r.high)] {
+            if !(v.is_finite() && v >= 1.0) {
+                bail!("anomaly.rarity.{name} must be a number of lines of at least 1 (\"1 in N normal lines\", e.g. 1000), got {v}");
+            }
+        }
+        if !(r.low <= r.medium && r.medium <= r.high) {
             bail!(
-                "anomaly.threshold must satisfy high <= medium <= low (scores are negative when anomalous); got high={}, medium={}, low={}",
-                t.high, t.medium, t.low
+                "anomaly.rarity must satisfy low <= medium <= high (one in N normal lines; rarer is more severe); got low={}, medium={}, high={}",
+                r.low, r.medium, r.high
             );
+        }
+        let share = self.retrain.calibration_share;
+        if !(0.0..0.9).contains(&share) {
+            bail!("retrain.calibration_share must be a share from 0 up to 0.9 (e.g. 0.2), got {share}");
         }
         let v = self.retrain.validation;
         if !(0.0..0.9).contains(&v.holdout) {
@@ -347,11 +417,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_match_the_old_system() {
+    fn defaults() {
         let c = Config::from_yaml("").unwrap();
-        assert_eq!(c.anomaly.threshold.high, -0.1);
-        assert_eq!(c.anomaly.threshold.medium, -0.05);
-        assert_eq!(c.anomaly.threshold.low, 0.0);
+        assert!(c.anomaly.threshold.is_none());
+        assert_eq!(c.anomaly.rarity.low, 1_000.0);
+        assert_eq!(c.anomaly.rarity.high, 100_000.0);
         assert_eq!(c.kafka.topics, vec!["postfix", "mail_login"]);
         assert_eq!(c.retrain.max_lines, 100_000);
     }
@@ -371,6 +441,18 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err}").contains("high <= medium <= low"));
+        let err = Config::from_yaml("anomaly:\n  rarity:\n    low: 100000\n").unwrap_err();
+        assert!(format!("{err}").contains("low <= medium <= high"), "{err}");
+    }
+
+    #[test]
+    fn the_old_systems_thresholds_still_load() {
+        let c = Config::from_yaml(
+            "anomaly:\n  threshold:\n    high: -0.1\n    medium: -0.05\n    low: 0\n",
+        )
+        .unwrap();
+        let t = c.anomaly.threshold.unwrap();
+        assert_eq!((t.high, t.medium, t.low), (-0.1, -0.05, 0.0));
     }
 
     #[test]
@@ -385,7 +467,7 @@ mod tests {
             "{lines:?}"
         );
         assert!(lines.contains(&"kafka.topics=postfix,mail_login".to_string()));
-        assert!(lines.contains(&"anomaly.threshold.high=-0.1".to_string()));
+        assert!(lines.contains(&"anomaly.rarity.medium=10000.0".to_string()), "{lines:?}");
         assert!(lines.contains(&"kafka.properties.sasl.password=(hidden)".to_string()));
         assert!(!lines.iter().any(|l| l.contains("hunter2")));
     }
@@ -453,13 +535,15 @@ mod secrets {
 
 #[cfg(test)]
 mod shipped {
-    /// The config file in the repository must load and keep the old system's thresholds.
+    /// The config file in the repository must load, with severities as rarities.
     #[test]
     fn shipped_config_loads() {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/config.yaml");
         let c = super::Config::from_file(&path).expect("config/config.yaml is valid");
-        assert_eq!(c.anomaly.threshold.high, -0.1);
+        assert!(c.anomaly.threshold.is_none());
+        assert_eq!(c.anomaly.rarity.low, 1_000.0);
+        assert_eq!(c.retrain.detector, super::DetectorKind::Tails);
         assert_eq!(c.parse.timezone.as_deref(), Some("local"));
     }
 }

@@ -142,6 +142,14 @@ pub enum FeatureValue<'a> {
     Missing,
 }
 
+/// See [`Feature::unusual`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unusual {
+    High,
+    Rare,
+    EitherEnd,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Feature {
     Service,
@@ -203,6 +211,21 @@ impl Feature {
                 "how grave the daemon said the event is: 0 info, 1 warning, 2 error, 3 fatal, 4 panic"
             }
             Feature::Behaviour(m) => m.description(),
+        }
+    }
+
+    /// Which of its values are unusual, for a model that scores each
+    /// feature's tail: counts and levels when high, categories and times
+    /// of day when rarely seen, a message length at either end.
+    pub fn unusual(self) -> Unusual {
+        match self {
+            Feature::Service
+            | Feature::Event
+            | Feature::Hour
+            | Feature::Minute
+            | Feature::DayOfWeek => Unusual::Rare,
+            Feature::MessageLength => Unusual::EitherEnd,
+            Feature::LogLevel | Feature::Behaviour(_) => Unusual::High,
         }
     }
 

@@ -111,15 +111,19 @@ fn shipped_model() {
         return;
     };
     let d = model.features.len();
+    let Some(forest) = &model.forest else {
+        println!("shipped model {}: a tail model (no forest tables)", model.version);
+        return;
+    };
     let t = Instant::now();
-    let explainer = Explainer::new(&model.forest, d);
+    let explainer = Explainer::new(forest, d);
     let secs = t.elapsed().as_secs_f64();
     let (lookups, leaves) = explainer.lookups_per_row().unwrap_or_default();
     println!(
         "shipped model {} ({d} features, psi {}): tables {:.1} MiB built in {secs:.2} s; \
          {lookups} lookups per row in a batch, for {leaves} leaves",
         model.version,
-        model.forest.max_samples,
+        forest.max_samples,
         explainer.table_bytes() as f64 / (1 << 20) as f64
     );
 }

@@ -3,7 +3,9 @@
 //! by side in a models directory; a one-line `CURRENT` file names the one in
 //! use, and without it the newest `model-*.json` is used.
 
+use crate::calibration::Calibration;
 use crate::forest::Forest;
+use crate::tails::Tails;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -12,7 +14,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 pub const FORMAT: &str = "pf-model";
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added the tail model and the rarity calibration; a model
+/// holding only a forest is still written as version 1, which older
+/// builds read.
+pub const FORMAT_VERSION: u32 = 2;
 /// Name of the pointer file in a models directory.
 pub const CURRENT: &str = "CURRENT";
 
@@ -32,7 +37,15 @@ pub struct Model {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feature_set: Option<String>,
     pub scaler: Option<Scaler>,
-    pub forest: Forest,
+    /// An Isolation Forest (`pf-train --detector forest`, or imported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forest: Option<Forest>,
+    /// The tail model (pf-train's default); exactly one of the two is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tails: Option<Tails>,
+    /// How rare each score is among held-back normal records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
     /// How the model was made (free-form: source, rows, seed, ...).
     #[serde(default)]
     pub training: Map<String, Value>,
@@ -77,7 +90,7 @@ impl Model {
                 self.format
             );
         }
-        if self.format_version != FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&self.format_version) {
             bail!(
                 "model format version {} is not supported by this build (it reads version \
                  {FORMAT_VERSION}); use the pf-score that came with the pf-train that wrote it",
@@ -106,7 +119,24 @@ impl Model {
                 bail!("scaler holds a zero scale or a non-finite number");
             }
         }
-        self.forest.validate(d)
+        if let Some(c) = &self.calibration {
+            c.validate()?;
+        }
+        match (&self.forest, &self.tails) {
+            (Some(forest), None) => forest.validate(d),
+            (None, Some(tails)) => tails.validate(d),
+            (Some(_), Some(_)) => bail!("the model holds both a forest and a tail model"),
+            (None, None) => bail!("the model holds neither a `forest` nor `tails`"),
+        }
+    }
+
+    /// The oldest format version that can hold this model.
+    pub fn needed_format_version(&self) -> u32 {
+        if self.tails.is_some() || self.calibration.is_some() {
+            2
+        } else {
+            1
+        }
     }
 
     /// Reads and validates a model file.
@@ -131,7 +161,11 @@ impl Model {
 
     /// Writes the model to `path` atomically (temp file, fsync, rename).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut bytes = serde_json::to_vec(self)?;
+        let mut model = std::borrow::Cow::Borrowed(self);
+        if self.format_version != self.needed_format_version() {
+            model.to_mut().format_version = self.needed_format_version();
+        }
+        let mut bytes = serde_json::to_vec(&model)?;
         bytes.push(b'\n');
         write_atomically(path, &bytes)
     }

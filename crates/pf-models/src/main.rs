@@ -1,7 +1,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use pf_cli::{ConfigArg, Fatal, EXIT_INPUT, EXIT_OK};
-use pf_model::{Encoder, Model, ModelsDir, Scorer};
+use pf_model::{Detector, Model, ModelsDir, SeverityPolicy};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -308,10 +308,17 @@ impl Tally {
     }
 }
 
-fn tally(model: &Model, records: &[serde_json::Map<String, Value>], low: f64) -> Result<Tally> {
+/// How many held-back records the model scores as anomalies, with the
+/// severity cut-offs the config gives for that model.
+fn tally(
+    model: Model,
+    records: &[serde_json::Map<String, Value>],
+    policy: SeverityPolicy,
+) -> Result<Tally> {
     let d = model.features.len();
-    let encoder = Encoder::new(model);
-    let scorer = Scorer::new(&model.forest, d)?;
+    let detector = Detector::new(model)?;
+    let low = detector.grading(policy).thresholds.low;
+    let encoder = &detector.encoder;
     let mut row = vec![0f32; d];
     let mut unseen = Vec::new();
     let mut score = [0.0];
@@ -322,7 +329,7 @@ fn tally(model: &Model, records: &[serde_json::Map<String, Value>], low: f64) ->
             t.unscorable += 1;
             continue;
         }
-        scorer.decision_function(&row, &mut score);
+        detector.decision_function(&row, &mut score);
         t.scored += 1;
         t.anomalies += u64::from(score[0] < low);
     }
@@ -336,7 +343,7 @@ fn validate(
     holdout: &Path,
 ) -> Result<u8> {
     let limits = config.retrain.validation;
-    let low = config.anomaly.threshold.low;
+    let policy = SeverityPolicy::from(&config.anomaly);
     let new = Model::load(candidate).with_context(|| {
         format!(
             "rejected: the new model {} does not load",
@@ -353,16 +360,17 @@ fn validate(
             _ => None,
         })
         .collect();
-    let new_tally = tally(&new, &records, low)?;
+    let new_version = new.version.clone();
+    let new_tally = tally(new, &records, policy)?;
     let current = current(dir).filter(|p| p.as_path() != candidate);
     let old = current.as_deref().and_then(|p| Model::load(p).ok());
     let old_tally = match &old {
-        Some(m) => Some(tally(m, &records, low)?),
+        Some(m) => Some(tally(m.clone(), &records, policy)?),
         None => None,
     };
     let mut report = format!(
         "new model {} on {} held-back records: {}",
-        new.version,
+        new_version,
         records.len(),
         new_tally.describe()
     );

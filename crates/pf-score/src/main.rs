@@ -1,8 +1,7 @@
 use anyhow::Context;
 use clap::Parser;
 use pf_cli::{CommonArgs, Fatal, LineErrors, Output, EXIT_INPUT, EXIT_OK};
-use pf_config::Thresholds;
-use pf_model::{Encoder, Explainer, Model, ModelsDir, Scorer};
+use pf_model::{describe_rarity, Detector, Model, ModelsDir, ScoreThresholds, SeverityPolicy};
 use pf_record::json::{write_f64, write_str, write_with_field};
 use pf_report::{Anomaly, Contribution, ScoreReport};
 use serde::de::IgnoredAny;
@@ -102,9 +101,10 @@ struct ScoreRecord {
     detection: Option<IgnoredAny>,
 }
 
-struct Detector {
+struct Scoring {
     loaded: Loaded,
-    thresholds: Thresholds,
+    policy: SeverityPolicy,
+    thresholds: ScoreThresholds,
     /// Records per feature whose category the model had not seen.
     unseen_counts: std::collections::BTreeMap<String, u64>,
     batch: Batch,
@@ -121,30 +121,32 @@ struct Report {
     written: Instant,
 }
 
-/// A model ready to score: its file, encoder, scorer and explainer.
+/// A model ready to score, and the file it came from.
 struct Loaded {
     path: PathBuf,
-    model: Model,
-    encoder: Encoder,
-    scorer: Scorer,
-    explainer: Explainer,
+    detector: Detector,
 }
 
 impl Loaded {
     fn open(path: &Path) -> anyhow::Result<Loaded> {
         let model = Model::load(path)?;
-        let d = model.features.len();
-        let scorer =
-            Scorer::new(&model.forest, d).with_context(|| format!("model {}", path.display()))?;
+        let detector = Detector::new(model).with_context(|| format!("model {}", path.display()))?;
         Ok(Loaded {
             path: path.to_path_buf(),
-            encoder: Encoder::new(&model),
-            explainer: Explainer::new(&model.forest, d),
-            scorer,
-            model,
+            detector,
         })
     }
+
+    /// The score cut-offs of `policy` for this model; a fallback is reported.
+    fn thresholds(&self, policy: SeverityPolicy) -> ScoreThresholds {
+        let grading = self.detector.grading(policy);
+        if let Some(why) = grading.fallback {
+            eprintln!("pf-score: {why}");
+        }
+        grading.thresholds
+    }
 }
+
 
 /// Hot reload: between batches, at most once a second or at once after
 /// SIGHUP, the models directory's CURRENT is read; a new current model is
@@ -235,9 +237,12 @@ fn score(args: &Args) -> Result<u8, Fatal> {
             })
         }
     };
-    let det = std::cell::RefCell::new(Detector {
+    let policy = SeverityPolicy::from(&config.anomaly);
+    let thresholds = loaded.thresholds(policy);
+    let det = std::cell::RefCell::new(Scoring {
         loaded,
-        thresholds: config.anomaly.threshold,
+        policy,
+        thresholds,
         unseen_counts: Default::default(),
         batch: Batch::default(),
         watch,
@@ -245,9 +250,9 @@ fn score(args: &Args) -> Result<u8, Fatal> {
             path: path.clone(),
             scores: ScoreReport::new(
                 pf_report::Thresholds {
-                    high: config.anomaly.threshold.high,
-                    medium: config.anomaly.threshold.medium,
-                    low: config.anomaly.threshold.low,
+                    high: thresholds.high,
+                    medium: thresholds.medium,
+                    low: thresholds.low,
                 },
                 args.report_top,
             ),
@@ -272,12 +277,12 @@ fn score(args: &Args) -> Result<u8, Fatal> {
             if det.batch.records.is_empty() {
                 det.maybe_reload();
             }
-            let wrong_set = match (&record.feature_set, &det.loaded.model.feature_set) {
+            let wrong_set = match (&record.feature_set, &det.loaded.detector.model.feature_set) {
                 (Some(got), Some(want)) if got != want => Some(format!(
                     "record has features of set `{got}` but model {} was trained on set \
                      `{want}`; compute them with `pf-features --features {want}` or score with \
                      a model trained on `{got}`",
-                    det.loaded.model.version
+                    det.loaded.detector.model.version
                 )),
                 _ => None,
             };
@@ -340,7 +345,7 @@ fn score(args: &Args) -> Result<u8, Fatal> {
     })
 }
 
-impl Detector {
+impl Scoring {
     /// Switches to a new current model if there is one (only between batches:
     /// rows already encoded are scored by the model that encoded them).
     fn maybe_reload(&mut self) {
@@ -362,8 +367,9 @@ impl Detector {
             Ok(new) => {
                 eprintln!(
                     "pf-score: now scoring with model {} (was {})",
-                    new.model.version, self.loaded.model.version
+                    new.detector.model.version, self.loaded.detector.model.version
                 );
+                self.thresholds = new.thresholds(self.policy);
                 self.loaded = new;
                 watch.refused = None;
             }
@@ -371,7 +377,7 @@ impl Detector {
                 eprintln!(
                     "pf-score: the new current model {} does not load, still scoring with {}: {e:#}",
                     path.display(),
-                    self.loaded.model.version
+                    self.loaded.detector.model.version
                 );
                 watch.refused = Some(path);
             }
@@ -380,13 +386,14 @@ impl Detector {
 
     /// Encodes a record's features into the batch.
     fn encode(&mut self, features: Map<String, Value>) -> Result<Outcome, pf_model::EncodeError> {
-        let d = self.loaded.encoder.names().len();
+        let d = self.loaded.detector.encoder.names().len();
         let rows = &mut self.batch.rows;
         let start = rows.len();
         rows.resize(start + d, 0.0);
         let mut unseen = Vec::new();
         if let Err(e) = self
             .loaded
+            .detector
             .encoder
             .encode(&features, &mut rows[start..], &mut unseen)
         {
@@ -406,12 +413,12 @@ impl Detector {
         if self.batch.records.is_empty() {
             return;
         }
-        let d = self.loaded.encoder.names().len();
+        let d = self.loaded.detector.encoder.names().len();
         let mut batch = std::mem::take(&mut self.batch);
         let n = batch.rows.len() / d;
         batch.scores.resize(n, 0.0);
         self.loaded
-            .scorer
+            .detector
             .decision_function(&batch.rows, &mut batch.scores);
         // Explain the rows that need it, all at once.
         let low = self.thresholds.low;
@@ -430,7 +437,7 @@ impl Detector {
         batch.phi.resize(k * d, 0.0);
         if k > 0 {
             self.loaded
-                .explainer
+                .detector
                 .explain_many(&batch.explain_rows, &mut batch.phi);
         }
         let mut detection = Vec::with_capacity(512);
@@ -463,7 +470,7 @@ impl Detector {
                         report.scores.add(score);
                         if let (true, Some(phi)) = (score < low, phi) {
                             if report.scores.wants(score) {
-                                let names = self.loaded.encoder.names();
+                                let names = self.loaded.detector.encoder.names();
                                 let view: ReportView = serde_json::from_str(&pending.text)
                                     .unwrap_or(ReportView {
                                         raw: None,
@@ -524,19 +531,16 @@ impl Detector {
         args: &Args,
         out: &mut Vec<u8>,
     ) -> bool {
-        let t = self.thresholds;
-        let is_anomaly = score < t.low;
-        let severity = if score < t.high {
-            "high"
-        } else if score < t.medium {
-            "medium"
-        } else if score < t.low {
-            "low"
-        } else {
-            "none"
-        };
+        let is_anomaly = score < self.thresholds.low;
+        let severity = self.thresholds.severity(score);
         out.extend_from_slice(b"{\"score\":");
         write_f64(out, score);
+        if let Some(rarity) = self.loaded.detector.rarity(score) {
+            out.extend_from_slice(b",\"rarity\":");
+            write_f64(out, rarity.round());
+            out.extend_from_slice(b",\"rarity_text\":");
+            write_str(out, &describe_rarity(rarity));
+        }
         out.extend_from_slice(if is_anomaly {
             b",\"is_anomaly\":true"
         } else {
@@ -544,7 +548,7 @@ impl Detector {
         });
         out.extend_from_slice(b",\"severity\":");
         write_str(out, severity);
-        let names = self.loaded.encoder.names();
+        let names = self.loaded.detector.encoder.names();
         if let (true, Some(phi)) = (is_anomaly, phi) {
             out.extend_from_slice(b",\"top_features\":[");
             for (k, i) in top_order(phi, args.top).enumerate() {
@@ -588,7 +592,7 @@ impl Detector {
             out.push(b']');
         }
         out.extend_from_slice(b",\"model\":");
-        write_str(out, &self.loaded.model.version);
+        write_str(out, &self.loaded.detector.model.version);
         out.push(b'}');
         is_anomaly
     }
@@ -604,7 +608,7 @@ impl Detector {
         report.written = Instant::now();
         let title = format!(
             "model {}, {} records",
-            self.loaded.model.version,
+            self.loaded.detector.model.version,
             report.scores.scored()
         );
         let page = report.scores.render(&title);
@@ -624,7 +628,7 @@ impl Detector {
         out.extend_from_slice(b"{\"error\":");
         write_str(out, problem);
         out.extend_from_slice(b",\"model\":");
-        write_str(out, &self.loaded.model.version);
+        write_str(out, &self.loaded.detector.model.version);
         out.push(b'}');
     }
 

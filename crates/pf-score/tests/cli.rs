@@ -36,7 +36,9 @@ fn trained(name: &str) -> std::path::PathBuf {
         features: table.features,
         feature_set: None,
         scaler: None,
-        forest,
+        forest: Some(forest),
+        tails: None,
+        calibration: None,
         training: Default::default(),
     };
     pf_model::ModelsDir::new(dir.join("models"))

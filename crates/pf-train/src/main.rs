@@ -4,7 +4,12 @@ use pf_cli::{CommonArgs, Fatal, LineErrors, Origin, Output, EXIT_OK};
 use pf_model::model::{version_at, FORMAT, FORMAT_VERSION};
 use pf_model::sample::{Window, CAPACITY};
 use pf_model::table::{Table, TableBuilder};
-use pf_model::{fit_scored, Contamination, FeatureKind, Model, ModelsDir, TrainParams};
+use pf_config::DetectorKind;
+use pf_featurize::{Feature, Unusual};
+use pf_model::{
+    fit_detector, Contamination, FeatureKind, FeatureSpec, Method, Model, ModelsDir, Side,
+    TrainParams,
+};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::io::Write;
@@ -35,7 +40,7 @@ sample), see docs/model.md.
 Exit status: 0 on success, 1 if input could not be read or there is too
 little usable data, 2 on bad usage or configuration.";
 
-/// Train a new anomaly model (Isolation Forest) from feature records.
+/// Train a new anomaly model (the tail model, or an Isolation Forest) from feature records.
 #[derive(Parser, Debug)]
 #[command(name = "pf-train", version, after_help = EXAMPLES)]
 struct Args {
@@ -47,10 +52,18 @@ struct Args {
     /// Train on the last N usable records, or `all` [default: retrain.max_lines, 100000].
     #[arg(long, value_name = "N|all")]
     max_lines: Option<String>,
-    /// Number of trees [default: retrain.trees, 100].
+    /// `tails` (every feature's tail; sees what training never showed) or
+    /// `forest` (Isolation Forest) [default: retrain.detector, tails].
+    #[arg(long, value_name = "tails|forest")]
+    detector: Option<DetectorKind>,
+    /// Share of the window, spread evenly over it, held back to calibrate how
+    /// rare each score is [default: retrain.calibration_share, 0.2].
+    #[arg(long, value_name = "SHARE")]
+    calibration_share: Option<f64>,
+    /// Forest: number of trees [default: retrain.trees, 100].
     #[arg(long)]
     trees: Option<usize>,
-    /// Rows per tree, ψ [default: retrain.max_samples, 256].
+    /// Forest: rows per tree, ψ [default: retrain.max_samples, 1024].
     #[arg(long, value_name = "N")]
     max_samples: Option<usize>,
     /// Expected share of anomalies in the training data, or `auto` [default: retrain.contamination, 0.001].
@@ -218,12 +231,25 @@ fn train(args: &Args) -> Result<u8, Fatal> {
         .into());
     }
 
+    let detector = args.detector.unwrap_or(r.detector);
+    let calibration_share = args.calibration_share.unwrap_or(r.calibration_share);
+    if !(0.0..0.9).contains(&calibration_share) {
+        return Err(Fatal::usage(anyhow!(
+            "--calibration-share {calibration_share}: give a share from 0 up to 0.9"
+        )));
+    }
+    let method = match detector {
+        DetectorKind::Tails => Method::Tails {
+            sides: table.features.iter().map(side_of).collect(),
+        },
+        DetectorKind::Forest => Method::Forest(params.clone()),
+    };
     let fit_start = Instant::now();
     let d = table.features.len();
-    let (forest, scores) = fit_scored(&table.rows, d, &params);
+    let fitted = fit_detector(&table.rows, d, &method, contamination, calibration_share)?;
     let training_seconds = fit_start.elapsed().as_secs_f64();
     let finished = chrono::Utc::now();
-    let decisions: Vec<f64> = scores.iter().map(|s| s - forest.offset).collect();
+    let decisions = &fitted.decisions;
     let flagged = decisions.iter().filter(|&&s| s < 0.0).count();
 
     let mut training = training_metadata(
@@ -236,6 +262,8 @@ fn train(args: &Args) -> Result<u8, Fatal> {
         started,
         finished,
     );
+    training.insert("detector".into(), json!(detector));
+    training.insert("calibration_rows".into(), fitted.calibration_rows.into());
     training.insert("anomalies_found".into(), flagged.into());
     training.insert(
         "anomaly_percentage".into(),
@@ -249,9 +277,18 @@ fn train(args: &Args) -> Result<u8, Fatal> {
         features: table.features.clone(),
         feature_set: feature_set_seen,
         scaler: None,
-        forest,
+        forest: fitted.forest,
+        tails: fitted.tails,
+        calibration: fitted.calibration,
         training,
     };
+    if model.calibration.is_none() {
+        eprintln!(
+            "pf-train: warning: too few records to hold back for the rarity calibration \
+             ({n} rows, share {calibration_share}); severities of this model will use the raw \
+             score cut-offs. Train on more records for calibrated severities"
+        );
+    }
     let path = match &args.out {
         Some(path) => {
             model.save(path)?;
@@ -278,7 +315,7 @@ fn train(args: &Args) -> Result<u8, Fatal> {
             &metrics,
             &model,
             &table,
-            &decisions,
+            decisions,
             flagged,
             training_seconds,
             started,
@@ -291,12 +328,16 @@ fn train(args: &Args) -> Result<u8, Fatal> {
             )
         })?;
     }
+    let shape = match &model.forest {
+        Some(f) => format!("{} trees, ψ {}", f.trees.len(), f.max_samples),
+        None => "tail model".to_string(),
+    };
     eprintln!(
-        "pf-train: wrote {} ({n} rows of {} kept, {} trees, ψ {}, {flagged} training rows below 0{})",
+        "pf-train: wrote {} ({n} rows of {} kept, {shape}, {} held back for calibration, \
+         {flagged} fitted rows below 0{})",
         path.display(),
         table.rows_seen,
-        model.forest.trees.len(),
-        model.forest.max_samples,
+        fitted.calibration_rows,
         if args.out.is_none() && !args.no_activate {
             "; now current"
         } else {
@@ -403,6 +444,16 @@ fn read_csv(
     unreadable
 }
 
+/// Which side of a feature is unusual: as the feature catalogue says for
+/// pf-features' features; categories when rare; other numbers at either end.
+fn side_of(feature: &FeatureSpec) -> Side {
+    match (&feature.kind, Feature::from_name(&feature.name).map(Feature::unusual)) {
+        (FeatureKind::Categorical { .. }, _) | (_, Some(Unusual::Rare)) => Side::Rare,
+        (_, Some(Unusual::High)) => Side::Upper,
+        (_, Some(Unusual::EitherEnd) | None) => Side::Both,
+    }
+}
+
 fn clock_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -486,16 +537,20 @@ fn append_metrics(
             .unwrap_or_default()
     };
     let n = decisions.len().max(1) as f64;
-    let contamination = match model.forest.contamination {
-        Contamination::Auto => "auto".to_string(),
-        Contamination::Fraction(f) => f.to_string(),
+    let contamination = match model.forest.as_ref().map_or(
+        model.tails.as_ref().map(|t| t.contamination),
+        |f| Some(f.contamination),
+    ) {
+        Some(Contamination::Auto) => "auto".to_string(),
+        Some(Contamination::Fraction(f)) => f.to_string(),
+        None => String::new(),
     };
     let row = format!(
         "{},{},{},{},{},{},{},{:.3},{},{:.4},{:.6},{:.6},{:.6},{}\n",
         model.version,
         started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         contamination,
-        model.forest.trees.len(),
+        model.forest.as_ref().map_or(0, |f| f.trees.len()),
         table.n_rows(),
         categories("service_encoded"),
         categories("event_encoded"),

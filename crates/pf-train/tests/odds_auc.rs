@@ -81,6 +81,7 @@ fn roc_auc(score: &[f64], positive: &[bool]) -> f64 {
 fn train(csv: &std::path::Path, seed: u64, out: &PathBuf) {
     let result = Command::new(env!("CARGO_BIN_EXE_pf-train"))
         .args(["--csv", "--exclude", "label", "--contamination", "auto"])
+        .args(["--detector", "forest", "--calibration-share", "0"])
         .args(["--max-lines", "all", "--min-rows", "1", "--metrics", "-"])
         .args(["--seed", &seed.to_string(), "--out"])
         .arg(out)
@@ -115,7 +116,7 @@ fn mean_roc_auc_matches_scikit_learn_on_the_paper_datasets() {
             let model = Model::load(&model_path).expect("pf-train wrote a valid model");
             let d = model.features.len();
             let encoder = Encoder::new(&model);
-            let scorer = Scorer::new(&model.forest, d).unwrap();
+            let scorer = Scorer::new(model.forest.as_ref().expect("a forest model"), d).unwrap();
             let mut table = vec![0f32; rows.len() * d];
             for (row, features) in table.chunks_exact_mut(d).zip(&rows) {
                 encoder

@@ -1,0 +1,363 @@
+//! The tail model: every feature scored by how far into the tail of its
+//! training distribution a value lies, the surprises added up.
+//!
+//! Why not only the forest: a tree can split only on a feature that varied
+//! in its sample, and a value beyond the training range lands in the same
+//! leaf as the training maximum. A real server's training window rarely
+//! holds every kind of attack, so the features built for them are constant
+//! in training and the forest is blind to them. Here a value beyond the
+//! largest ever seen is rarer than anything seen, and the further beyond,
+//! the rarer; a category never seen is rarer than any seen. The idea is
+//! that of ECOD (Li et al., 2022: empirical-CDF tail probabilities summed
+//! as negative logs), with three changes for log features: the side that
+//! is unusual is declared per feature (a failure count is unusual when
+//! high, an hour when rarely seen, a length at either end), values beyond
+//! the training range extrapolate instead of saturating, and surprise below
+//! a floor (values at least as common as one line in `1/floor`) counts
+//! zero, so the many ordinary features of an ordinary line add no noise.
+//!
+//! Surprise of a value is −ln p, p its smoothed tail probability; the
+//! record's decision score is `offset − Σ max(0, surprise − floor)`, so the
+//! per-feature terms are an exact explanation: they add up to the score.
+
+use crate::forest::Contamination;
+use crate::train::percentile;
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+/// Which values of a feature are unusual.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// Large values (counts, rates, levels): P(X ≥ x).
+    Upper,
+    /// Values at either end (lengths, unknown numeric columns).
+    Both,
+    /// Values seen rarely, wherever they lie (categories, hour of day).
+    Rare,
+}
+
+/// Distinct training values kept exactly per feature; beyond this the
+/// middle of the distribution is thinned (the ends, where the tails are,
+/// stay exact), which bounds the model file.
+const MAX_KNOTS: usize = 1024;
+const EXACT_ENDS: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TailColumn {
+    pub side: Side,
+    /// Distinct training values, ascending.
+    pub values: Vec<f64>,
+    /// Upper/Both: training rows with a value ≥ `values[i]`. Rare: rows
+    /// with a value seen at most as often as `values[i]` (its tail mass).
+    pub counts: Vec<u64>,
+    /// Upper/Both: how fast surprise grows beyond the training range: one
+    /// more nat each time the distance beyond grows by e·`scale`.
+    pub scale: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tails {
+    /// Training rows the columns were counted on.
+    pub rows: u64,
+    /// Surprise (nats) a feature must exceed to count: ln 10 by default.
+    pub floor: f64,
+    pub columns: Vec<TailColumn>,
+    pub contamination: Contamination,
+    /// Decision score = offset − total surprise above the floors.
+    pub offset: f64,
+}
+
+/// Default surprise floor: values at least as common as 1 line in 10 count zero.
+pub const DEFAULT_FLOOR: f64 = std::f64::consts::LN_10;
+
+impl TailColumn {
+    fn fit(values: &mut [f64], side: Side) -> TailColumn {
+        values.sort_unstable_by(f64::total_cmp);
+        let n = values.len();
+        let median = values.get(n / 2).copied().unwrap_or(0.0);
+        let mut distinct: Vec<(f64, u64)> = Vec::new();
+        for &v in values.iter() {
+            match distinct.last_mut() {
+                Some((last, c)) if *last == v => *c += 1,
+                _ => distinct.push((v, 1)),
+            }
+        }
+        let mut counts = Vec::with_capacity(distinct.len());
+        match side {
+            Side::Upper | Side::Both => {
+                let mut at_or_above = n as u64;
+                for &(_, c) in &distinct {
+                    counts.push(at_or_above);
+                    at_or_above -= c;
+                }
+            }
+            Side::Rare => {
+                // Tail mass of a value: rows of values seen at most as often.
+                let mut by_count: Vec<u64> = distinct.iter().map(|&(_, c)| c).collect();
+                by_count.sort_unstable();
+                let mut mass = Vec::with_capacity(by_count.len());
+                let mut total = 0;
+                for &c in &by_count {
+                    total += c;
+                    mass.push(total);
+                }
+                for &(_, c) in &distinct {
+                    let last_at_most = by_count.partition_point(|&k| k <= c) - 1;
+                    counts.push(mass[last_at_most]);
+                }
+            }
+        }
+        let mut values: Vec<f64> = distinct.iter().map(|&(v, _)| v).collect();
+        if side != Side::Rare && values.len() > MAX_KNOTS {
+            let keep = thin(values.len());
+            values = keep.iter().map(|&i| values[i]).collect();
+            counts = keep.iter().map(|&i| counts[i]).collect();
+        }
+        let scale = match (values.first(), values.last()) {
+            (Some(&min), Some(&max)) if side != Side::Rare => {
+                let spread = (max - median).max(median - min);
+                let integral = distinct.iter().all(|&(v, _)| v.fract() == 0.0);
+                if spread > 0.0 {
+                    spread
+                } else if integral {
+                    1.0
+                } else {
+                    max.abs().max(1.0) * 1e-3
+                }
+            }
+            _ => 1.0,
+        };
+        TailColumn {
+            side,
+            values,
+            counts,
+            scale,
+        }
+    }
+
+    /// −ln of the value's smoothed tail probability among `rows` training
+    /// rows; beyond the training range it keeps growing with the distance.
+    pub fn surprise(&self, x: f64, rows: u64) -> f64 {
+        let n1 = (rows + 1) as f64;
+        let never = n1.ln();
+        let (Some(&min), Some(&max)) = (self.values.first(), self.values.last()) else {
+            return 0.0;
+        };
+        if x.is_nan() {
+            return never;
+        }
+        let tail = |count: u64| -((count + 1) as f64 / n1).min(1.0).ln();
+        match self.side {
+            Side::Rare => match self.values.binary_search_by(|v| v.total_cmp(&x)) {
+                Ok(i) => tail(self.counts[i]),
+                Err(_) => never,
+            },
+            Side::Upper | Side::Both => {
+                let upper = if x > max {
+                    never + ((x - max) / self.scale).ln_1p()
+                } else {
+                    let i = self.values.partition_point(|&v| v < x);
+                    tail(self.counts[i])
+                };
+                if self.side == Side::Upper {
+                    return upper;
+                }
+                let lower = if x < min {
+                    never + ((min - x) / self.scale).ln_1p()
+                } else {
+                    // Rows ≤ x = rows − rows > x.
+                    let i = self.values.partition_point(|&v| v <= x);
+                    let above = self.counts.get(i).copied().unwrap_or(0);
+                    tail(rows.saturating_sub(above))
+                };
+                upper.max(lower)
+            }
+        }
+    }
+}
+
+/// Indices of the knots kept from `len` distinct values: both ends exactly,
+/// the middle evenly thinned.
+fn thin(len: usize) -> Vec<usize> {
+    let middle = MAX_KNOTS - 2 * EXACT_ENDS;
+    let mut keep: Vec<usize> = (0..EXACT_ENDS).collect();
+    let span = len - 2 * EXACT_ENDS;
+    keep.extend((0..middle).map(|k| EXACT_ENDS + k * span / middle));
+    keep.extend(len - EXACT_ENDS..len);
+    keep.dedup();
+    keep
+}
+
+impl Tails {
+    /// Fits one column per feature from `rows` (row-major, `sides.len()`
+    /// values a row) and sets the offset so that a `contamination` share of
+    /// the training rows score below 0 (`auto`: 1 in 1,000).
+    pub fn fit(rows: &[f32], sides: &[Side], contamination: Contamination) -> Tails {
+        let d = sides.len();
+        let n = rows.len() / d.max(1);
+        let mut column = Vec::with_capacity(n);
+        let columns = sides
+            .iter()
+            .enumerate()
+            .map(|(j, &side)| {
+                column.clear();
+                column.extend(rows.chunks_exact(d).map(|r| r[j] as f64));
+                TailColumn::fit(&mut column, side)
+            })
+            .collect();
+        let mut tails = Tails {
+            rows: n as u64,
+            floor: DEFAULT_FLOOR,
+            columns,
+            contamination,
+            offset: 0.0,
+        };
+        let mut totals = vec![0.0; n];
+        tails.decision_function(rows, &mut totals);
+        let share = match contamination {
+            Contamination::Fraction(f) => f,
+            Contamination::Auto => 0.001,
+        };
+        // totals are −surprise; the offset puts `share` of them below 0.
+        tails.offset = -percentile(&mut totals, 100.0 * share);
+        tails
+    }
+
+    pub fn validate(&self, d: usize) -> Result<()> {
+        if self.columns.len() != d {
+            bail!(
+                "the tail model has {} columns for {d} features",
+                self.columns.len()
+            );
+        }
+        if !(self.floor.is_finite() && self.floor >= 0.0 && self.offset.is_finite()) {
+            bail!("the tail model's floor or offset is not a finite number");
+        }
+        for (j, c) in self.columns.iter().enumerate() {
+            let sorted = c.values.windows(2).all(|w| w[0] < w[1]);
+            if c.values.is_empty()
+                || c.values.len() != c.counts.len()
+                || !sorted
+                || c.values.iter().any(|v| !v.is_finite())
+                || !(c.scale.is_finite() && c.scale > 0.0)
+                || c.counts.iter().any(|&k| k > self.rows)
+            {
+                bail!("tail column {j} is damaged (values unsorted, counts out of range or a bad scale)");
+            }
+        }
+        Ok(())
+    }
+
+    /// Each feature's contribution to the score of one row: minus its
+    /// surprise above the floor (0 or negative; negative = anomalous).
+    pub fn explain(&self, row: &[f32], phi: &mut [f64]) {
+        for ((c, &x), p) in self.columns.iter().zip(row).zip(phi) {
+            *p = -(c.surprise(x as f64, self.rows) - self.floor).max(0.0);
+        }
+    }
+
+    /// Decision scores of `rows`: offset plus the contributions.
+    pub fn decision_function(&self, rows: &[f32], out: &mut [f64]) {
+        let d = self.columns.len();
+        let mut phi = vec![0.0; d];
+        for (row, o) in rows.chunks_exact(d).zip(out) {
+            self.explain(row, &mut phi);
+            *o = self.offset + phi.iter().sum::<f64>();
+        }
+    }
+
+    pub fn explain_many(&self, rows: &[f32], phi: &mut [f64]) {
+        let d = self.columns.len();
+        for (row, p) in rows.chunks_exact(d).zip(phi.chunks_exact_mut(d)) {
+            self.explain(row, p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(values: &[f64], side: Side) -> TailColumn {
+        TailColumn::fit(&mut values.to_vec(), side)
+    }
+
+    #[test]
+    fn beyond_the_training_range_keeps_growing() {
+        // A feature that never varied in training (a failure count, all 0).
+        let c = column(&[0.0; 1000], Side::Upper);
+        let s = |x| c.surprise(x, 1000);
+        assert_eq!(s(0.0), 0.0);
+        assert!(s(1.0) > (1001f64).ln() - 1e-9);
+        assert!(s(6.0) > s(1.0) && s(40.0) > s(6.0) && s(1e6) > s(40.0));
+    }
+
+    #[test]
+    fn upper_tail_is_monotone_and_smoothed() {
+        let mut v: Vec<f64> = (0..900).map(|_| 0.0).collect();
+        v.extend((0..90).map(|_| 1.0));
+        v.extend((0..10).map(|_| 5.0));
+        let c = column(&v, Side::Upper);
+        let s = |x| c.surprise(x, 1000);
+        // P(X >= 1) = 100/1000, smoothed (100+1)/(1000+1).
+        assert!((s(1.0) - -(101.0f64 / 1001.0).ln()).abs() < 1e-12);
+        // Between two values: the tail of the next one up.
+        assert_eq!(s(3.0), s(5.0));
+        assert!(s(0.5) <= s(1.0) && s(1.0) < s(5.0) && s(5.0) < s(5.5));
+        assert_eq!(s(-3.0), 0.0);
+    }
+
+    #[test]
+    fn both_sides_and_rare_values() {
+        let v: Vec<f64> = (0..1000).map(|i| 100.0 + (i % 50) as f64).collect();
+        let c = column(&v, Side::Both);
+        assert!(c.surprise(10.0, 1000) > c.surprise(99.0, 1000));
+        assert!(c.surprise(99.0, 1000) > c.surprise(125.0, 1000));
+        assert!(c.surprise(200.0, 1000) > c.surprise(150.0, 1000));
+        // Rare: hour 3 seen once is more surprising than hour 10, never-seen more still.
+        let mut hours = vec![10.0; 990];
+        hours.extend([3.0; 1]);
+        hours.extend([22.0; 9]);
+        let h = column(&hours, Side::Rare);
+        let s = |x| h.surprise(x, 1000);
+        assert!(s(10.0) < 1e-3 && s(22.0) < s(3.0) && s(3.0) < s(4.0));
+        assert_eq!(s(4.0), (1001f64).ln());
+    }
+
+    #[test]
+    fn contributions_add_up_to_the_score_and_unseen_is_rarest() {
+        let mut rows = Vec::new();
+        for i in 0..2000 {
+            rows.extend([(i % 3) as f32, 0.0, (i % 24) as f32]);
+        }
+        let t = Tails::fit(
+            &rows,
+            &[Side::Rare, Side::Upper, Side::Rare],
+            Contamination::Fraction(0.01),
+        );
+        t.validate(3).unwrap();
+        let probe = [7.0f32, 40.0, 5.0, 1.0, 6.0, 5.0];
+        let mut scores = [0.0; 2];
+        t.decision_function(&probe, &mut scores);
+        let mut phi = [0.0; 3];
+        t.explain(&probe[..3], &mut phi);
+        assert!((t.offset + phi.iter().sum::<f64>() - scores[0]).abs() < 1e-12);
+        assert!(phi[0] < 0.0 && phi[1] < phi[0] && phi[2] == 0.0);
+        assert!(scores[0] < scores[1] && scores[1] < 0.0);
+    }
+
+    #[test]
+    fn many_distinct_values_are_thinned_but_the_ends_stay_exact() {
+        let v: Vec<f64> = (0..50_000).map(|i| i as f64 * 0.5).collect();
+        let c = column(&v, Side::Both);
+        assert!(c.values.len() <= MAX_KNOTS);
+        let exact = column(&v[..2000], Side::Both);
+        assert!(exact.values.len() == 2000);
+        assert_eq!(c.values.last(), v.last());
+        let top = c.surprise(v[49_990], 50_000);
+        assert!((top - -(11.0f64 / 50_001.0).ln()).abs() < 1e-12);
+    }
+}
