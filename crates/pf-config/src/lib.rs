@@ -219,7 +219,9 @@ impl std::str::FromStr for DetectorKind {
         match s {
             "tails" => Ok(DetectorKind::Tails),
             "forest" => Ok(DetectorKind::Forest),
-            other => Err(format!("unknown detector {other:?}: give `tails` or `forest`")),
+            other => Err(format!(
+                "unknown detector {other:?}: give `tails` or `forest`"
+            )),
         }
     }
 }
@@ -467,7 +469,10 @@ mod tests {
             "{lines:?}"
         );
         assert!(lines.contains(&"kafka.topics=postfix,mail_login".to_string()));
-        assert!(lines.contains(&"anomaly.rarity.medium=10000.0".to_string()), "{lines:?}");
+        assert!(
+            lines.contains(&"anomaly.rarity.medium=10000.0".to_string()),
+            "{lines:?}"
+        );
         assert!(lines.contains(&"kafka.properties.sasl.password=(hidden)".to_string()));
         assert!(!lines.iter().any(|l| l.contains("hunter2")));
     }

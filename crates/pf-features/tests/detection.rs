@@ -37,6 +37,6 @@ fn behavioural_features_catch_the_simulated_attacks() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}\n{stderr}");
     assert!(out.status.success(), "targets missed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("backscatter") && stdout.contains("AUC behavioural"));
-    assert!(stderr.contains("all targets met by `behavioural`"));
+    assert!(stdout.contains("backscatter") && stdout.contains("AUC default"));
+    assert!(stderr.contains("all targets met by `default`"));
 }

@@ -112,7 +112,10 @@ fn shipped_model() {
     };
     let d = model.features.len();
     let Some(forest) = &model.forest else {
-        println!("shipped model {}: a tail model (no forest tables)", model.version);
+        println!(
+            "shipped model {}: a tail model (no forest tables)",
+            model.version
+        );
         return;
     };
     let t = Instant::now();

@@ -176,7 +176,10 @@ mod tests {
             let s = c.score_at_rarity(r);
             // The true score at rarity r is -2 ln r.
             let truth = -2.0 * f64::ln(r);
-            assert!((s - truth).abs() < 0.05 * truth.abs().max(1.0), "{r}: {s} vs {truth}");
+            assert!(
+                (s - truth).abs() < 0.05 * truth.abs().max(1.0),
+                "{r}: {s} vs {truth}"
+            );
             assert!((c.rarity(s) / r - 1.0).abs() < 0.02, "{r}: {}", c.rarity(s));
         }
         // Monotone: lower score, rarer.

@@ -103,7 +103,9 @@ impl Detector {
                 scorer: Scorer::new(forest, d)?,
                 explainer: Box::new(Explainer::new(forest, d)),
             },
-            (None, None) => return Err(anyhow!("the model holds neither a forest nor a tail model")),
+            (None, None) => {
+                return Err(anyhow!("the model holds neither a forest nor a tail model"))
+            }
         };
         Ok(Detector {
             encoder: Encoder::new(&model),

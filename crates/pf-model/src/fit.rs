@@ -11,7 +11,9 @@ use crate::train::{fit_scored, TrainParams};
 
 pub enum Method {
     /// The tail model, with which side of each feature is unusual.
-    Tails { sides: Vec<Side> },
+    Tails {
+        sides: Vec<Side>,
+    },
     Forest(TrainParams),
 }
 

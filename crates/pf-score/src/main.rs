@@ -147,7 +147,6 @@ impl Loaded {
     }
 }
 
-
 /// Hot reload: between batches, at most once a second or at once after
 /// SIGHUP, the models directory's CURRENT is read; a new current model is
 /// loaded completely before it replaces the old one, and a model that does
@@ -391,11 +390,11 @@ impl Scoring {
         let start = rows.len();
         rows.resize(start + d, 0.0);
         let mut unseen = Vec::new();
-        if let Err(e) = self
-            .loaded
-            .detector
-            .encoder
-            .encode(&features, &mut rows[start..], &mut unseen)
+        if let Err(e) =
+            self.loaded
+                .detector
+                .encoder
+                .encode(&features, &mut rows[start..], &mut unseen)
         {
             rows.truncate(start);
             return Err(e);

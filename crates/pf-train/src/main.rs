@@ -1,11 +1,11 @@
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 use pf_cli::{CommonArgs, Fatal, LineErrors, Origin, Output, EXIT_OK};
+use pf_config::DetectorKind;
+use pf_featurize::{Feature, Unusual};
 use pf_model::model::{version_at, FORMAT, FORMAT_VERSION};
 use pf_model::sample::{Window, CAPACITY};
 use pf_model::table::{Table, TableBuilder};
-use pf_config::DetectorKind;
-use pf_featurize::{Feature, Unusual};
 use pf_model::{
     fit_detector, Contamination, FeatureKind, FeatureSpec, Method, Model, ModelsDir, Side,
     TrainParams,
@@ -447,7 +447,10 @@ fn read_csv(
 /// Which side of a feature is unusual: as the feature catalogue says for
 /// pf-features' features; categories when rare; other numbers at either end.
 fn side_of(feature: &FeatureSpec) -> Side {
-    match (&feature.kind, Feature::from_name(&feature.name).map(Feature::unusual)) {
+    match (
+        &feature.kind,
+        Feature::from_name(&feature.name).map(Feature::unusual),
+    ) {
         (FeatureKind::Categorical { .. }, _) | (_, Some(Unusual::Rare)) => Side::Rare,
         (_, Some(Unusual::High)) => Side::Upper,
         (_, Some(Unusual::EitherEnd) | None) => Side::Both,
@@ -537,10 +540,12 @@ fn append_metrics(
             .unwrap_or_default()
     };
     let n = decisions.len().max(1) as f64;
-    let contamination = match model.forest.as_ref().map_or(
-        model.tails.as_ref().map(|t| t.contamination),
-        |f| Some(f.contamination),
-    ) {
+    let contamination = match model
+        .forest
+        .as_ref()
+        .map_or(model.tails.as_ref().map(|t| t.contamination), |f| {
+            Some(f.contamination)
+        }) {
         Some(Contamination::Auto) => "auto".to_string(),
         Some(Contamination::Fraction(f)) => f.to_string(),
         None => String::new(),

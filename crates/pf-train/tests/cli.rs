@@ -73,11 +73,12 @@ fn writes_a_versioned_model_makes_it_current_and_appends_metrics() {
     );
     assert_eq!(model["features"][0]["kind"], "categorical");
     assert_eq!(model["features"][0]["unseen"], 4);
-    assert_eq!(model["forest"]["trees"].as_array().unwrap().len(), 100);
-    assert_eq!(
-        model["forest"]["max_samples"], 500,
-        "ψ = min(retrain.max_samples, rows)"
+    assert!(
+        model["tails"]["columns"].is_array(),
+        "the default is the tail model"
     );
+    assert!(model["forest"].is_null());
+    assert_eq!(model["format_version"], 2);
     assert_eq!(model["training"]["seed"], 3);
 
     let csv = std::fs::read_to_string(dir.join("m/metrics.csv")).unwrap();
@@ -89,7 +90,7 @@ fn writes_a_versioned_model_makes_it_current_and_appends_metrics() {
     let row: Vec<&str> = lines[2].split(',').collect();
     assert_eq!(row.len(), 14);
     assert_eq!(row[2], "0.001");
-    assert_eq!(row[3], "100");
+    assert_eq!(row[3], "0", "no trees");
     assert_eq!(row[4], "500");
     assert_eq!(row[5], "4", "unique_services");
 }

@@ -97,7 +97,9 @@ fn trains_from_the_configured_logs_and_keeps_the_model_on_failure() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     write_config_with(
         &sample,
-        "retrain:\n  contamination: 0.2\n  validation:\n    max_rate: 0.1\n",
+        // (raw score cut-offs, so the contamination sets how eager it is)
+        "retrain:\n  detector: forest\n  contamination: 0.2\n  validation:\n    max_rate: 0.1\n\
+         anomaly:\n  threshold:\n    high: -0.1\n    medium: -0.05\n    low: 0\n",
     );
     let (ok, stderr) = retrain(&dir, &["--config", config.to_str().unwrap()]);
     assert!(!ok, "{stderr}");
