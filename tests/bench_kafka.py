@@ -11,7 +11,7 @@ Python venv. Prints:
 2. end-to-end latency of the live pipeline (pipelines/live-detector.sh),
    from the producer's timestamp to the line appearing in the output file,
    at 1k and 10k messages/s: with the shipped thresholds (into
-   all_detections.jsonl, every record) and with threshold low = 1, which
+   all_detections.jsonl, every record) and with threshold low = 1e9, which
    makes every record an anomaly that is explained (into anomalies.jsonl;
    the worst case, TreeSHAP for every line).
 3. with --pipeline-messages N, the live pipeline's throughput: N messages
@@ -156,8 +156,9 @@ def write_config(work, root, addr, group, topic, low):
     with open(config, "w") as f:
         f.write(f"kafka:\n  broker: \"{addr}\"\n  consumer_group: {group}\n  topics: [{topic}]\n"
                 f"paths:\n  models_dir: {root}/models\n  features: {root}/features/behavioural.json\n"
-                f"  output_dir: {work}/out\n  state_dir: {work}/state\n"
-                f"anomaly:\n  threshold:\n    high: -0.1\n    medium: -0.05\n    low: {low}\n")
+                f"  output_dir: {work}/out\n  state_dir: {work}/state\n")
+        if low is not None:
+            f.write(f"anomaly:\n  threshold:\n    high: -0.1\n    medium: -0.05\n    low: {low}\n")
     return config
 
 
@@ -165,7 +166,7 @@ def latency(root, bin_dir, addr, rate, seconds, all_anomalies):
     work = tempfile.mkdtemp(prefix="bench-kafka-")
     out = os.path.join(work, "out")
     topic = f"latency{rate}{'a' if all_anomalies else 'n'}"
-    low = 1 if all_anomalies else 0
+    low = 1e9 if all_anomalies else None
     config = write_config(work, root, addr, f"lat{rate}", topic, low)
     # Create the topic and let the pipeline join before timing anything.
     produce(addr, topic, 1)
@@ -233,7 +234,7 @@ def pipeline_run(root, bin_dir, addr, topic):
     returns (wall seconds, records written to all_detections.jsonl, peak RSS
     in KiB of its largest process)."""
     work = tempfile.mkdtemp(prefix="bench-kafka-")
-    config = write_config(work, root, addr, f"pipe-{topic}", topic, 0)
+    config = write_config(work, root, addr, f"pipe-{topic}", topic, None)
     env = dict(os.environ, PF_BIN=bin_dir)
     try:
         with open(os.path.join(work, "pipeline.err"), "wb") as err:

@@ -108,7 +108,9 @@ def main():
     scenario = np.array([labels[l][0] for l in lines])
     episode = np.array([labels[l][1] for l in lines])
     normal = scenario == "normal"
-    ours = np.array([-d.get("score", np.inf) for d in dets])  # higher = more anomalous
+    # Higher = more anomalous: the rarity, pf-score's verdict (its score orders ties).
+    ours = np.array([np.log10(max(d.get("rarity", 1.0), 1.0)) - d.get("score", np.inf) * 1e-13
+                     if "rarity" in d else -d.get("score", np.inf) for d in dets])
     severity = np.array([SEVERITY.get(d.get("severity", "none"), 0) for d in dets])
 
     anchors = {}

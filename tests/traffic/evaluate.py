@@ -6,6 +6,7 @@
 
 `split` sends the feature records of the first N days (by the simulator's
 day label) to TRAIN and the rest to TEST. `report` reads pf-score's output
+(its `rarity` where present, the verdict, else its `score`)
 for the test days of one or more feature sets and prints, per attack
 scenario: the lines and episodes, and per set the ROC-AUC of the scenario's
 lines against the normal lines, and the share of episodes with at least
@@ -83,6 +84,10 @@ def read_scores(path, labels):
             detection = record.get("detection") or {}
             score = detection.get("score")
             line = line_of(record)
+            rarity = detection.get("rarity")
+            if isinstance(rarity, (int, float)) and isinstance(score, (int, float)):
+                # The detector's verdict is the rarity (the score orders ties).
+                score = -math.log10(max(rarity, 1.0)) - score * 1e-13
             if not isinstance(score, (int, float)):
                 errors += 1
                 score = math.inf

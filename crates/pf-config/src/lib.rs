@@ -157,9 +157,10 @@ pub struct Retrain {
     pub contamination: Contamination,
     /// `tails` (default) or `forest`.
     pub detector: DetectorKind,
-    /// Share of the window (spread evenly over it) held back from fitting to
-    /// estimate how rare each score is among normal traffic.
-    pub calibration_share: f64,
+    /// Folds of the cross-fitting that scores every training row with a
+    /// model that did not see it, to estimate how rare each score is among
+    /// normal traffic (0: no calibration).
+    pub calibration_folds: usize,
     /// The checks a new model passes before it becomes current.
     pub validation: Validation,
 }
@@ -197,7 +198,7 @@ impl Default for Retrain {
             max_samples: 1024,
             contamination: Contamination::Fraction(0.001),
             detector: DetectorKind::Tails,
-            calibration_share: 0.2,
+            calibration_folds: 5,
             validation: Validation::default(),
         }
     }
@@ -344,9 +345,11 @@ impl Config {
                 r.low, r.medium, r.high
             );
         }
-        let share = self.retrain.calibration_share;
-        if !(0.0..0.9).contains(&share) {
-            bail!("retrain.calibration_share must be a share from 0 up to 0.9 (e.g. 0.2), got {share}");
+        if self.retrain.calibration_folds == 1 || self.retrain.calibration_folds > 20 {
+            bail!(
+                "retrain.calibration_folds must be 0 (no calibration) or 2 to 20 (e.g. 5), got {}",
+                self.retrain.calibration_folds
+            );
         }
         let v = self.retrain.validation;
         if !(0.0..0.9).contains(&v.holdout) {

@@ -229,6 +229,32 @@ impl Feature {
         }
     }
 
+    /// Features that are evidence of one thing: a tail model counts only
+    /// the most surprising of a group. The kind, and how rare the kind and
+    /// its wording have been so far, all say "this kind of line is rare";
+    /// added up they would count one fact three times, and the two
+    /// so-far rarities fade while an attack repeats its lines, so a sum
+    /// would fall as the attack goes on.
+    pub fn evidence_group(self) -> Option<&'static str> {
+        match self {
+            Feature::Event
+            | Feature::Behaviour(Measure::KindRarity)
+            | Feature::Behaviour(Measure::TemplateRarity) => Some("kind"),
+            _ => None,
+        }
+    }
+
+    /// For an ordinal level: how many times rarer each level above the
+    /// highest seen in training is assumed to be. The daemon's own
+    /// severity is such a ladder: a `fatal:` never seen in training is far
+    /// rarer than the step from 1 to 3 on a count would say.
+    pub fn rarity_per_level(self) -> Option<f64> {
+        match self {
+            Feature::LogLevel => Some(100.0),
+            _ => None,
+        }
+    }
+
     pub fn from_name(name: &str) -> Option<Feature> {
         Feature::all().find(|f| f.name() == name)
     }

@@ -2,7 +2,7 @@
 //! holds: the tail model (pf-train's default) or an Isolation Forest
 //! (`pf-train --detector forest`, or imported from scikit-learn).
 
-use crate::calibration::Calibration;
+use crate::calibration::{Calibration, MAX_RARITY};
 use crate::encode::Encoder;
 use crate::model::Model;
 use crate::scorer::Scorer;
@@ -86,12 +86,52 @@ impl From<&pf_config::Anomaly> for SeverityPolicy {
     }
 }
 
-/// The thresholds a policy gives for one model, and why.
+/// Rarity cut-offs: one in `low` normal lines, and so on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RarityCuts {
+    pub low: f64,
+    pub medium: f64,
+    pub high: f64,
+}
+
+impl RarityCuts {
+    pub fn severity(&self, rarity: f64) -> &'static str {
+        if rarity >= self.high {
+            "high"
+        } else if rarity >= self.medium {
+            "medium"
+        } else if rarity >= self.low {
+            "low"
+        } else {
+            "none"
+        }
+    }
+}
+
+/// How one model's records are graded under a policy, and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Grading {
+    /// Score cut-offs: the policy's own, or (rarity policy) the scores at
+    /// which the calibration reaches each rarity, for the report's
+    /// histogram.
     pub thresholds: ScoreThresholds,
+    /// Rarity policy on a calibrated model: severities come from rarity.
+    pub rarity: Option<RarityCuts>,
     /// Set when a rarity policy had to fall back to raw cut-offs.
     pub fallback: Option<String>,
+}
+
+/// One record's verdict.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Grade {
+    pub rarity: Option<f64>,
+    pub severity: &'static str,
+}
+
+impl Grade {
+    pub fn is_anomaly(&self) -> bool {
+        self.severity != "none"
+    }
 }
 
 impl Detector {
@@ -148,15 +188,35 @@ impl Detector {
         self.model.calibration.as_ref()
     }
 
-    /// "One in N normal lines" for a score, when the model is calibrated.
-    pub fn rarity(&self, score: f64) -> Option<f64> {
-        self.calibration().map(|c| c.rarity(score))
+    /// "One in N normal lines" for a record's score and row, when the model
+    /// is calibrated: the calibration's rarity of the score, or for the
+    /// tail model the union bound of its most surprising feature where
+    /// that says rarer (far in the tail, beyond what the held-back rows
+    /// could show).
+    pub fn rarity(&self, score: f64, row: &[f32]) -> Option<f64> {
+        let c = self.calibration()?;
+        let mut rarity = c.rarity(score);
+        if let Scoring::Tails(t) = &self.scoring {
+            rarity = rarity.max(t.bound_rarity(row));
+        }
+        Some(rarity.min(MAX_RARITY))
+    }
+
+    /// Rarity and severity of a record.
+    pub fn grade(&self, grading: &Grading, score: f64, row: &[f32]) -> Grade {
+        let rarity = self.rarity(score, row);
+        let severity = match (grading.rarity, rarity) {
+            (Some(cuts), Some(r)) => cuts.severity(r),
+            _ => grading.thresholds.severity(score),
+        };
+        Grade { rarity, severity }
     }
 
     pub fn grading(&self, policy: SeverityPolicy) -> Grading {
         match (policy, self.calibration()) {
             (SeverityPolicy::Scores(t), _) => Grading {
                 thresholds: t,
+                rarity: None,
                 fallback: None,
             },
             (SeverityPolicy::Rarity { low, medium, high }, Some(c)) => Grading {
@@ -165,10 +225,12 @@ impl Detector {
                     medium: c.score_at_rarity(medium),
                     low: c.score_at_rarity(low),
                 },
+                rarity: Some(RarityCuts { low, medium, high }),
                 fallback: None,
             },
             (SeverityPolicy::Rarity { .. }, None) => Grading {
                 thresholds: ScoreThresholds::default(),
+                rarity: None,
                 fallback: Some(format!(
                     "model {} has no rarity calibration (imported, or trained before calibration \
                      existed), so severities use the raw score cut-offs high < -0.1, \

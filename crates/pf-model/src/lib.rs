@@ -20,12 +20,12 @@ pub mod tails;
 pub mod train;
 
 pub use calibration::{describe_rarity, Calibration};
-pub use detector::{Detector, Grading, ScoreThresholds, SeverityPolicy};
+pub use detector::{Detector, Grade, Grading, RarityCuts, ScoreThresholds, SeverityPolicy};
 pub use encode::{EncodeError, Encoder};
 pub use fit::{fit_detector, Fitted, Method};
 pub use forest::{average_path_length, Contamination, Forest, Tree};
 pub use model::{FeatureKind, FeatureSpec, Model, ModelsDir, Scaler};
 pub use scorer::Scorer;
 pub use shap::Explainer;
-pub use tails::{Side, Tails};
+pub use tails::{ColumnSpec, Side, Tails};
 pub use train::{fit, fit_scored, TrainParams};

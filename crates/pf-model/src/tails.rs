@@ -55,6 +55,32 @@ pub struct TailColumn {
     /// Upper/Both: how fast surprise grows beyond the training range: one
     /// more nat each time the distance beyond grows by e·`scale`.
     pub scale: f64,
+    /// An ordinal level instead: each unit beyond the training range adds
+    /// this many nats (ln of how many times rarer a level up is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nats_per_level: Option<f64>,
+    /// Columns of one group are evidence of one thing: only the largest
+    /// surprise of the group counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<u16>,
+}
+
+/// How a column is fitted: its unusual side, evidence group and level step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ColumnSpec {
+    pub side: Side,
+    pub group: Option<u16>,
+    pub rarity_per_level: Option<f64>,
+}
+
+impl ColumnSpec {
+    pub fn side(side: Side) -> ColumnSpec {
+        ColumnSpec {
+            side,
+            group: None,
+            rarity_per_level: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,7 +100,8 @@ pub struct Tails {
 pub const DEFAULT_FLOOR: f64 = std::f64::consts::LN_10;
 
 impl TailColumn {
-    fn fit(values: &mut [f64], side: Side) -> TailColumn {
+    fn fit(values: &mut [f64], spec: ColumnSpec) -> TailColumn {
+        let side = spec.side;
         values.sort_unstable_by(f64::total_cmp);
         let n = values.len();
         let median = values.get(n / 2).copied().unwrap_or(0.0);
@@ -135,6 +162,16 @@ impl TailColumn {
             values,
             counts,
             scale,
+            nats_per_level: spec.rarity_per_level.map(f64::ln).filter(|n| *n > 0.0),
+            group: spec.group,
+        }
+    }
+
+    /// Surprise added by a distance beyond the training range.
+    fn beyond(&self, distance: f64) -> f64 {
+        match self.nats_per_level {
+            Some(nats) => nats * distance,
+            None => (distance / self.scale).ln_1p(),
         }
     }
 
@@ -157,7 +194,7 @@ impl TailColumn {
             },
             Side::Upper | Side::Both => {
                 let upper = if x > max {
-                    never + ((x - max) / self.scale).ln_1p()
+                    never + self.beyond(x - max)
                 } else {
                     let i = self.values.partition_point(|&v| v < x);
                     tail(self.counts[i])
@@ -166,7 +203,7 @@ impl TailColumn {
                     return upper;
                 }
                 let lower = if x < min {
-                    never + ((min - x) / self.scale).ln_1p()
+                    never + self.beyond(min - x)
                 } else {
                     // Rows ≤ x = rows − rows > x.
                     let i = self.values.partition_point(|&v| v <= x);
@@ -195,17 +232,17 @@ impl Tails {
     /// Fits one column per feature from `rows` (row-major, `sides.len()`
     /// values a row) and sets the offset so that a `contamination` share of
     /// the training rows score below 0 (`auto`: 1 in 1,000).
-    pub fn fit(rows: &[f32], sides: &[Side], contamination: Contamination) -> Tails {
-        let d = sides.len();
+    pub fn fit(rows: &[f32], specs: &[ColumnSpec], contamination: Contamination) -> Tails {
+        let d = specs.len();
         let n = rows.len() / d.max(1);
         let mut column = Vec::with_capacity(n);
-        let columns = sides
+        let columns = specs
             .iter()
             .enumerate()
-            .map(|(j, &side)| {
+            .map(|(j, &spec)| {
                 column.clear();
                 column.extend(rows.chunks_exact(d).map(|r| r[j] as f64));
-                TailColumn::fit(&mut column, side)
+                TailColumn::fit(&mut column, spec)
             })
             .collect();
         let mut tails = Tails {
@@ -243,6 +280,8 @@ impl Tails {
                 || !sorted
                 || c.values.iter().any(|v| !v.is_finite())
                 || !(c.scale.is_finite() && c.scale > 0.0)
+                || c.nats_per_level
+                    .is_some_and(|n| !(n.is_finite() && n > 0.0))
                 || c.counts.iter().any(|&k| k > self.rows)
             {
                 bail!("tail column {j} is damaged (values unsorted, counts out of range or a bad scale)");
@@ -252,10 +291,26 @@ impl Tails {
     }
 
     /// Each feature's contribution to the score of one row: minus its
-    /// surprise above the floor (0 or negative; negative = anomalous).
+    /// surprise above the floor (0 or negative; negative = anomalous). In
+    /// a group only the most surprising feature (the first of equals)
+    /// keeps its contribution; the others add nothing beyond it.
     pub fn explain(&self, row: &[f32], phi: &mut [f64]) {
-        for ((c, &x), p) in self.columns.iter().zip(row).zip(phi) {
+        for ((c, &x), p) in self.columns.iter().zip(row).zip(phi.iter_mut()) {
             *p = -(c.surprise(x as f64, self.rows) - self.floor).max(0.0);
+        }
+        for (j, c) in self.columns.iter().enumerate() {
+            let Some(g) = c.group else { continue };
+            for (k, other) in self.columns.iter().enumerate().skip(j + 1) {
+                if other.group != Some(g) {
+                    continue;
+                }
+                // Keep the more negative; on a tie the earlier one.
+                if phi[k] < phi[j] {
+                    phi[j] = 0.0;
+                    break;
+                }
+                phi[k] = 0.0;
+            }
         }
     }
 
@@ -267,6 +322,26 @@ impl Tails {
             self.explain(row, &mut phi);
             *o = self.offset + phi.iter().sum::<f64>();
         }
+    }
+
+    /// How rare the row is at least, by its most surprising ordinal level
+    /// (`nats_per_level` columns: the daemon's own severity): a level above
+    /// any seen in training is rarer by the level's stated factor, and with
+    /// d features a normal line has some column that surprising with
+    /// probability at most d · e^−surprise (the union bound). Far in the
+    /// tail, beyond what the held-back rows can show, this says how rare a
+    /// `fatal:` or `panic:` never seen before is. Other columns are left to
+    /// the calibration: beyond their training range only the
+    /// extrapolation speaks, and drift makes that too eager for a bound.
+    pub fn bound_rarity(&self, row: &[f32]) -> f64 {
+        let most = self
+            .columns
+            .iter()
+            .zip(row)
+            .filter(|(c, _)| c.nats_per_level.is_some())
+            .map(|(c, &x)| c.surprise(x as f64, self.rows))
+            .fold(0.0, f64::max);
+        (most.exp() / self.columns.len().max(1) as f64).max(1.0)
     }
 
     pub fn explain_many(&self, rows: &[f32], phi: &mut [f64]) {
@@ -282,7 +357,7 @@ mod tests {
     use super::*;
 
     fn column(values: &[f64], side: Side) -> TailColumn {
-        TailColumn::fit(&mut values.to_vec(), side)
+        TailColumn::fit(&mut values.to_vec(), ColumnSpec::side(side))
     }
 
     #[test]
@@ -335,7 +410,7 @@ mod tests {
         }
         let t = Tails::fit(
             &rows,
-            &[Side::Rare, Side::Upper, Side::Rare],
+            &[Side::Rare, Side::Upper, Side::Rare].map(ColumnSpec::side),
             Contamination::Fraction(0.01),
         );
         t.validate(3).unwrap();
@@ -347,6 +422,36 @@ mod tests {
         assert!((t.offset + phi.iter().sum::<f64>() - scores[0]).abs() < 1e-12);
         assert!(phi[0] < 0.0 && phi[1] < phi[0] && phi[2] == 0.0);
         assert!(scores[0] < scores[1] && scores[1] < 0.0);
+    }
+
+    #[test]
+    fn a_group_counts_its_most_surprising_feature_once_and_levels_step() {
+        let mut rows = Vec::new();
+        for i in 0..1000 {
+            rows.extend([(i % 2) as f32, (i % 2) as f32, 0.0]);
+        }
+        let grouped = ColumnSpec {
+            side: Side::Upper,
+            group: Some(0),
+            rarity_per_level: None,
+        };
+        let level = ColumnSpec {
+            side: Side::Upper,
+            group: None,
+            rarity_per_level: Some(100.0),
+        };
+        let t = Tails::fit(&rows, &[grouped, grouped, level], Contamination::Auto);
+        let mut phi = [0.0; 3];
+        t.explain(&[5.0, 9.0, 0.0], &mut phi);
+        assert_eq!(phi[0], 0.0, "the smaller of the group adds nothing");
+        assert!(phi[1] < 0.0);
+        // Ties: the first keeps it.
+        t.explain(&[9.0, 9.0, 0.0], &mut phi);
+        assert!(phi[0] < 0.0 && phi[1] == 0.0);
+        // Two levels above the highest seen: 2 ln 100 more than "never seen".
+        t.explain(&[0.0, 0.0, 2.0], &mut phi);
+        let never = (1001f64).ln() - t.floor;
+        assert!((-phi[2] - (never + 2.0 * 100f64.ln())).abs() < 1e-9);
     }
 
     #[test]

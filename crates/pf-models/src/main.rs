@@ -317,7 +317,7 @@ fn tally(
 ) -> Result<Tally> {
     let d = model.features.len();
     let detector = Detector::new(model)?;
-    let low = detector.grading(policy).thresholds.low;
+    let grading = detector.grading(policy);
     let encoder = &detector.encoder;
     let mut row = vec![0f32; d];
     let mut unseen = Vec::new();
@@ -331,7 +331,7 @@ fn tally(
         }
         detector.decision_function(&row, &mut score);
         t.scored += 1;
-        t.anomalies += u64::from(score[0] < low);
+        t.anomalies += u64::from(detector.grade(&grading, score[0], &row).is_anomaly());
     }
     Ok(t)
 }

@@ -1,7 +1,7 @@
 use anyhow::Context;
 use clap::Parser;
 use pf_cli::{CommonArgs, Fatal, LineErrors, Output, EXIT_INPUT, EXIT_OK};
-use pf_model::{describe_rarity, Detector, Model, ModelsDir, ScoreThresholds, SeverityPolicy};
+use pf_model::{describe_rarity, Detector, Grade, Grading, Model, ModelsDir, SeverityPolicy};
 use pf_record::json::{write_f64, write_str, write_with_field};
 use pf_report::{Anomaly, Contribution, ScoreReport};
 use serde::de::IgnoredAny;
@@ -21,12 +21,14 @@ Examples:
   pf-score --model models/model-20261125T185200Z.json --explain-all rows.jsonl
 
 Adds `detection` to every record: `score` (the model's decision score;
-negative = anomalous), `is_anomaly` (score < anomaly.threshold.low),
-`severity` (high / medium / low / none from anomaly.threshold), `model`,
-and for anomalies `top_features`: the three features with the lowest
-exact TreeSHAP contributions, with their values (contributions are in
-tree-depth units: a negative one made the record's average isolation
-path shorter, i.e. pushed it towards anomalous). A record that cannot be
+lower = more anomalous), `rarity` (one in how many normal lines scores like
+this, from the model's calibration), `severity` (high / medium / low / none:
+by rarity, anomaly.rarity 100,000 / 10,000 / 1,000 by default, or by raw
+score cut-offs when the config sets anomaly.threshold), `is_anomaly`,
+`model`, and for anomalies `top_features`: the three features that
+contributed most (tail model: minus each feature's surprise in nats, the
+contributions plus the model's offset add up to the score; forest: exact
+TreeSHAP values in tree-depth units; negative = towards anomalous). A record that cannot be
 scored (no `features`, a null or non-numeric value) is reported on stderr
 with its line number and passes on with `detection.error` (with
 --only-anomalies it is only reported).
@@ -52,10 +54,10 @@ struct Args {
     /// Use this model file instead of a directory's current model.
     #[arg(long, value_name = "FILE", conflicts_with = "models_dir")]
     model: Option<PathBuf>,
-    /// Output only anomalies (records with score below anomaly.threshold.low).
+    /// Output only anomalies (severity low or above).
     #[arg(long)]
     only_anomalies: bool,
-    /// Add `contributions` (every feature's TreeSHAP value) to every record, anomalous or not.
+    /// Add `contributions` (every feature's contribution) to every record, anomalous or not.
     #[arg(long)]
     explain_all: bool,
     /// How many features `top_features` lists.
@@ -104,7 +106,7 @@ struct ScoreRecord {
 struct Scoring {
     loaded: Loaded,
     policy: SeverityPolicy,
-    thresholds: ScoreThresholds,
+    grading: Grading,
     /// Records per feature whose category the model had not seen.
     unseen_counts: std::collections::BTreeMap<String, u64>,
     batch: Batch,
@@ -137,13 +139,13 @@ impl Loaded {
         })
     }
 
-    /// The score cut-offs of `policy` for this model; a fallback is reported.
-    fn thresholds(&self, policy: SeverityPolicy) -> ScoreThresholds {
+    /// How `policy` grades this model's records; a fallback is reported.
+    fn grading(&self, policy: SeverityPolicy) -> Grading {
         let grading = self.detector.grading(policy);
-        if let Some(why) = grading.fallback {
+        if let Some(why) = &grading.fallback {
             eprintln!("pf-score: {why}");
         }
-        grading.thresholds
+        grading
     }
 }
 
@@ -170,6 +172,8 @@ struct Batch {
     /// Encoded rows of the scorable records, one after another.
     rows: Vec<f32>,
     scores: Vec<f64>,
+    /// Rarity and severity of each scored row.
+    grades: Vec<Grade>,
     /// Rows to explain, and their SHAP values, one `d`-slice per row.
     explain_rows: Vec<f32>,
     phi: Vec<f64>,
@@ -237,11 +241,12 @@ fn score(args: &Args) -> Result<u8, Fatal> {
         }
     };
     let policy = SeverityPolicy::from(&config.anomaly);
-    let thresholds = loaded.thresholds(policy);
+    let grading = loaded.grading(policy);
+    let thresholds = grading.thresholds;
     let det = std::cell::RefCell::new(Scoring {
         loaded,
         policy,
-        thresholds,
+        grading,
         unseen_counts: Default::default(),
         batch: Batch::default(),
         watch,
@@ -368,7 +373,7 @@ impl Scoring {
                     "pf-score: now scoring with model {} (was {})",
                     new.detector.model.version, self.loaded.detector.model.version
                 );
-                self.thresholds = new.thresholds(self.policy);
+                self.grading = new.grading(self.policy);
                 self.loaded = new;
                 watch.refused = None;
             }
@@ -419,13 +424,21 @@ impl Scoring {
         self.loaded
             .detector
             .decision_function(&batch.rows, &mut batch.scores);
+        batch.grades.clear();
+        let detector = &self.loaded.detector;
+        batch.grades.extend(
+            batch
+                .scores
+                .iter()
+                .zip(batch.rows.chunks_exact(d))
+                .map(|(&score, row)| detector.grade(&self.grading, score, row)),
+        );
         // Explain the rows that need it, all at once.
-        let low = self.thresholds.low;
         let mut explained = vec![usize::MAX; n];
         batch.explain_rows.clear();
         let mut k = 0;
-        for (i, &score) in batch.scores.iter().enumerate() {
-            if score < low || args.explain_all {
+        for (i, grade) in batch.grades.iter().enumerate() {
+            if grade.is_anomaly() || args.explain_all {
                 explained[i] = k;
                 batch
                     .explain_rows
@@ -467,7 +480,7 @@ impl Scoring {
                     let score = batch.scores[*index];
                     if let Some(report) = &mut self.report {
                         report.scores.add(score);
-                        if let (true, Some(phi)) = (score < low, phi) {
+                        if let (true, Some(phi)) = (batch.grades[*index].is_anomaly(), phi) {
                             if report.scores.wants(score) {
                                 let names = self.loaded.detector.encoder.names();
                                 let view: ReportView = serde_json::from_str(&pending.text)
@@ -496,6 +509,7 @@ impl Scoring {
                     }
                     self.write_detection(
                         batch.scores[*index],
+                        batch.grades[*index],
                         phi,
                         features,
                         unseen,
@@ -524,17 +538,18 @@ impl Scoring {
     fn write_detection(
         &mut self,
         score: f64,
+        grade: Grade,
         phi: Option<&[f64]>,
         features: &Map<String, Value>,
         unseen: &[usize],
         args: &Args,
         out: &mut Vec<u8>,
     ) -> bool {
-        let is_anomaly = score < self.thresholds.low;
-        let severity = self.thresholds.severity(score);
+        let is_anomaly = grade.is_anomaly();
+        let severity = grade.severity;
         out.extend_from_slice(b"{\"score\":");
         write_f64(out, score);
-        if let Some(rarity) = self.loaded.detector.rarity(score) {
+        if let Some(rarity) = grade.rarity {
             out.extend_from_slice(b",\"rarity\":");
             write_f64(out, rarity.round());
             out.extend_from_slice(b",\"rarity_text\":");

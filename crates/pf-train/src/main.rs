@@ -7,8 +7,8 @@ use pf_model::model::{version_at, FORMAT, FORMAT_VERSION};
 use pf_model::sample::{Window, CAPACITY};
 use pf_model::table::{Table, TableBuilder};
 use pf_model::{
-    fit_detector, Contamination, FeatureKind, FeatureSpec, Method, Model, ModelsDir, Side,
-    TrainParams,
+    fit_detector, ColumnSpec, Contamination, FeatureKind, FeatureSpec, Method, Model, ModelsDir,
+    Side, TrainParams,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -56,10 +56,10 @@ struct Args {
     /// `forest` (Isolation Forest) [default: retrain.detector, tails].
     #[arg(long, value_name = "tails|forest")]
     detector: Option<DetectorKind>,
-    /// Share of the window, spread evenly over it, held back to calibrate how
-    /// rare each score is [default: retrain.calibration_share, 0.2].
-    #[arg(long, value_name = "SHARE")]
-    calibration_share: Option<f64>,
+    /// Folds of the cross-fitting that calibrates how rare each score is
+    /// (0: none) [default: retrain.calibration_folds, 5].
+    #[arg(long, value_name = "K")]
+    calibration_folds: Option<usize>,
     /// Forest: number of trees [default: retrain.trees, 100].
     #[arg(long)]
     trees: Option<usize>,
@@ -232,21 +232,21 @@ fn train(args: &Args) -> Result<u8, Fatal> {
     }
 
     let detector = args.detector.unwrap_or(r.detector);
-    let calibration_share = args.calibration_share.unwrap_or(r.calibration_share);
-    if !(0.0..0.9).contains(&calibration_share) {
+    let folds = args.calibration_folds.unwrap_or(r.calibration_folds);
+    if folds == 1 || folds > 20 {
         return Err(Fatal::usage(anyhow!(
-            "--calibration-share {calibration_share}: give a share from 0 up to 0.9"
+            "--calibration-folds {folds}: give 0 (no calibration) or 2 to 20"
         )));
     }
     let method = match detector {
         DetectorKind::Tails => Method::Tails {
-            sides: table.features.iter().map(side_of).collect(),
+            columns: column_specs(&table.features),
         },
         DetectorKind::Forest => Method::Forest(params.clone()),
     };
     let fit_start = Instant::now();
     let d = table.features.len();
-    let fitted = fit_detector(&table.rows, d, &method, contamination, calibration_share)?;
+    let fitted = fit_detector(&table.rows, d, &method, contamination, folds)?;
     let training_seconds = fit_start.elapsed().as_secs_f64();
     let finished = chrono::Utc::now();
     let decisions = &fitted.decisions;
@@ -284,9 +284,9 @@ fn train(args: &Args) -> Result<u8, Fatal> {
     };
     if model.calibration.is_none() {
         eprintln!(
-            "pf-train: warning: too few records to hold back for the rarity calibration \
-             ({n} rows, share {calibration_share}); severities of this model will use the raw \
-             score cut-offs. Train on more records for calibrated severities"
+            "pf-train: warning: no rarity calibration ({n} rows, {folds} folds; it needs at \
+             least 200 rows and 2 folds); severities of this model will use the raw score \
+             cut-offs. Train on more records for calibrated severities"
         );
     }
     let path = match &args.out {
@@ -333,8 +333,8 @@ fn train(args: &Args) -> Result<u8, Fatal> {
         None => "tail model".to_string(),
     };
     eprintln!(
-        "pf-train: wrote {} ({n} rows of {} kept, {shape}, {} held back for calibration, \
-         {flagged} fitted rows below 0{})",
+        "pf-train: wrote {} ({n} rows of {} kept, {shape}, calibrated on {} out-of-fold \
+         scores, {flagged} rows below 0{})",
         path.display(),
         table.rows_seen,
         fitted.calibration_rows,
@@ -444,17 +444,34 @@ fn read_csv(
     unreadable
 }
 
-/// Which side of a feature is unusual: as the feature catalogue says for
-/// pf-features' features; categories when rare; other numbers at either end.
-fn side_of(feature: &FeatureSpec) -> Side {
-    match (
-        &feature.kind,
-        Feature::from_name(&feature.name).map(Feature::unusual),
-    ) {
-        (FeatureKind::Categorical { .. }, _) | (_, Some(Unusual::Rare)) => Side::Rare,
-        (_, Some(Unusual::High)) => Side::Upper,
-        (_, Some(Unusual::EitherEnd) | None) => Side::Both,
-    }
+/// How the tail model reads each feature: as pf-features' catalogue says
+/// for its features (side, evidence group, level step); other categories
+/// when rare, other numbers at either end.
+fn column_specs(features: &[FeatureSpec]) -> Vec<ColumnSpec> {
+    let mut groups: Vec<&'static str> = Vec::new();
+    features
+        .iter()
+        .map(|f| {
+            let known = Feature::from_name(&f.name);
+            let side = match (&f.kind, known.map(Feature::unusual)) {
+                (FeatureKind::Categorical { .. }, _) | (_, Some(Unusual::Rare)) => Side::Rare,
+                (_, Some(Unusual::High)) => Side::Upper,
+                (_, Some(Unusual::EitherEnd) | None) => Side::Both,
+            };
+            let group = known.and_then(Feature::evidence_group).map(|g| {
+                let id = groups.iter().position(|&x| x == g).unwrap_or_else(|| {
+                    groups.push(g);
+                    groups.len() - 1
+                });
+                id as u16
+            });
+            ColumnSpec {
+                side,
+                group,
+                rarity_per_level: known.and_then(Feature::rarity_per_level),
+            }
+        })
+        .collect()
 }
 
 fn clock_seed() -> u64 {

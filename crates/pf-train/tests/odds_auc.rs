@@ -81,7 +81,7 @@ fn roc_auc(score: &[f64], positive: &[bool]) -> f64 {
 fn train(csv: &std::path::Path, seed: u64, out: &PathBuf) {
     let result = Command::new(env!("CARGO_BIN_EXE_pf-train"))
         .args(["--csv", "--exclude", "label", "--contamination", "auto"])
-        .args(["--detector", "forest", "--calibration-share", "0"])
+        .args(["--detector", "forest", "--calibration-folds", "0"])
         .args(["--max-lines", "all", "--min-rows", "1", "--metrics", "-"])
         .args(["--seed", &seed.to_string(), "--out"])
         .arg(out)
