@@ -87,7 +87,7 @@ def read_scores(path, labels):
             rarity = detection.get("rarity")
             if isinstance(rarity, (int, float)) and isinstance(score, (int, float)):
                 # The detector's verdict is the rarity (the score orders ties).
-                score = -math.log10(max(rarity, 1.0)) - score * 1e-13
+                score = -math.log10(max(rarity, 1.0)) + score * 1e-13
             if not isinstance(score, (int, float)):
                 errors += 1
                 score = math.inf

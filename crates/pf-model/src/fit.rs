@@ -15,7 +15,7 @@ use crate::calibration::{self, Calibration};
 use crate::forest::{Contamination, Forest};
 use crate::scorer::Scorer;
 use crate::tails::{ColumnSpec, Tails};
-use crate::train::{fit_scored, TrainParams};
+use crate::train::{fit_scored, percentile, TrainParams};
 
 pub enum Method {
     /// The tail model, with how each feature is read.
@@ -63,6 +63,23 @@ pub fn fit_detector(
             // the fold's offset.
             let shift = offset_of(&f, &t) - offset_of(&forest, &tails);
             held_scores.extend(scores.iter().map(|s| s - shift));
+        }
+    }
+    let mut tails = tails;
+    let mut decisions = decisions;
+    if let (Some(t), Contamination::Fraction(share), false) = (
+        &mut tails,
+        contamination,
+        held_scores.len() < calibration::MIN_ROWS,
+    ) {
+        // The tail model's cut-off from out-of-fold scores: a `share` of
+        // rows it never saw score below 0, so with the default rarities 0
+        // is about where `low` starts. (The forest keeps scikit-learn's
+        // in-sample offset.)
+        let shift = percentile(&mut held_scores.clone(), 100.0 * share);
+        t.offset -= shift;
+        for s in held_scores.iter_mut().chain(decisions.iter_mut()) {
+            *s -= shift;
         }
     }
     Ok(Fitted {

@@ -13,6 +13,8 @@ fn train_bin() -> std::path::PathBuf {
     std::path::Path::new(SCORE).with_file_name("pf-train")
 }
 
+/// A server's training window: common kinds, a rarer reject now and then
+/// with a warning, a failed login or two, and no failure count above 2.
 fn training_rows() -> String {
     let kinds = [
         "smtpd.connect",
@@ -22,9 +24,12 @@ fn training_rows() -> String {
     ];
     (0..5000)
         .map(|i| {
+            let rare = i % 97 == 0;
+            let failures: u64 = [0, 0, 0, 1, 2][(i / 97) % 5] * u64::from(rare);
             let record = json!({"features": {
-                "event_encoded": kinds[i % kinds.len()],
-                "auth_failures_1h_by_ip": 0,
+                "event_encoded": if rare { "smtpd.reject" } else { kinds[i % kinds.len()] },
+                "log_level": u8::from(rare),
+                "auth_failures_1h_by_ip": failures,
                 "msg_len": 60 + (i * 7919) % 90,
             }});
             format!("{record}\n")
@@ -32,9 +37,10 @@ fn training_rows() -> String {
         .collect()
 }
 
-fn probe(kind: &str, failures: u64) -> String {
+fn probe(kind: &str, level: u8, failures: u64) -> String {
     let record = json!({"features": {
-        "event_encoded": kind, "auth_failures_1h_by_ip": failures, "msg_len": 100}});
+        "event_encoded": kind, "log_level": level, "auth_failures_1h_by_ip": failures,
+        "msg_len": 100}});
     format!("{record}\n")
 }
 
@@ -58,11 +64,12 @@ fn unseen_values_and_categories_raise_the_score_and_carry_a_rarity() {
     let offset = model["tails"]["offset"].as_f64().unwrap();
 
     let input: String = [
-        probe("smtpd.connect", 0),
-        probe("smtpd.connect", 1),
-        probe("smtpd.connect", 6),
-        probe("smtpd.connect", 40),
-        probe("postfix.fatal", 0),
+        probe("smtpd.connect", 0, 0),
+        probe("smtpd.connect", 0, 1),
+        probe("smtpd.connect", 0, 6),
+        probe("smtpd.connect", 0, 40),
+        probe("postfix.warning", 1, 0),
+        probe("postfix.fatal", 3, 0),
     ]
     .concat();
     let scored = run(
@@ -75,16 +82,19 @@ fn unseen_values_and_categories_raise_the_score_and_carry_a_rarity() {
     let out = scored.records();
     let det = |i: usize| &out[i]["detection"];
     let score = |i: usize| det(i)["score"].as_f64().unwrap();
-    // A feature that never varied in training: any failure is rarer than
-    // none, and 40 rarer than 6, rarer than 1.
+    // Failures beyond anything in training: the more, the rarer.
     assert!(score(0) > score(1) && score(1) > score(2) && score(2) > score(3));
-    // A kind never seen is an anomaly, with its feature named.
-    assert_ne!(det(4)["severity"], "none", "{}", det(4));
-    assert_eq!(det(4)["top_features"][0]["feature"], "event_encoded");
     assert_eq!(det(0)["severity"], "none");
+    // A kind never seen scores below any seen one, and says why.
+    assert!(score(4) < score(0));
+    assert!(det(4)["contributions"]["event_encoded"].as_f64().unwrap() < 0.0);
+    assert_eq!(det(4)["unseen"][0], "event_encoded");
+    // A fatal error two levels above anything in training is high.
+    assert_eq!(det(5)["severity"], "high", "{}", det(5));
+    assert_eq!(det(5)["top_features"][0]["feature"], "log_level");
     // Rarity grows with the anomaly, and is written in words.
     let rarity = |i: usize| det(i)["rarity"].as_f64().unwrap();
-    assert!(rarity(3) > rarity(2) && rarity(2) >= rarity(0));
+    assert!(rarity(3) > rarity(2) && rarity(2) >= rarity(0) && rarity(5) > rarity(3));
     assert!(det(3)["rarity_text"].as_str().unwrap().contains("1 in "));
     // Contributions plus the offset are the score.
     for i in 0..out.len() {
@@ -118,7 +128,7 @@ fn the_old_raw_thresholds_win_when_a_config_sets_them() {
     let scored = run(
         SCORE,
         &["--config", "raw.yaml", "--model", "model.json"],
-        probe("postfix.fatal", 40).as_bytes(),
+        probe("postfix.fatal", 3, 40).as_bytes(),
         &dir,
     );
     assert_eq!(scored.status, 0, "{}", scored.stderr);

@@ -21,8 +21,8 @@ Appends every scored record to files in the output directory:
                          per Kafka topic (postfix_logs.json, mail_login_logs.json);
                          records read from files go to mail_login_logs.json for
                          dovecot/roundcube and to postfix_logs.json otherwise
-and prints one line per anomaly on stdout: severity, score, event, the top
-features with their contributions, and the raw line.
+and prints one line per anomaly on stdout: severity, rarity (1 in 250,000),
+score, event, the top features with their contributions, and the raw line.
 
 Files are created 0640 in a 0750 directory and appended in whole lines; a
 file moved away by logrotate is recreated on the next write, so rotation
@@ -417,7 +417,7 @@ fn stream_file(record: &Map<String, Value>) -> String {
     format!("{stream}_logs.json")
 }
 
-/// `HIGH  -0.1234  2026-03-02T08:15:03+01:00  smtpd.reject  hour=3 (-0.061), ...  | raw`
+/// `HIGH   1 in 250,000   -9.1234  2026-03-02T08:15:03+01:00  smtpd.reject  hour=3 (-0.061), ...  | raw`
 fn write_alert(buf: &mut Vec<u8>, record: &Map<String, Value>, colour: bool) {
     use std::fmt::Write as _;
     let detection = record.get("detection");
@@ -437,10 +437,18 @@ fn write_alert(buf: &mut Vec<u8>, record: &Map<String, Value>, colour: bool) {
         (true, _) => ("\x1b[36m", "\x1b[0m"),
         (false, _) => ("", ""),
     };
+    let _ = write!(line, "{on}{:<6}{off} ", severity.to_uppercase());
+    // How rare, in words ("1 in 250,000"), when the model is calibrated.
+    if let Some(rarity) = detection
+        .and_then(|d| d.get("rarity_text"))
+        .and_then(Value::as_str)
+    {
+        let rarity: String = rarity.chars().filter(|c| !c.is_control()).collect();
+        let _ = write!(line, "{rarity:<14} ");
+    }
     let _ = write!(
         line,
-        "{on}{:<6}{off} {score:>8.4}  {}  {}  ",
-        severity.to_uppercase(),
+        "{score:>8.4}  {}  {}  ",
         text_of("ts"),
         text_of("kind")
     );
