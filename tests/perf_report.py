@@ -635,8 +635,8 @@ def markdown(args, mach, datasets, sbs, kafka_res, bench, total_s):
     add("")
     add("Each stage runs alone over the whole input, as in "
         "`pf-parse | pf-features | pf-train` and `pf-features | pf-score`, with the shipped "
-        "`config/config.yaml` (feature set `behavioural`, `retrain.max_samples` ψ = 1024, "
-        "contamination 0.001, thresholds high −0.1, medium −0.05, low 0). "
+        "`config/config.yaml` (feature set `behavioural`, the tail model; for the forest rows "
+        "`retrain.max_samples` ψ = 1024; contamination 0.001; severities by rarity, low 1 in 1,000). "
         + ("Its input comes from a file through `zstd -dc` and its output goes to `zstd` "
            "(pf-parse → records, pf-features → features), " if ZSTD else
            "Its input comes from a file and its output goes to a file "

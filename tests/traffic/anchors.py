@@ -32,6 +32,8 @@ import sys
 import numpy as np
 from scipy.stats import rankdata
 
+from evaluate import print_table
+
 SLOW = {"password_spraying"}
 SEVERITY = {"none": 0, "low": 1, "medium": 2, "high": 3}
 
@@ -148,15 +150,7 @@ def main():
             missed.append(f"{s}: AUC {a:.3f} below the best anchor's {best_anchor:.3f}")
         if not above > 0:
             missed.append(f"{s}: no line above low")
-    if args.markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "|".join("---" for _ in header) + "|")
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
-    else:
-        widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-        for row in [header] + rows:
-            print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    print_table(header, rows, args.markdown)
     shares = {k: (severity[normal] >= v).mean() for k, v in (("low", 1), ("medium", 2), ("high", 3))}
     print(f"{args.name}: {normal.sum()} normal test lines; at or above low {100 * shares['low']:.3f}%, "
           f"medium {100 * shares['medium']:.4f}%, high {100 * shares['high']:.4f}% "

@@ -123,6 +123,19 @@ def evaluate(by_line, labels, train_days):
     return result, {"normal": len(normal), "threshold": threshold, "false_alarms": false_alarms}
 
 
+def print_table(header, rows, markdown):
+    """Rows of strings under a header, as Markdown or as aligned columns."""
+    if markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "|".join("---" for _ in header) + "|")
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+    else:
+        widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+        for row in [header] + rows:
+            print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+
+
 def report(args):
     labels = read_labels(args.labels)
     sets = []
@@ -153,15 +166,7 @@ def report(args):
             v = r.get(s)
             row += [f"{v['auc']:.3f}", f"{100 * v['alerted']:.0f}%"] if v else ["-", "-"]
         rows.append(row)
-    if args.markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "|".join("---" for _ in header) + "|")
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
-    else:
-        widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-        for row in [header] + rows:
-            print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    print_table(header, rows, args.markdown)
     for name, _, meta, errors in sets:
         print(f"{name}: {meta['normal']} normal test lines, alert threshold score < "
               f"{meta['threshold']:.4f} ({meta['false_alarms']} false alarms), "

@@ -143,12 +143,14 @@ pub fn describe_rarity(rarity: f64) -> String {
 
 fn group_digits(n: u64) -> String {
     let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
+    let head = match digits.len() % 3 {
+        0 => 3,
+        k => k,
+    };
+    let mut out = digits[..head.min(digits.len())].to_string();
+    for group in digits.as_bytes()[head.min(digits.len())..].chunks(3) {
+        out.push(',');
+        out.push_str(std::str::from_utf8(group).unwrap_or_default());
     }
     out
 }
@@ -163,7 +165,7 @@ mod tests {
         (0..n)
             .map(|i| {
                 let u = (i as f64 + 0.5) / n as f64;
-                2.0 * (1.0 / u).ln() * -1.0
+                -2.0 * (1.0 / u).ln()
             })
             .collect()
     }

@@ -37,6 +37,17 @@ fn training_rows() -> String {
         .collect()
 }
 
+/// The default model (pf-train without options) of the training rows, as `dir/model.json`.
+fn train_default_model(dir: &std::path::Path) {
+    let train = run(
+        train_bin().to_str().expect("utf-8 path"),
+        &["--out", "model.json", "--metrics", "-"],
+        training_rows().as_bytes(),
+        dir,
+    );
+    assert_eq!(train.status, 0, "{}", train.stderr);
+}
+
 fn probe(kind: &str, level: u8, failures: u64) -> String {
     let record = json!({"features": {
         "event_encoded": kind, "log_level": level, "auth_failures_1h_by_ip": failures,
@@ -47,13 +58,7 @@ fn probe(kind: &str, level: u8, failures: u64) -> String {
 #[test]
 fn unseen_values_and_categories_raise_the_score_and_carry_a_rarity() {
     let dir = temp_dir("novelty");
-    let train = run(
-        train_bin().to_str().expect("utf-8 path"),
-        &["--out", "model.json", "--metrics", "-"],
-        training_rows().as_bytes(),
-        &dir,
-    );
-    assert_eq!(train.status, 0, "{}", train.stderr);
+    train_default_model(&dir);
     let model: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("model.json")).unwrap()).unwrap();
     assert!(
@@ -112,13 +117,7 @@ fn unseen_values_and_categories_raise_the_score_and_carry_a_rarity() {
 #[test]
 fn the_old_raw_thresholds_win_when_a_config_sets_them() {
     let dir = temp_dir("novelty-raw");
-    let train = run(
-        train_bin().to_str().expect("utf-8 path"),
-        &["--out", "model.json", "--metrics", "-"],
-        training_rows().as_bytes(),
-        &dir,
-    );
-    assert_eq!(train.status, 0, "{}", train.stderr);
+    train_default_model(&dir);
     // Raw cut-offs far below any score: nothing is an anomaly, whatever its rarity.
     std::fs::write(
         dir.join("raw.yaml"),

@@ -1,0 +1,617 @@
+//! The scoring stage behind `pf-score`: feature records in, each with its
+//! `detection` object out, in input order. Records are batched while more
+//! input waits (the model's block-wise walks), graded by the severity
+//! policy, explained when anomalous, optionally pseudonymised; a models
+//! directory's current model is followed without a restart; the tuning
+//! report is gathered on the side.
+
+use anyhow::Context;
+use pf_cli::{LineErrors, Origin};
+use pf_model::{describe_rarity, Detector, Grade, Grading, Model, ModelsDir, SeverityPolicy};
+use pf_record::json::{write_f64, write_str, write_with_field};
+use pf_report::{Anomaly, Contribution, ScoreReport};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the stage writes besides the scores.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Write only anomalies (severity low or above).
+    pub only_anomalies: bool,
+    /// Add every feature's contribution to every record.
+    pub explain_all: bool,
+    /// How many features `top_features` lists.
+    pub top: usize,
+}
+
+/// Where the model comes from.
+pub enum Source {
+    /// One model file, used as it is.
+    File(PathBuf),
+    /// A models directory's current model, followed between batches (at
+    /// most once a second, at once when `hup` is set, e.g. by SIGHUP).
+    Dir {
+        dir: ModelsDir,
+        hup: Arc<AtomicBool>,
+    },
+}
+
+/// The tuning report to gather: its file and how many records it lists.
+pub struct ReportSpec {
+    pub path: PathBuf,
+    pub top: usize,
+}
+
+/// What the report shows of an anomalous record.
+#[derive(Deserialize)]
+struct ReportView {
+    #[serde(default)]
+    raw: Option<String>,
+    #[serde(default)]
+    ts: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+}
+
+const REPORT_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Deserialize)]
+struct ScoreRecord {
+    #[serde(default)]
+    features: Option<Map<String, Value>>,
+    #[serde(default)]
+    feature_set: Option<String>,
+    #[serde(default)]
+    detection: Option<IgnoredAny>,
+}
+
+pub struct Stage {
+    options: Options,
+    /// Records that could not be scored (passed on with detection.error).
+    pub unscorable: u64,
+    loaded: Loaded,
+    policy: SeverityPolicy,
+    grading: Grading,
+    /// Records per feature whose category the model had not seen.
+    unseen_counts: std::collections::BTreeMap<String, u64>,
+    batch: Batch,
+    /// Set when the model came from a models directory: follow its CURRENT.
+    watch: Option<Watch>,
+    report: Option<Report>,
+    pseudonymiser: Option<pf_privacy::Pseudonymiser>,
+}
+
+/// The tuning report being gathered (`--report`).
+struct Report {
+    path: PathBuf,
+    scores: ScoreReport,
+    written: Instant,
+}
+
+/// A model ready to score, and the file it came from.
+struct Loaded {
+    path: PathBuf,
+    detector: Detector,
+}
+
+impl Loaded {
+    fn open(path: &Path) -> anyhow::Result<Loaded> {
+        let model = Model::load(path)?;
+        let detector = Detector::new(model).with_context(|| format!("model {}", path.display()))?;
+        Ok(Loaded {
+            path: path.to_path_buf(),
+            detector,
+        })
+    }
+
+    /// How `policy` grades this model's records; a fallback is reported.
+    fn grading(&self, policy: SeverityPolicy) -> Grading {
+        let grading = self.detector.grading(policy);
+        if let Some(why) = &grading.fallback {
+            eprintln!("pf-score: {why}");
+        }
+        grading
+    }
+}
+
+/// Hot reload: between batches, at most once a second or at once after
+/// SIGHUP, the models directory's CURRENT is read; a new current model is
+/// loaded completely before it replaces the old one, and a model that does
+/// not load is reported once and not used.
+struct Watch {
+    dir: ModelsDir,
+    last_check: Instant,
+    hup: Arc<AtomicBool>,
+    refused: Option<PathBuf>,
+}
+
+const RELOAD_CHECK: Duration = Duration::from_secs(1);
+
+/// Records read while more input was waiting, scored and explained
+/// together: the forest and TreeSHAP tables are walked once per block of
+/// rows instead of once per record. A batch is finished when it is full or
+/// the input goes idle, so a quiet stream still sees each record at once.
+#[derive(Default)]
+struct Batch {
+    records: Vec<Pending>,
+    /// Encoded rows of the scorable records, one after another.
+    rows: Vec<f32>,
+    scores: Vec<f64>,
+    /// Rarity and severity of each scored row.
+    grades: Vec<Grade>,
+    /// Rows to explain, and their SHAP values, one `d`-slice per row.
+    explain_rows: Vec<f32>,
+    phi: Vec<f64>,
+}
+
+/// Rows per batch: large enough for the block-wise walks, small enough to
+/// keep a burst's first records from waiting long.
+const BATCH_ROWS: usize = 1024;
+
+struct Pending {
+    text: String,
+    had_detection: bool,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    /// Scorable: its row's index in the batch, its features and the
+    /// features whose category the model has not seen.
+    Row {
+        index: usize,
+        features: Map<String, Value>,
+        unseen: Vec<usize>,
+    },
+    Error(String),
+}
+
+impl Stage {
+    /// Loads the model (and its grading under `policy`); an error here is
+    /// a usage error: no model, or one that does not load.
+    pub fn new(
+        source: Source,
+        policy: SeverityPolicy,
+        options: Options,
+        report: Option<ReportSpec>,
+        pseudonymiser: Option<pf_privacy::Pseudonymiser>,
+    ) -> anyhow::Result<Stage> {
+        let (path, watch) = match source {
+            Source::File(path) => (path, None),
+            Source::Dir { dir, hup } => (
+                dir.current()?,
+                Some(Watch {
+                    dir,
+                    last_check: Instant::now(),
+                    hup,
+                    refused: None,
+                }),
+            ),
+        };
+        let loaded = Loaded::open(&path)?;
+        let grading = loaded.grading(policy);
+        let thresholds = grading.thresholds;
+        Ok(Stage {
+            options,
+            unscorable: 0,
+            loaded,
+            policy,
+            grading,
+            unseen_counts: Default::default(),
+            batch: Batch::default(),
+            watch,
+            report: report.map(|spec| Report {
+                path: spec.path,
+                scores: ScoreReport::new(
+                    pf_report::Thresholds {
+                        high: thresholds.high,
+                        medium: thresholds.medium,
+                        low: thresholds.low,
+                    },
+                    spec.top,
+                ),
+                written: Instant::now(),
+            }),
+            pseudonymiser,
+        })
+    }
+
+    /// Takes one input line (`number` of `origin`); a line that is not a
+    /// record, or a record that cannot be scored, is reported to `errors`.
+    /// Finished records are appended to `out`.
+    pub fn record(
+        &mut self,
+        text: &str,
+        number: u64,
+        origin: Origin<'_>,
+        errors: &mut LineErrors,
+        out: &mut Vec<u8>,
+    ) {
+        let record: ScoreRecord = match serde_json::from_str(text) {
+            Ok(r) => r,
+            Err(e) => return errors.report(origin, number, pf_cli::not_a_record(&e, text)),
+        };
+        if self.batch.records.is_empty() {
+            self.maybe_reload();
+        }
+        let model = &self.loaded.detector.model;
+        let wrong_set = match (&record.feature_set, &model.feature_set) {
+            (Some(got), Some(want)) if got != want => Some(format!(
+                "record has features of set `{got}` but model {} was trained on set \
+                 `{want}`; compute them with `pf-features --features {want}` or score with \
+                 a model trained on `{got}`",
+                model.version
+            )),
+            _ => None,
+        };
+        let outcome = match (wrong_set, record.features) {
+            (Some(problem), _) => {
+                errors.report(origin, number, &problem);
+                Outcome::Error(problem)
+            }
+            (None, None) => {
+                let problem = "record has no `features` object (run it through pf-features first)";
+                errors.report(origin, number, problem);
+                Outcome::Error(problem.to_string())
+            }
+            (None, Some(features)) => match self.encode(features) {
+                Ok(outcome) => outcome,
+                Err(problem) => {
+                    errors.report(origin, number, format_args!("cannot score: {problem}"));
+                    Outcome::Error(problem.to_string())
+                }
+            },
+        };
+        if matches!(outcome, Outcome::Error(_)) {
+            self.unscorable += 1;
+        }
+        self.batch.records.push(Pending {
+            text: text.to_string(),
+            had_detection: record.detection.is_some(),
+            outcome,
+        });
+        if self.batch.scores.len() + 1 >= BATCH_ROWS || self.batch.records.len() >= BATCH_ROWS {
+            self.finish_batch(out);
+        }
+    }
+
+    /// Input went idle: finish the batch, follow a new current model, and
+    /// rewrite the report if a minute has passed.
+    pub fn idle(&mut self, out: &mut Vec<u8>) {
+        self.finish_batch(out);
+        self.maybe_reload();
+        self.write_report(false);
+    }
+
+    /// End of input: the last batch, the report, and the unseen-category
+    /// summary on stderr.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        self.finish_batch(out);
+        self.write_report(true);
+        self.report_unseen();
+    }
+}
+
+impl Stage {
+    /// Switches to a new current model if there is one (only between batches:
+    /// rows already encoded are scored by the model that encoded them).
+    fn maybe_reload(&mut self) {
+        let Some(watch) = &mut self.watch else {
+            return;
+        };
+        let forced = watch.hup.swap(false, Ordering::Relaxed);
+        if !forced && watch.last_check.elapsed() < RELOAD_CHECK {
+            return;
+        }
+        watch.last_check = Instant::now();
+        let Ok(path) = watch.dir.current() else {
+            return;
+        };
+        if path == self.loaded.path || watch.refused.as_ref() == Some(&path) {
+            return;
+        }
+        match Loaded::open(&path) {
+            Ok(new) => {
+                eprintln!(
+                    "pf-score: now scoring with model {} (was {})",
+                    new.detector.model.version, self.loaded.detector.model.version
+                );
+                self.grading = new.grading(self.policy);
+                self.loaded = new;
+                watch.refused = None;
+            }
+            Err(e) => {
+                eprintln!(
+                    "pf-score: the new current model {} does not load, still scoring with {}: {e:#}",
+                    path.display(),
+                    self.loaded.detector.model.version
+                );
+                watch.refused = Some(path);
+            }
+        }
+    }
+
+    /// Encodes a record's features into the batch.
+    fn encode(&mut self, features: Map<String, Value>) -> Result<Outcome, pf_model::EncodeError> {
+        let d = self.loaded.detector.encoder.names().len();
+        let rows = &mut self.batch.rows;
+        let start = rows.len();
+        rows.resize(start + d, 0.0);
+        let mut unseen = Vec::new();
+        if let Err(e) =
+            self.loaded
+                .detector
+                .encoder
+                .encode(&features, &mut rows[start..], &mut unseen)
+        {
+            rows.truncate(start);
+            return Err(e);
+        }
+        Ok(Outcome::Row {
+            index: start / d,
+            features,
+            unseen,
+        })
+    }
+
+    /// Scores, grades and explains the batch and appends its records, in
+    /// input order, to `out`.
+    fn finish_batch(&mut self, out: &mut Vec<u8>) {
+        let options = self.options;
+        if self.batch.records.is_empty() {
+            return;
+        }
+        let d = self.loaded.detector.encoder.names().len();
+        let mut batch = std::mem::take(&mut self.batch);
+        let n = batch.rows.len() / d;
+        batch.scores.resize(n, 0.0);
+        self.loaded
+            .detector
+            .decision_function(&batch.rows, &mut batch.scores);
+        batch.grades.clear();
+        let detector = &self.loaded.detector;
+        batch.grades.extend(
+            batch
+                .scores
+                .iter()
+                .zip(batch.rows.chunks_exact(d))
+                .map(|(&score, row)| detector.grade(&self.grading, score, row)),
+        );
+        // Explain the rows that need it, all at once.
+        let mut explained = vec![usize::MAX; n];
+        batch.explain_rows.clear();
+        let mut k = 0;
+        for (i, grade) in batch.grades.iter().enumerate() {
+            if grade.is_anomaly() || options.explain_all {
+                explained[i] = k;
+                batch
+                    .explain_rows
+                    .extend_from_slice(&batch.rows[i * d..(i + 1) * d]);
+                k += 1;
+            }
+        }
+        batch.phi.resize(k * d, 0.0);
+        if k > 0 {
+            self.loaded
+                .detector
+                .explain_many(&batch.explain_rows, &mut batch.phi);
+        }
+        let mut detection = Vec::with_capacity(512);
+        for mut pending in batch.records.drain(..) {
+            detection.clear();
+            if let Some(p) = &self.pseudonymiser {
+                if let Cow::Owned(text) = p.record_text(&pending.text) {
+                    pending.text = text;
+                }
+            }
+            let is_anomaly = match &pending.outcome {
+                Outcome::Error(problem) => {
+                    self.write_error(problem, &mut detection);
+                    if let Some(report) = &mut self.report {
+                        report.scores.add_unscorable();
+                    }
+                    false
+                }
+                Outcome::Row {
+                    index,
+                    features,
+                    unseen,
+                } => {
+                    let phi = (explained[*index] != usize::MAX).then(|| {
+                        let at = explained[*index] * d;
+                        &batch.phi[at..at + d]
+                    });
+                    let score = batch.scores[*index];
+                    if let Some(report) = &mut self.report {
+                        report.scores.add(score);
+                        if let (true, Some(phi)) = (batch.grades[*index].is_anomaly(), phi) {
+                            if report.scores.wants(score) {
+                                let names = self.loaded.detector.encoder.names();
+                                let view: ReportView = serde_json::from_str(&pending.text)
+                                    .unwrap_or(ReportView {
+                                        raw: None,
+                                        ts: None,
+                                        kind: None,
+                                    });
+                                report.scores.offer(Anomaly {
+                                    score,
+                                    ts: view.ts.unwrap_or_default(),
+                                    kind: view.kind.unwrap_or_default(),
+                                    raw: view.raw.unwrap_or_default(),
+                                    top_features: top_order(phi, options.top)
+                                        .map(|i| Contribution {
+                                            feature: names[i].clone(),
+                                            value: features
+                                                .get(&names[i])
+                                                .map_or("null".into(), Value::to_string),
+                                            contribution: phi[i],
+                                        })
+                                        .collect(),
+                                });
+                            }
+                        }
+                    }
+                    self.write_detection(
+                        batch.scores[*index],
+                        batch.grades[*index],
+                        phi,
+                        features,
+                        unseen,
+                        &mut detection,
+                    )
+                }
+            };
+            if is_anomaly || !options.only_anomalies {
+                // The text parsed as a JSON object before, so this cannot fail.
+                let _ = write_with_field(
+                    out,
+                    &pending.text,
+                    "detection",
+                    &detection,
+                    pending.had_detection,
+                );
+            }
+        }
+        batch.rows.clear();
+        batch.scores.clear();
+        self.batch = batch;
+    }
+
+    /// Writes the detection object; returns whether the record is an anomaly.
+    fn write_detection(
+        &mut self,
+        score: f64,
+        grade: Grade,
+        phi: Option<&[f64]>,
+        features: &Map<String, Value>,
+        unseen: &[usize],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let options = self.options;
+        let is_anomaly = grade.is_anomaly();
+        let severity = grade.severity;
+        out.extend_from_slice(b"{\"score\":");
+        write_f64(out, score);
+        if let Some(rarity) = grade.rarity {
+            out.extend_from_slice(b",\"rarity\":");
+            write_f64(out, rarity.round());
+            out.extend_from_slice(b",\"rarity_text\":");
+            write_str(out, &describe_rarity(rarity));
+        }
+        out.extend_from_slice(if is_anomaly {
+            b",\"is_anomaly\":true"
+        } else {
+            b",\"is_anomaly\":false"
+        });
+        out.extend_from_slice(b",\"severity\":");
+        write_str(out, severity);
+        let names = self.loaded.detector.encoder.names();
+        if let (true, Some(phi)) = (is_anomaly, phi) {
+            out.extend_from_slice(b",\"top_features\":[");
+            for (k, i) in top_order(phi, options.top).enumerate() {
+                if k > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"feature\":");
+                write_str(out, &names[i]);
+                out.extend_from_slice(b",\"value\":");
+                match features.get(&names[i]) {
+                    Some(v) => out.extend_from_slice(v.to_string().as_bytes()),
+                    None => out.extend_from_slice(b"null"),
+                }
+                out.extend_from_slice(b",\"contribution\":");
+                write_f64(out, phi[i]);
+                out.push(b'}');
+            }
+            out.push(b']');
+        }
+        if let (true, Some(phi)) = (options.explain_all, phi) {
+            out.extend_from_slice(b",\"contributions\":{");
+            for (i, name) in names.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, name);
+                out.push(b':');
+                write_f64(out, phi[i]);
+            }
+            out.push(b'}');
+        }
+        if !unseen.is_empty() {
+            out.extend_from_slice(b",\"unseen\":[");
+            for (k, &i) in unseen.iter().enumerate() {
+                *self.unseen_counts.entry(names[i].clone()).or_default() += 1;
+                if k > 0 {
+                    out.push(b',');
+                }
+                write_str(out, &names[i]);
+            }
+            out.push(b']');
+        }
+        out.extend_from_slice(b",\"model\":");
+        write_str(out, &self.loaded.detector.model.version);
+        out.push(b'}');
+        is_anomaly
+    }
+
+    /// Rewrites the report file: at the end, or when a minute has passed.
+    fn write_report(&mut self, at_end: bool) {
+        let Some(report) = &mut self.report else {
+            return;
+        };
+        if !at_end && report.written.elapsed() < REPORT_EVERY {
+            return;
+        }
+        report.written = Instant::now();
+        let title = format!(
+            "model {}, {} records",
+            self.loaded.detector.model.version,
+            report.scores.scored()
+        );
+        let page = report.scores.render(&title);
+        // Log lines and user names: as private as the other outputs.
+        if let Err(e) =
+            pf_record::atomic::write_private_atomically(&report.path, page.as_bytes(), 0o640)
+        {
+            eprintln!(
+                "pf-score: cannot write the report {}: {e}; check the directory exists and is \
+                 writable",
+                report.path.display()
+            );
+        }
+    }
+
+    fn write_error(&self, problem: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"error\":");
+        write_str(out, problem);
+        out.extend_from_slice(b",\"model\":");
+        write_str(out, &self.loaded.detector.model.version);
+        out.push(b'}');
+    }
+
+    fn report_unseen(&self) {
+        let parts: Vec<String> = self
+            .unseen_counts
+            .iter()
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        if !parts.is_empty() {
+            eprintln!(
+                "pf-score: categories not seen in training (scored with the model's reserved code): {}",
+                parts.join(", ")
+            );
+        }
+    }
+}
+
+/// Feature indices by contribution, most anomalous (lowest) first.
+fn top_order(phi: &[f64], top: usize) -> impl Iterator<Item = usize> {
+    let mut order: Vec<usize> = (0..phi.len()).collect();
+    order.sort_by(|&a, &b| phi[a].total_cmp(&phi[b]));
+    order.into_iter().take(top)
+}
