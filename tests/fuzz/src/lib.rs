@@ -83,11 +83,15 @@ pub fn model(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let Ok(model) = pf_model::Model::from_json(text) else { return };
     let d = model.feature_names().count();
-    let Ok(scorer) = pf_model::Scorer::new(&model.forest, d) else { return };
-    let mut explainer = pf_model::Explainer::new(&model.forest, d);
+    let Ok(mut detector) = pf_model::Detector::new(model) else { return };
     let rows: Vec<f32> = (0..2 * d).map(|i| (i as f32) * 0.37 - 1.0).collect();
     let mut scores = vec![0.0; 2];
-    scorer.decision_function(&rows, &mut scores);
+    detector.decision_function(&rows, &mut scores);
     let mut phi = vec![0.0; 2 * d];
-    explainer.explain_many(&rows, &mut phi);
+    detector.explain_many(&rows, &mut phi);
+    let policy = pf_model::SeverityPolicy::Rarity { low: 1e3, medium: 1e4, high: 1e5 };
+    let grading = detector.grading(policy);
+    for (score, row) in scores.iter().zip(rows.chunks_exact(d)) {
+        let _ = detector.grade(&grading, *score, row);
+    }
 }
