@@ -7,7 +7,7 @@
 
 use anyhow::Context;
 use pf_cli::{LineErrors, Origin};
-use pf_model::{describe_rarity, Detector, Grade, Grading, Model, ModelsDir, SeverityPolicy};
+use pf_model::{Detector, Grade, Grading, Model, ModelsDir, SeverityPolicy};
 use pf_record::json::{write_f64, write_str, write_with_field};
 use pf_report::{Anomaly, Contribution, ScoreReport};
 use serde::de::IgnoredAny;
@@ -500,8 +500,6 @@ impl Stage {
         if let Some(rarity) = grade.rarity {
             out.extend_from_slice(b",\"rarity\":");
             write_f64(out, rarity.round());
-            out.extend_from_slice(b",\"rarity_text\":");
-            write_str(out, &describe_rarity(rarity));
         }
         out.extend_from_slice(if is_anomaly {
             b",\"is_anomaly\":true"

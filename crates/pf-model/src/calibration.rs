@@ -17,8 +17,7 @@ pub const MIN_ROWS: usize = 200;
 const TAIL_SHARE: f64 = 0.01;
 /// Fewest rows in the fitted tail.
 const MIN_TAIL_ROWS: usize = 50;
-/// Largest rarity reported: beyond, a score is simply "rarer than this".
-pub const MAX_RARITY: f64 = 1e12;
+pub use pf_record::rarity::MAX_RARITY;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -133,28 +132,6 @@ impl Calibration {
     }
 }
 
-/// "1 in 250,000" for a rarity.
-pub fn describe_rarity(rarity: f64) -> String {
-    if rarity >= MAX_RARITY {
-        return format!("rarer than 1 in {}", group_digits(MAX_RARITY as u64));
-    }
-    format!("1 in {}", group_digits(rarity.round() as u64))
-}
-
-fn group_digits(n: u64) -> String {
-    let digits = n.to_string();
-    let head = match digits.len() % 3 {
-        0 => 3,
-        k => k,
-    };
-    let mut out = digits[..head.min(digits.len())].to_string();
-    for group in digits.as_bytes()[head.min(digits.len())..].chunks(3) {
-        out.push(',');
-        out.push_str(std::str::from_utf8(group).unwrap_or_default());
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,12 +180,5 @@ mod tests {
         c.validate().unwrap();
         assert!(c.rarity(-5.0) > c.rarity(-1.0) && c.rarity(-1.0) >= c.rarity(0.0));
         assert!(c.rarity(-5.0).is_finite());
-    }
-
-    #[test]
-    fn words() {
-        assert_eq!(describe_rarity(250_000.4), "1 in 250,000");
-        assert_eq!(describe_rarity(999.0), "1 in 999");
-        assert_eq!(describe_rarity(1e13), "rarer than 1 in 1,000,000,000,000");
     }
 }

@@ -154,10 +154,6 @@ impl Detector {
         })
     }
 
-    pub fn n_features(&self) -> usize {
-        self.model.features.len()
-    }
-
     /// Decision scores (negative = anomalous) of row-major `rows`.
     pub fn decision_function(&self, rows: &[f32], out: &mut [f64]) {
         match &self.scoring {
@@ -173,14 +169,6 @@ impl Detector {
         match &mut self.scoring {
             Scoring::Forest { explainer, .. } => explainer.explain_many(rows, phi),
             Scoring::Tails(t) => t.explain_many(rows, phi),
-        }
-    }
-
-    /// What contributions are measured in, for people.
-    pub fn contribution_unit(&self) -> &'static str {
-        match self.scoring {
-            Scoring::Forest { .. } => "TreeSHAP, in tree-depth units",
-            Scoring::Tails(_) => "surprise in nats: ln of how many times rarer than the floor",
         }
     }
 

@@ -99,12 +99,9 @@ fn fit_one(
     method: &Method,
     contamination: Contamination,
 ) -> anyhow::Result<Parts> {
-    let n = rows.len() / d.max(1);
     Ok(match method {
         Method::Tails { columns } => {
-            let tails = Tails::fit(rows, columns, contamination);
-            let mut decisions = vec![0.0; n];
-            tails.decision_function(rows, &mut decisions);
+            let (tails, decisions) = Tails::fit_scored(rows, columns, contamination);
             (None, Some(tails), decisions)
         }
         Method::Forest(params) => {

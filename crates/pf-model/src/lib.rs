@@ -19,7 +19,7 @@ pub mod table;
 pub mod tails;
 pub mod train;
 
-pub use calibration::{describe_rarity, Calibration};
+pub use calibration::Calibration;
 pub use detector::{Detector, Grade, Grading, RarityCuts, ScoreThresholds, SeverityPolicy};
 pub use encode::{EncodeError, Encoder};
 pub use fit::{fit_detector, Fitted, Method};

@@ -130,6 +130,15 @@ impl Model {
         }
     }
 
+    /// The contamination that set the detector's offset.
+    pub fn contamination(&self) -> Option<crate::forest::Contamination> {
+        match (&self.forest, &self.tails) {
+            (Some(f), _) => Some(f.contamination),
+            (None, Some(t)) => Some(t.contamination),
+            (None, None) => None,
+        }
+    }
+
     /// The oldest format version that can hold this model.
     pub fn needed_format_version(&self) -> u32 {
         if self.tails.is_some() || self.calibration.is_some() {

@@ -229,10 +229,15 @@ fn thin(len: usize) -> Vec<usize> {
 }
 
 impl Tails {
-    /// Fits one column per feature from `rows` (row-major, `sides.len()`
+    /// Fits one column per feature from `rows` (row-major, `specs.len()`
     /// values a row) and sets the offset so that a `contamination` share of
-    /// the training rows score below 0 (`auto`: 1 in 1,000).
-    pub fn fit(rows: &[f32], specs: &[ColumnSpec], contamination: Contamination) -> Tails {
+    /// the training rows score below 0 (`auto`: 1 in 1,000). Returns the
+    /// model and the training rows' decision scores.
+    pub fn fit_scored(
+        rows: &[f32],
+        specs: &[ColumnSpec],
+        contamination: Contamination,
+    ) -> (Tails, Vec<f64>) {
         let d = specs.len();
         let n = rows.len() / d.max(1);
         let mut column = Vec::with_capacity(n);
@@ -259,8 +264,11 @@ impl Tails {
             Contamination::Auto => 0.001,
         };
         // totals are −surprise; the offset puts `share` of them below 0.
-        tails.offset = -percentile(&mut totals, 100.0 * share);
-        tails
+        tails.offset = -percentile(&mut totals.clone(), 100.0 * share);
+        for t in &mut totals {
+            *t += tails.offset;
+        }
+        (tails, totals)
     }
 
     pub fn validate(&self, d: usize) -> Result<()> {
@@ -408,7 +416,7 @@ mod tests {
         for i in 0..2000 {
             rows.extend([(i % 3) as f32, 0.0, (i % 24) as f32]);
         }
-        let t = Tails::fit(
+        let (t, _) = Tails::fit_scored(
             &rows,
             &[Side::Rare, Side::Upper, Side::Rare].map(ColumnSpec::side),
             Contamination::Fraction(0.01),
@@ -440,7 +448,7 @@ mod tests {
             group: None,
             rarity_per_level: Some(100.0),
         };
-        let t = Tails::fit(&rows, &[grouped, grouped, level], Contamination::Auto);
+        let (t, _) = Tails::fit_scored(&rows, &[grouped, grouped, level], Contamination::Auto);
         let mut phi = [0.0; 3];
         t.explain(&[5.0, 9.0, 0.0], &mut phi);
         assert_eq!(phi[0], 0.0, "the smaller of the group adds nothing");

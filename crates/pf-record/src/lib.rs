@@ -10,6 +10,7 @@ pub mod atomic;
 pub mod envelope;
 pub mod json;
 pub mod lines;
+pub mod rarity;
 pub mod record;
 
 pub use lines::{Line, LineReader, MAX_LINE_BYTES, MAX_RECORD_BYTES};

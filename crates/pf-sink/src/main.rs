@@ -440,11 +440,10 @@ fn write_alert(buf: &mut Vec<u8>, record: &Map<String, Value>, colour: bool) {
     let _ = write!(line, "{on}{:<6}{off} ", severity.to_uppercase());
     // How rare, in words ("1 in 250,000"), when the model is calibrated.
     if let Some(rarity) = detection
-        .and_then(|d| d.get("rarity_text"))
-        .and_then(Value::as_str)
+        .and_then(|d| d.get("rarity"))
+        .and_then(Value::as_f64)
     {
-        let rarity: String = rarity.chars().filter(|c| !c.is_control()).collect();
-        let _ = write!(line, "{rarity:<14} ");
+        let _ = write!(line, "{:<14} ", pf_record::rarity::describe(rarity));
     }
     let _ = write!(
         line,

@@ -37,6 +37,7 @@ fn scored(topic: Option<&str>, program: &str, anomaly: bool, raw: &str) -> Strin
             {"feature": "msg_len", "value": 80, "contribution": -0.7},
             {"feature": "service_encoded", "value": "postfix/smtpd", "contribution": -0.1}
         ]);
+        r["detection"]["rarity"] = json!(250000);
     }
     if let Some(t) = topic {
         r["source"] = json!({"topic": t, "partition": 0, "offset": 5});
@@ -91,6 +92,7 @@ fn records_go_to_their_files_and_anomalies_are_printed() {
     assert_eq!(alerts.len(), 1, "{}", r.stdout);
     assert!(alerts[0].starts_with("HIGH"), "{}", alerts[0]);
     assert!(alerts[0].contains("-0.1200"));
+    assert!(alerts[0].contains("1 in 250,000"), "{}", alerts[0]);
     assert!(alerts[0].contains("hour=22 (-1.500)"), "{}", alerts[0]);
     assert!(alerts[0].contains("brute ?[31mforce"), "{}", alerts[0]);
     assert!(!r.stdout.contains('\x1b'));

@@ -285,8 +285,9 @@ fn train(args: &Args) -> Result<u8, Fatal> {
     if model.calibration.is_none() {
         eprintln!(
             "pf-train: warning: no rarity calibration ({n} rows, {folds} folds; it needs at \
-             least 200 rows and 2 folds); severities of this model will use the raw score \
-             cut-offs. Train on more records for calibrated severities"
+             least {} rows and 2 folds); severities of this model will use the raw score \
+             cut-offs. Train on more records for calibrated severities",
+            pf_model::calibration::MIN_ROWS
         );
     }
     let path = match &args.out {
@@ -557,12 +558,7 @@ fn append_metrics(
             .unwrap_or_default()
     };
     let n = decisions.len().max(1) as f64;
-    let contamination = match model
-        .forest
-        .as_ref()
-        .map_or(model.tails.as_ref().map(|t| t.contamination), |f| {
-            Some(f.contamination)
-        }) {
+    let contamination = match model.contamination() {
         Some(Contamination::Auto) => "auto".to_string(),
         Some(Contamination::Fraction(f)) => f.to_string(),
         None => String::new(),
