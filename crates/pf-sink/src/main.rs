@@ -24,9 +24,11 @@ Appends every scored record to files in the output directory:
 and prints one line per anomaly on stdout: severity, rarity (1 in 250,000),
 score, event, the top features with their contributions, and the raw line.
 
-Files are created 0640 in a 0750 directory and appended in whole lines; a
-file moved away by logrotate is recreated on the next write, so rotation
-needs no copytruncate. Lines that are not JSON records are reported on
+Every file (a <topic>_logs.json per kafka.topics) is created at start,
+0640 in a 0750 directory, and appended in whole lines; a file moved away by
+logrotate is recreated on the next write, so rotation needs no copytruncate.
+A last line left unfinished by a pf-sink that was killed mid-write is
+removed at the next start (and reported); on Kafka it is read again. Lines that are not JSON records are reported on
 stderr with their line number. A write that fails (disk full, read-only)
 is reported with the file's name and ends pf-sink with status 1; no file
 is left with half a line.
@@ -83,6 +85,14 @@ impl Files {
             let file = AppendFile::open(&path, FILE_MODE).map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
             })?;
+            if file.cut_back() > 0 {
+                eprintln!(
+                    "pf-sink: {} ended in an unfinished line ({} bytes) from a write cut short; \
+                     removed it (on Kafka that record was never acknowledged and is read again)",
+                    path.display(),
+                    file.cut_back()
+                );
+            }
             self.open.insert(name.to_string(), file);
         }
         Ok(self.open.get_mut(name).expect("inserted above"))
@@ -197,6 +207,14 @@ fn main() -> ExitCode {
             dir: dir.clone(),
             open: BTreeMap::new(),
         };
+        // Every output file exists from the start, empty on a quiet day, so
+        // `tail -F`, logrotate and file checks find it.
+        let at_start = ["all_detections.jsonl".to_string(), "anomalies.jsonl".into()]
+            .into_iter()
+            .chain(config.kafka.topics.iter().map(|t| topic_file(t)));
+        for name in at_start {
+            files.get(&name).map_err(anyhow::Error::from)?;
+        }
         let alerts = !args.quiet;
         let colour = alerts && io::stdout().is_terminal();
         let counts = std::cell::RefCell::new(Counts::default());
@@ -398,22 +416,27 @@ fn stream_file(record: &Map<String, Value>) -> String {
         .get("source")
         .and_then(|s| s.get("topic"))
         .and_then(Value::as_str);
-    let stream = match topic {
-        Some(t) if !t.is_empty() => t
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect(),
+    match topic {
+        Some(t) if !t.is_empty() => topic_file(t),
         _ => match record.get("program").and_then(Value::as_str) {
-            Some("dovecot" | "roundcube") => "mail_login".to_string(),
-            _ => "postfix".to_string(),
+            Some("dovecot" | "roundcube") => topic_file("mail_login"),
+            _ => topic_file("postfix"),
         },
-    };
+    }
+}
+
+/// `<topic>_logs.json`, with anything but letters, digits, `-` and `_` as `_`.
+fn topic_file(topic: &str) -> String {
+    let stream: String = topic
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     format!("{stream}_logs.json")
 }
 

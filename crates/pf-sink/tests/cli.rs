@@ -118,6 +118,67 @@ fn records_go_to_their_files_and_anomalies_are_printed() {
     assert_eq!(lines(&out.join("all_detections.jsonl")).len(), 10);
 }
 
+/// A quiet day still has every output file: `tail -F`, logrotate without
+/// `missingok` and file checks find them empty, private, from the start.
+#[test]
+fn every_output_file_exists_from_the_start() {
+    let dir = temp_dir("pf-sink-start");
+    std::fs::write(
+        dir.join("config.yaml"),
+        "kafka:\n  topics: [postfix, mail_login, \"edge.smtp\"]\n",
+    )
+    .unwrap();
+    let r = run(
+        BIN,
+        &["--config", "config.yaml", "--output-dir", "out", "--quiet"],
+        b"",
+        &dir,
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    for name in [
+        "all_detections.jsonl",
+        "anomalies.jsonl",
+        "postfix_logs.json",
+        "mail_login_logs.json",
+        "edge_smtp_logs.json",
+    ] {
+        let meta = std::fs::metadata(dir.join("out").join(name))
+            .unwrap_or_else(|e| panic!("{name} not created at start: {e}"));
+        assert_eq!(meta.len(), 0, "{name}");
+        assert_eq!(meta.permissions().mode() & 0o777 & !0o640, 0, "{name}");
+    }
+}
+
+/// A pf-sink killed in the middle of a write (the kernel stops a large
+/// write at a fatal signal) leaves half a line; the next start removes it
+/// and says so, and what follows starts on a line of its own.
+#[test]
+fn an_unfinished_line_from_a_killed_sink_is_cut_back_at_start() {
+    let dir = temp_dir("pf-sink-partial");
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let whole = scored(Some("postfix"), "postfix/smtpd", false, "written");
+    let half = &scored(Some("postfix"), "postfix/smtpd", false, "cut")[..120];
+    std::fs::write(out.join("all_detections.jsonl"), format!("{whole}\n{half}")).unwrap();
+    let next = scored(Some("postfix"), "postfix/smtpd", false, "redelivered");
+    let r = run(
+        BIN,
+        &["--output-dir", "out", "--quiet"],
+        next.as_bytes(),
+        &dir,
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("all_detections.jsonl ended in an unfinished line (120 bytes)"),
+        "{}",
+        r.stderr
+    );
+    let all = lines(&out.join("all_detections.jsonl"));
+    let raws: Vec<&str> = all.iter().map(|r| r["raw"].as_str().unwrap()).collect();
+    assert_eq!(raws, ["written", "redelivered"]);
+}
+
 #[test]
 fn bad_lines_are_reported_and_the_rest_kept() {
     let dir = temp_dir("pf-sink-bad");
