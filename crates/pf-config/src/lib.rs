@@ -298,11 +298,32 @@ impl Config {
             .map(|(k, _)| (k.clone(), mode))
     }
 
+    /// A section or key written empty, `null` or `~` (as Python's
+    /// `yaml.safe_dump`, Ansible's `to_nice_yaml` and `yq` write what was
+    /// empty) means its defaults, as if it were not there.
     pub fn from_yaml(text: &str) -> Result<Config> {
-        let cfg: Config = if text.trim().is_empty() {
-            Config::default()
-        } else {
-            serde_yaml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?
+        let cfg: Config = match serde_yaml::from_str(text) {
+            Ok(cfg) => cfg,
+            Err(direct) => {
+                let mut value: serde_yaml::Value =
+                    serde_yaml::from_str(text).map_err(|_| anyhow::anyhow!("{direct}"))?;
+                if !drop_nulls(&mut value) {
+                    bail!("{direct}");
+                }
+                if value.is_null() {
+                    Config::default()
+                } else {
+                    // Block-style nulls commented out keep every line where
+                    // it was, so an error elsewhere still names its line;
+                    // flow style (`{privacy: null}`) is read without its nulls.
+                    match serde_yaml::from_str(&comment_out_nulls(text)) {
+                        Ok(cfg) => cfg,
+                        Err(lined) => {
+                            serde_yaml::from_value(value).map_err(|_| anyhow::anyhow!("{lined}"))?
+                        }
+                    }
+                }
+            }
         };
         cfg.validate()?;
         Ok(cfg)
@@ -371,6 +392,67 @@ impl Config {
             bail!("kafka.topics must list at least one topic");
         }
         Ok(())
+    }
+}
+
+/// The text with every block-style `key: null`, `key: ~` and `key:` with
+/// nothing under it turned into a comment, line for line.
+fn comment_out_nulls(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let is_content = |l: &str| {
+        let t = l.trim_start();
+        !t.is_empty() && !t.starts_with('#')
+    };
+    let mut out = String::with_capacity(text.len() + 64);
+    for (i, line) in lines.iter().enumerate() {
+        let body = line.split(" #").next().unwrap_or(line).trim_end();
+        let null_value = body.split_once(':').and_then(|(key, value)| {
+            let key = key.trim_start();
+            let plain_key = !key.is_empty() && !key.starts_with(['#', '-', '{', '[', '"', '\'']);
+            plain_key.then_some(value.trim())
+        });
+        let parent = || {
+            lines[i + 1..]
+                .iter()
+                .find(|l| is_content(l))
+                .is_some_and(|next| indent(next) > indent(line))
+        };
+        let is_null = match null_value {
+            Some("null" | "Null" | "NULL" | "~") => true,
+            Some("") => !parent(),
+            _ => false,
+        };
+        if is_null {
+            let at = indent(line);
+            out.push_str(&line[..at]);
+            out.push_str("# ");
+            out.push_str(&line[at..]);
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Removes every mapping entry whose value is null, at any depth; true if
+/// there was one (or the whole document is null).
+fn drop_nulls(value: &mut serde_yaml::Value) -> bool {
+    use serde_yaml::Value;
+    match value {
+        Value::Null => true,
+        Value::Mapping(map) => {
+            let before = map.len();
+            map.retain(|_, v| !v.is_null());
+            let mut dropped = map.len() < before;
+            for (_, v) in map.iter_mut() {
+                dropped |= drop_nulls(v);
+            }
+            dropped
+        }
+        Value::Tagged(tagged) => drop_nulls(&mut tagged.value),
+        _ => false,
     }
 }
 
@@ -497,6 +579,35 @@ mod tests {
     }
 
     #[test]
+    fn null_sections_and_keys_mean_their_defaults() {
+        for text in [
+            "",
+            "~\n",
+            "null\n",
+            "privacy: null\n",
+            "privacy: ~\n",
+            "privacy:\n",
+            "privacy:\n  pseudonymise_key_file: null\n",
+            "anomaly:\n  threshold: ~\n  rarity:\n    low: null\n",
+            "parse:\n  timezone: null\nkafka: ~\nretrain: null\n",
+        ] {
+            let c = Config::from_yaml(text).unwrap_or_else(|e| panic!("{text:?}: {e:#}"));
+            assert_eq!(c.to_lines(), Config::default().to_lines(), "{text:?}");
+        }
+        // Nulls beside real values: the values are kept.
+        let c =
+            Config::from_yaml("privacy: ~\nkafka:\n  broker: k1:9092\n  topics: null\n").unwrap();
+        assert_eq!(c.kafka.broker, "k1:9092");
+        let c = Config::from_yaml("{privacy: null, kafka: {broker: k2, topics: ~}}").unwrap();
+        assert_eq!(c.kafka.broker, "k2");
+        assert_eq!(c.kafka.topics, vec!["postfix", "mail_login"]);
+        // A real error beside a null still names its key and line.
+        let err = Config::from_yaml("privacy: ~\nanomaly:\n  treshold: 1\n").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("treshold") && msg.contains("line 3"), "{msg}");
+    }
+
+    #[test]
     fn wrong_types_name_the_key() {
         let err = Config::from_yaml("kafka:\n  topics: postfix\n").unwrap_err();
         let msg = format!("{err}");
@@ -553,5 +664,27 @@ mod shipped {
         assert_eq!(c.anomaly.rarity.low, 1_000.0);
         assert_eq!(c.retrain.detector, super::DetectorKind::Tails);
         assert_eq!(c.parse.timezone.as_deref(), Some("local"));
+    }
+
+    /// What a config-management tool writes back after reading the shipped
+    /// file (comments gone, an empty section as `null` or `~`) loads as the
+    /// same configuration.
+    #[test]
+    fn shipped_config_round_tripped_through_a_yaml_emitter_loads_the_same() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/config.yaml");
+        let original = super::Config::from_file(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let value: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let emitted = serde_yaml::to_string(&value).unwrap();
+        assert!(
+            emitted.contains("privacy: null"),
+            "the shipped config has an empty section: {emitted}"
+        );
+        let tilde = emitted.replace(": null", ": ~");
+        for text in [emitted, tilde] {
+            let c = super::Config::from_yaml(&text).unwrap_or_else(|e| panic!("{e:#}\n{text}"));
+            assert_eq!(c.to_lines(), original.to_lines());
+        }
     }
 }
