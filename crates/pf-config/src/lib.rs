@@ -127,12 +127,25 @@ impl Default for Thresholds {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Parse {
     /// Zone for timestamps that carry none: `local` (default), an IANA name
     /// such as `Europe/Berlin`, `UTC`, or a fixed offset such as `+05:30`.
     pub timezone: Option<String>,
+    /// Addresses or blocks (`10.0.0.0/8`) of the reverse proxies in front
+    /// of Roundcube whose `X-Forwarded-For` / `X-Real-IP` are believed;
+    /// from any other peer they are only a claim (pf-parse checks them).
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for Parse {
+    fn default() -> Self {
+        Parse {
+            timezone: None,
+            trusted_proxies: vec!["127.0.0.0/8".into(), "::1".into()],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -9,6 +9,7 @@ pub mod fields;
 pub mod header;
 pub mod kind;
 pub mod postfix;
+pub mod proxy;
 pub mod roundcube;
 pub mod scan;
 pub mod time;
@@ -37,6 +38,7 @@ pub struct Event<'a> {
 /// Parses lines; holds the clock used for year-less timestamps.
 pub struct LineParser {
     clock: Clock,
+    proxies: proxy::TrustedProxies,
     /// What was wrong with the lines so far, for the summary at exit.
     pub counts: ProblemCounts,
 }
@@ -75,8 +77,16 @@ impl LineParser {
     pub fn new(zone: Zone, year: Option<i32>, now: DateTime<Utc>) -> LineParser {
         LineParser {
             clock: Clock::new(zone, year, now),
+            proxies: proxy::TrustedProxies::default(),
             counts: ProblemCounts::default(),
         }
+    }
+
+    /// Believe forwarded client addresses from these proxies only
+    /// (default: loopback).
+    pub fn with_trusted_proxies(mut self, proxies: proxy::TrustedProxies) -> LineParser {
+        self.proxies = proxies;
+        self
     }
 
     /// Parses one log line of text (no JSON handling).
@@ -88,7 +98,7 @@ impl LineParser {
             pid: h.pid,
             ..Event::default()
         };
-        classify(&h, &mut ev);
+        classify(&h, &mut ev, &self.proxies);
         ev
     }
 
@@ -332,7 +342,7 @@ impl LineParser {
             pid: h.pid,
             ..Event::default()
         };
-        classify(&h, &mut ev);
+        classify(&h, &mut ev, &self.proxies);
         let mut source = Map::new();
         if let Origin::File(f) = origin {
             source.insert("file".into(), Value::from(f));
@@ -350,7 +360,8 @@ fn take_flags(obj: &mut Map<String, Value>, flags: &mut Vec<Flag>) {
     if let Some(Value::Array(prior)) = obj.remove("flags") {
         for f in prior {
             if let Ok(flag) = serde_json::from_value::<Flag>(f) {
-                if !flags.contains(&flag) {
+                // Recomputed from the line with this run's trusted proxies.
+                if flag != Flag::UntrustedForwarded && !flags.contains(&flag) {
                     flags.push(flag);
                 }
             }
@@ -359,7 +370,7 @@ fn take_flags(obj: &mut Map<String, Value>, flags: &mut Vec<Flag>) {
 }
 
 /// Picks the parser for the program and fills `ev`.
-fn classify<'a>(h: &Header<'a>, ev: &mut Event<'a>) {
+fn classify<'a>(h: &Header<'a>, ev: &mut Event<'a>, proxies: &proxy::TrustedProxies) {
     let msg = h.msg;
     let name = h.tag.map(tag_name).unwrap_or_default();
     if h.roundcube_stamp
@@ -367,7 +378,7 @@ fn classify<'a>(h: &Header<'a>, ev: &mut Event<'a>) {
         || (h.tag.is_none() && msg.starts_with("[roundcube] "))
     {
         ev.program = Some(Cow::Borrowed("roundcube"));
-        ev.kind = roundcube::parse(msg, &mut ev.fields);
+        ev.kind = roundcube::parse(msg, &mut ev.fields, proxies);
         return;
     }
     let Some(tag) = h.tag else {
@@ -478,9 +489,12 @@ fn write_record(
         }
     }
     out.push(b'}');
-    if !flags.is_empty() {
+    let untrusted = (ev.program.as_deref() == Some("roundcube")
+        && ev.fields.get("forwarded_for").is_some())
+    .then_some(Flag::UntrustedForwarded);
+    if !flags.is_empty() || untrusted.is_some() {
         out.extend_from_slice(b",\"flags\":[");
-        for (i, f) in flags.iter().enumerate() {
+        for (i, f) in flags.iter().chain(&untrusted).enumerate() {
             if i > 0 {
                 out.push(b',');
             }

@@ -2,9 +2,12 @@
 //! `[date]: <session> text` format or through syslog.
 
 use crate::fields::Fields;
+use crate::proxy::{Client, TrustedProxies};
 use crate::scan::looks_like_ip;
 
-pub fn parse<'a>(msg: &'a str, f: &mut Fields<'a>) -> &'static str {
+/// The message's kind; its fields go to `f`. Forwarded headers give the
+/// client only from a peer in `proxies` (see [`crate::proxy`]).
+pub fn parse<'a>(msg: &'a str, f: &mut Fields<'a>, proxies: &TrustedProxies) -> &'static str {
     let mut body = msg
         .trim_start()
         .strip_prefix("[roundcube] ")
@@ -19,12 +22,12 @@ pub fn parse<'a>(msg: &'a str, f: &mut Fields<'a>) -> &'static str {
         }
     }
     if let Some(rest) = body.strip_prefix("IMAP Error: Login failed for ") {
-        failed_login(rest, f);
+        failed_login(rest, f, proxies);
         return "roundcube.login_failed";
     }
     for prefix in ["FAILED login for ", "Failed login for "] {
         if let Some(rest) = body.strip_prefix(prefix) {
-            failed_login(rest, f);
+            failed_login(rest, f, proxies);
             return "roundcube.login_failed";
         }
     }
@@ -32,9 +35,10 @@ pub fn parse<'a>(msg: &'a str, f: &mut Fields<'a>) -> &'static str {
         let (user, rest) = rest.split_once(' ').unwrap_or((rest, ""));
         f.s("user", user);
         if let Some(i) = rest.find("from ") {
-            let ip = rest[i + 5..].split([' ', '(']).next().unwrap_or_default();
-            if looks_like_ip(ip) {
-                f.s("client_ip", ip);
+            let cand = &rest[i + 5..];
+            let end = cand.find([' ', '(']).unwrap_or(cand.len());
+            if looks_like_ip(&cand[..end]) {
+                set_client(&cand[..end], &cand[end..], f, proxies);
             }
         }
         if let Some(i) = rest.find("in session ") {
@@ -83,7 +87,7 @@ pub fn parse<'a>(msg: &'a str, f: &mut Fields<'a>) -> &'static str {
 
 /// `USER [against HOST] from IP[(X-Real-IP: a,X-Forwarded-For: b)][. AUTHENTICATE ...]`.
 /// The client is the forwarded address when a proxy added one; the proxy is kept too.
-fn failed_login<'a>(rest: &'a str, f: &mut Fields<'a>) {
+fn failed_login<'a>(rest: &'a str, f: &mut Fields<'a>, proxies: &TrustedProxies) {
     let user_end = [" from ", " against "]
         .iter()
         .filter_map(|m| rest.find(m))
@@ -117,25 +121,35 @@ fn failed_login<'a>(rest: &'a str, f: &mut Fields<'a>) {
             region[i + 11..].split(' ').next().unwrap_or_default(),
         );
     }
-    let Some((ip, after)) = last_ip else { return };
-    let forwarded = after
-        .strip_prefix('(')
-        .and_then(|h| h.split_once(')'))
-        .map(|(h, _)| forwarded_client(h));
-    match forwarded.flatten() {
-        Some(client) => {
-            f.s("client_ip", client);
-            f.s("proxy_ip", ip);
-        }
-        None => f.s("client_ip", ip),
+    if let Some((ip, after)) = last_ip {
+        set_client(ip, after, f, proxies);
     }
 }
 
-/// `X-Real-IP: 192.0.2.3,X-Forwarded-For: 192.0.2.4, 10.0.0.1` → the original client:
-/// the first X-Forwarded-For entry, else X-Real-IP.
-fn forwarded_client(h: &str) -> Option<&str> {
-    let xff = h.find("X-Forwarded-For: ").map(|i| &h[i + 17..]);
-    let real = h.find("X-Real-IP: ").map(|i| &h[i + 11..]);
-    xff.and_then(|x| x.split([',', ' ']).find(|p| looks_like_ip(p)))
-        .or_else(|| real.and_then(|x| x.split([',', ' ']).find(|p| looks_like_ip(p))))
+/// `client_ip` from the peer `ip` and the `(X-Real-IP: a,X-Forwarded-For: b, c)`
+/// that may follow it: the forwarded client (and `proxy_ip`) when the peer
+/// is trusted; else the peer, with the header's claim in `forwarded_for`.
+fn set_client<'a>(ip: &'a str, after: &'a str, f: &mut Fields<'a>, proxies: &TrustedProxies) {
+    let headers = after
+        .strip_prefix('(')
+        .and_then(|h| h.split_once(')'))
+        .map_or("", |(h, _)| h);
+    let header = |name: &str| {
+        headers.find(name).map(|i| {
+            let value = &headers[i + name.len()..];
+            // X-Real-IP comes first, cut at the next header.
+            value.split_once(",X-").map_or(value, |(v, _)| v)
+        })
+    };
+    match proxies.client(ip, header("X-Forwarded-For: "), header("X-Real-IP: ")) {
+        Client::Direct => f.s("client_ip", ip),
+        Client::Forwarded(client) => {
+            f.s("client_ip", client);
+            f.s("proxy_ip", ip);
+        }
+        Client::Untrusted(claimed) => {
+            f.s("client_ip", ip);
+            f.s("forwarded_for", claimed);
+        }
+    }
 }

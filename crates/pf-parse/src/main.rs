@@ -1,6 +1,7 @@
 use anyhow::anyhow;
 use clap::Parser;
 use pf_cli::{CommonArgs, Fatal, Output, EXIT_INPUT, EXIT_OK};
+use pf_logparse::proxy::TrustedProxies;
 use pf_logparse::time::Zone;
 use pf_logparse::LineParser;
 use std::collections::BTreeMap;
@@ -53,7 +54,11 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| "local".into());
         let zone = Zone::parse(&zone_text)
             .map_err(|e| Fatal::usage(anyhow!("--timezone/parse.timezone: {e}")))?;
-        let mut parser = LineParser::new(zone, args.year, chrono::Utc::now());
+        let proxies =
+            TrustedProxies::parse(config.parse.trusted_proxies.iter().map(String::as_str))
+                .map_err(|e| Fatal::usage(anyhow!("parse.trusted_proxies: {e}")))?;
+        let mut parser =
+            LineParser::new(zone, args.year, chrono::Utc::now()).with_trusted_proxies(proxies);
         let mut kinds: BTreeMap<&'static str, u64> = BTreeMap::new();
         let mut out = Output::default();
         let stats = pf_cli::for_each_line(

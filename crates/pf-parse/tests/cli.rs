@@ -197,6 +197,66 @@ fn help_has_examples_and_stats_prints_kinds() {
     );
 }
 
+/// A client talking to Roundcube directly can write any X-Forwarded-For:
+/// only a trusted proxy's header names the client; anyone else's is kept
+/// as a flagged claim and the peer is the client (what fail2ban would ban).
+#[test]
+fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+    let line = |peer: &str, headers: &str| {
+        format!("[17-Jan-2016 11:09:06 +0200]: <j2pncet8> IMAP Error: Login failed for victim@example.com against mail.example.com from {peer}{headers}. AUTHENTICATE PLAIN: Authentication failed. in /x.php on line 1 (POST /)")
+    };
+    let lines = [
+        // Straight from the Internet with a forged header.
+        line("203.0.113.50", "(X-Real-IP: 192.0.2.1,X-Forwarded-For: 192.0.2.1)"),
+        // Through the local proxy (loopback is trusted by default).
+        line("127.0.0.1", "(X-Forwarded-For: 198.51.100.23)"),
+        // Through the local proxy, with a forged left end the proxy appended to.
+        line("127.0.0.1", "(X-Forwarded-For: 192.0.2.1, 198.51.100.24)"),
+        // A private peer, not trusted unless configured.
+        line("10.0.0.5", "(X-Forwarded-For: 198.51.100.25)"),
+        "Mar  2 08:15:03 web1 roundcube: <abc> Successful login for dave (ID: 7) from 203.0.113.51(X-Real-IP: 192.0.2.9) in session s3ss".to_string(),
+    ];
+    let recs = parse_lines(&lines, &["--timezone", "UTC", "--year", "2026"]);
+    let field = |i: usize, k: &str| recs[i]["fields"][k].as_str().unwrap_or("").to_string();
+    let flagged = |i: usize| recs[i]["flags"] == serde_json::json!(["untrusted_forwarded"]);
+    assert_eq!(field(0, "client_ip"), "203.0.113.50");
+    assert_eq!(field(0, "forwarded_for"), "192.0.2.1");
+    assert!(flagged(0), "{}", recs[0]);
+    assert_eq!(field(1, "client_ip"), "198.51.100.23");
+    assert_eq!(field(1, "proxy_ip"), "127.0.0.1");
+    assert!(!flagged(1) && recs[1]["fields"].get("forwarded_for").is_none());
+    assert_eq!(field(2, "client_ip"), "198.51.100.24");
+    assert_eq!(field(3, "client_ip"), "10.0.0.5");
+    assert!(flagged(3));
+    assert_eq!(field(4, "client_ip"), "203.0.113.51");
+    assert_eq!(field(4, "forwarded_for"), "192.0.2.9");
+    assert!(flagged(4));
+    // Trusting the private proxy: its header is believed.
+    let dir = pf_testkit::temp_dir("pf-parse-trust");
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        "parse:\n  trusted_proxies: [\"10.0.0.0/8\", \"127.0.0.1\"]\n",
+    )
+    .unwrap();
+    let recs = parse_lines(&lines[3..4], &["--config", config.to_str().unwrap()]);
+    assert_eq!(recs[0]["fields"]["client_ip"], "198.51.100.25");
+    // A bad entry is a configuration error naming the key and the entry.
+    std::fs::write(&config, "parse:\n  trusted_proxies: [10.0.0/8]\n").unwrap();
+    let r = pf_testkit::run(
+        env!("CARGO_BIN_EXE_pf-parse"),
+        &["--config", config.to_str().unwrap()],
+        b"",
+        &dir,
+    );
+    assert_eq!(r.status, 2);
+    assert!(
+        r.stderr.contains("parse.trusted_proxies") && r.stderr.contains("10.0.0/8"),
+        "{}",
+        r.stderr
+    );
+}
+
 #[test]
 fn roundcube_line_shapes() {
     let lines = [
@@ -208,13 +268,24 @@ fn roundcube_line_shapes() {
         "[roundcube] FAILED login for carol from 203.0.113.11",
         "Mar  2 08:15:03 web1 roundcube: <abc> Successful login for dave (ID: 7) from 203.0.113.12 in session s3ss",
     ];
+    let dir = pf_testkit::temp_dir("pf-parse-proxies");
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, "parse:\n  trusted_proxies: [10.0.0.0/8]\n").unwrap();
     let recs = parse_lines(
         &lines.map(String::from),
-        &["--timezone", "UTC", "--year", "2026"],
+        &[
+            "--timezone",
+            "UTC",
+            "--year",
+            "2026",
+            "--config",
+            config.to_str().unwrap(),
+        ],
     );
     assert_eq!(recs[0]["kind"], "roundcube.login_failed");
     assert_eq!(recs[0]["fields"]["client_ip"], "198.51.100.23");
     assert_eq!(recs[0]["fields"]["proxy_ip"], "10.0.0.5");
+    assert!(recs[0].get("flags").is_none(), "{}", recs[0]);
     assert_eq!(recs[0]["fields"]["user"], "user@example.com");
     assert_eq!(recs[0]["fields"]["session"], "j2pncet8");
     assert_eq!(recs[0]["ts"], "2016-01-17T11:09:06+02:00");

@@ -97,16 +97,21 @@ pub enum Flag {
     BadJson,
     /// The line was empty or only whitespace.
     Empty,
+    /// The line names a forwarded client (`X-Forwarded-For`, `X-Real-IP`)
+    /// sent by a peer that is not a trusted proxy: `client_ip` is the peer,
+    /// the claim is in `fields.forwarded_for`.
+    UntrustedForwarded,
 }
 
 impl Flag {
-    pub const ALL: [Flag; 6] = [
+    pub const ALL: [Flag; 7] = [
         Flag::InvalidUtf8,
         Flag::NulBytes,
         Flag::Crlf,
         Flag::Truncated,
         Flag::BadJson,
         Flag::Empty,
+        Flag::UntrustedForwarded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -117,6 +122,7 @@ impl Flag {
             Flag::Truncated => "truncated",
             Flag::BadJson => "bad_json",
             Flag::Empty => "empty",
+            Flag::UntrustedForwarded => "untrusted_forwarded",
         }
     }
 }
