@@ -16,11 +16,199 @@ pub struct Header<'a> {
     pub msg: &'a str,
     /// The line used Roundcube's own `[dd-Mon-yyyy HH:MM:SS zone]` header.
     pub roundcube_stamp: bool,
+    /// What a syslog frame said beyond the usual header.
+    pub syslog: Option<Syslog<'a>>,
+}
+
+/// A syslog frame's priority (RFC 3164 and 5424 `<PRI>`) and RFC 5424's
+/// MSGID and STRUCTURED-DATA (as written, `[id k="v"]...`).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Syslog<'a> {
+    pub pri: Option<u8>,
+    pub msgid: Option<&'a str>,
+    pub structured_data: Option<&'a str>,
 }
 
 /// Parses the header of `line`. Never fails: whatever is not understood
-/// stays in `msg`.
+/// stays in `msg`. A syslog frame as sent over the network (`<PRI>` then
+/// RFC 3164's or RFC 5424's header) is read too.
 pub fn parse<'a>(line: &'a str, clock: &mut Clock, reference: Option<DateTime<Utc>>) -> Header<'a> {
+    // RFC 6587 octet counting (`87 <22>1 ...`), as a TCP stream saved raw.
+    let counted = line.as_bytes().first().is_some_and(u8::is_ascii_digit);
+    let line = match line.split_once(' ').filter(|_| counted) {
+        Some((count, framed))
+            if framed.starts_with('<')
+                && !count.is_empty()
+                && count.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            framed
+        }
+        _ => line,
+    };
+    let Some((pri, frame)) = strip_pri(line) else {
+        return parse_body(line.strip_prefix(BOM).unwrap_or(line), clock, reference);
+    };
+    if let Some(h) = parse_rfc5424(frame, pri, clock) {
+        return h;
+    }
+    let mut h = parse_body(frame.strip_prefix(BOM).unwrap_or(frame), clock, reference);
+    h.syslog = Some(Syslog {
+        pri: Some(pri),
+        ..Syslog::default()
+    });
+    h
+}
+
+const BOM: char = '\u{feff}';
+
+/// `<PRI>` with PRI 0 to 191 (facility × 8 + severity), no leading zeros.
+fn strip_pri(line: &str) -> Option<(u8, &str)> {
+    let rest = line.strip_prefix('<')?;
+    let end = rest.find('>')?;
+    let digits = &rest[..end];
+    let valid = (1..=3).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    let pri: u8 = digits.parse().ok().filter(|&p| valid && p <= 191)?;
+    Some((pri, &rest[end + 1..]))
+}
+
+/// `VERSION SP TIMESTAMP SP HOSTNAME SP APP-NAME SP PROCID SP MSGID SP
+/// STRUCTURED-DATA [SP MSG]` after the `<PRI>`; `-` is a field left out.
+fn parse_rfc5424<'a>(frame: &'a str, pri: u8, clock: &mut Clock) -> Option<Header<'a>> {
+    let (version, rest) = frame.split_once(' ')?;
+    if version.is_empty() || version.len() > 2 || !version.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut fields = rest.splitn(6, ' ');
+    let (stamp, host, app, procid, msgid) = (
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+    );
+    let rest = fields.next().unwrap_or("");
+    let stamp = match stamp {
+        "-" => None,
+        text => {
+            let (naive, digits, offset) = parse_iso(text)?;
+            let at = match offset {
+                Some(o) => o.from_local_datetime(&naive).single()?,
+                None => clock.localize(naive),
+            };
+            Some(Stamp {
+                at,
+                frac_digits: digits,
+            })
+        }
+    };
+    let given = |f: &'a str| (f != "-" && !f.is_empty()).then_some(f);
+    let (structured_data, msg) = match rest.as_bytes().first() {
+        Some(b'-') if rest.len() == 1 || rest.as_bytes()[1] == b' ' => {
+            (None, rest.get(2..).unwrap_or(""))
+        }
+        Some(b'[') => {
+            let end = structured_data_end(rest)?;
+            (
+                Some(&rest[..end]),
+                rest[end..].strip_prefix(' ').unwrap_or(""),
+            )
+        }
+        // A sender that leaves STRUCTURED-DATA out altogether.
+        _ => (None, rest),
+    };
+    let tag = given(app);
+    Some(Header {
+        stamp,
+        host: given(host),
+        tag,
+        pid: given(procid).and_then(|p| p.parse().ok()),
+        msg: msg.strip_prefix(BOM).unwrap_or(msg),
+        roundcube_stamp: false,
+        syslog: Some(Syslog {
+            pri: Some(pri),
+            msgid: given(msgid),
+            structured_data,
+        }),
+    })
+}
+
+/// The length of the SD-ELEMENTs at the start of `s` (`[id k="v\"x"][id2]`),
+/// honouring the escapes `\"`, `\\` and `\]` inside values.
+fn structured_data_end(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while b.get(i) == Some(&b'[') {
+        i += 1;
+        let mut quoted = false;
+        loop {
+            match *b.get(i)? {
+                b'\\' if quoted => i += 1,
+                b'"' => quoted = !quoted,
+                b']' if !quoted => break,
+                _ => {}
+            }
+            i += 1;
+        }
+        i += 1;
+    }
+    matches!(b.get(i), None | Some(b' ')).then_some(i)
+}
+
+/// The SD-ELEMENTs of `sd` as (SD-ID, [(PARAM-NAME, unescaped value)]).
+pub fn structured_data(sd: &str) -> Vec<(&str, Vec<(&str, String)>)> {
+    let mut elements = Vec::new();
+    let mut rest = sd;
+    while let Some(body) = rest.strip_prefix('[') {
+        let id_end = body.find([' ', ']']).unwrap_or(body.len());
+        let id = &body[..id_end];
+        let mut params = Vec::new();
+        let mut s = &body[id_end..];
+        loop {
+            s = s.trim_start_matches(' ');
+            if let Some(after) = s.strip_prefix(']') {
+                s = after;
+                break;
+            }
+            let Some((name, after)) = s.split_once("=\"") else {
+                s = "";
+                break;
+            };
+            let mut value = String::new();
+            let mut chars = after.char_indices();
+            let mut end = after.len();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => match chars.next() {
+                        Some((_, e @ ('"' | '\\' | ']'))) => value.push(e),
+                        Some((_, other)) => {
+                            value.push('\\');
+                            value.push(other);
+                        }
+                        None => value.push('\\'),
+                    },
+                    '"' => {
+                        end = i + 1;
+                        break;
+                    }
+                    c => value.push(c),
+                }
+            }
+            params.push((name, value));
+            s = &after[end..];
+        }
+        elements.push((id, params));
+        rest = s;
+    }
+    elements
+}
+
+fn parse_body<'a>(
+    line: &'a str,
+    clock: &mut Clock,
+    reference: Option<DateTime<Utc>>,
+) -> Header<'a> {
     let mut h = Header {
         msg: line,
         ..Header::default()
@@ -63,7 +251,7 @@ pub fn parse<'a>(line: &'a str, clock: &mut Clock, reference: Option<DateTime<Ut
     // Relay collector: `collector svc <ISO time> host tag[pid]: msg`.
     if let Some((_svc, inner)) = after_host.split_once(' ') {
         if inner.as_bytes().first().is_some_and(u8::is_ascii_digit) {
-            let inner_h = parse(inner, clock, reference);
+            let inner_h = parse_body(inner, clock, reference);
             if inner_h.stamp.is_some() && inner_h.tag.is_some() {
                 return inner_h;
             }

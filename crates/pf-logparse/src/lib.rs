@@ -33,6 +33,7 @@ pub struct Event<'a> {
     pub pid: Option<u64>,
     pub kind: &'static str,
     pub fields: Fields<'a>,
+    pub syslog: Option<header::Syslog<'a>>,
 }
 
 /// Parses lines; holds the clock used for year-less timestamps.
@@ -96,6 +97,7 @@ impl LineParser {
             stamp: h.stamp,
             host: h.host.map(Cow::Borrowed),
             pid: h.pid,
+            syslog: h.syslog,
             ..Event::default()
         };
         classify(&h, &mut ev, &self.proxies);
@@ -253,7 +255,7 @@ impl LineParser {
                 _ => Map::new(),
             };
             for owned in [
-                "ts", "host", "program", "pid", "kind", "parsed", "failure", "fields",
+                "ts", "host", "program", "pid", "syslog", "kind", "parsed", "failure", "fields",
             ] {
                 obj.remove(owned);
             }
@@ -335,11 +337,13 @@ impl LineParser {
                 .and_then(|p| p.parse().ok()),
             msg: &message,
             roundcube_stamp: false,
+            syslog: journald_priority(get("PRIORITY"), get("SYSLOG_FACILITY")),
         };
         let mut ev = Event {
             stamp: h.stamp,
             host: h.host.map(Cow::Borrowed),
             pid: h.pid,
+            syslog: h.syslog,
             ..Event::default()
         };
         classify(&h, &mut ev, &self.proxies);
@@ -354,6 +358,23 @@ impl LineParser {
         write_record(out, &message, &SourceOut::Json(&source), &ev, &flags, None);
         ev.kind
     }
+}
+
+/// journald's `PRIORITY` (severity) and `SYSLOG_FACILITY` as a `<PRI>`
+/// would give them; a missing facility is `user`, as syslog(3) defaults.
+fn journald_priority<'a>(
+    severity: Option<&str>,
+    facility: Option<&str>,
+) -> Option<header::Syslog<'a>> {
+    let severity: u8 = severity?.parse().ok().filter(|s| *s < 8)?;
+    let facility: u8 = facility
+        .and_then(|f| f.parse().ok())
+        .filter(|f| *f < 24)
+        .unwrap_or(1);
+    Some(header::Syslog {
+        pri: Some(facility * 8 + severity),
+        ..header::Syslog::default()
+    })
 }
 
 fn take_flags(obj: &mut Map<String, Value>, flags: &mut Vec<Flag>) {
@@ -416,6 +437,76 @@ enum SourceOut<'a> {
     Json(&'a Map<String, Value>),
 }
 
+const FACILITIES: [&str; 24] = [
+    "kern",
+    "user",
+    "mail",
+    "daemon",
+    "auth",
+    "syslog",
+    "lpr",
+    "news",
+    "uucp",
+    "cron",
+    "authpriv",
+    "ftp",
+    "ntp",
+    "security",
+    "console",
+    "solaris-cron",
+    "local0",
+    "local1",
+    "local2",
+    "local3",
+    "local4",
+    "local5",
+    "local6",
+    "local7",
+];
+const SEVERITIES: [&str; 8] = [
+    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+];
+
+/// `,"syslog":{"facility":"mail","severity":"info","msgid":..,"sd":{id:{k:v}}}`.
+fn write_syslog(out: &mut Vec<u8>, syslog: &header::Syslog<'_>) {
+    out.extend_from_slice(b",\"syslog\":{");
+    let mut first = true;
+    let mut key = |out: &mut Vec<u8>, k: &str| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        json::write_str(out, k);
+        out.push(b':');
+    };
+    if let Some(pri) = syslog.pri {
+        key(out, "facility");
+        json::write_str(out, FACILITIES[usize::from(pri >> 3) % 24]);
+        key(out, "severity");
+        json::write_str(out, SEVERITIES[usize::from(pri & 7)]);
+    }
+    if let Some(msgid) = syslog.msgid {
+        key(out, "msgid");
+        json::write_str(out, msgid);
+    }
+    if let Some(sd) = syslog.structured_data {
+        key(out, "sd");
+        let mut sd_map = Map::new();
+        for (id, params) in header::structured_data(sd) {
+            let entry = sd_map
+                .entry(id.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(m) = entry {
+                for (k, v) in params {
+                    m.insert(k.to_string(), Value::String(v));
+                }
+            }
+        }
+        let _ = serde_json::to_writer(&mut *out, &sd_map);
+    }
+    out.push(b'}');
+}
+
 /// Writes one record in the contract's field order (see `docs/records.md`).
 fn write_record(
     out: &mut Vec<u8>,
@@ -461,6 +552,9 @@ fn write_record(
     if let Some(pid) = ev.pid {
         out.extend_from_slice(b",\"pid\":");
         json::write_i64(out, pid as i64);
+    }
+    if let Some(syslog) = &ev.syslog {
+        write_syslog(out, syslog);
     }
     out.extend_from_slice(b",\"kind\":\"");
     out.extend_from_slice(ev.kind.as_bytes());
