@@ -9,7 +9,7 @@
 # anomalies.jsonl, report.html (pf-score's tuning report: score histogram
 # with the thresholds, top anomalies), and prints one line per anomaly.
 # --replay feeds log files through the same stages instead of Kafka (no
-# broker needed). On Kafka the behavioural features' memory is kept in
+# broker needed), interleaved by event time (pf-parse --merge). On Kafka the behavioural features' memory is kept in
 # paths.state_dir/features-state.json.
 #
 # The stages run as one unit: if any of them stops, the others are stopped
@@ -83,19 +83,24 @@ fi
 
 if [ "$mode" = kafka ]; then
     "$bin/kafka-tail" "${config[@]}" "${tail_args[@]}" "$@" > "$fifos/tail" &
+    first=$!
+    "$bin/pf-parse" "${config[@]}" < "$fifos/tail" > "$fifos/parsed" &
+    parse=$!
 else
-    cat -- "${replay[@]}" > "$fifos/tail" &
+    # Several logs (mail.log, Roundcube's errors.log) are interleaved by
+    # event time, so the behavioural windows see the day as it happened.
+    "$bin/pf-parse" "${config[@]}" --merge -- "${replay[@]}" > "$fifos/parsed" &
+    first=$!
+    parse=$first
 fi
-first=$!
-"$bin/pf-parse" "${config[@]}" < "$fifos/tail" > "$fifos/parsed" &
-parse=$!
 "$bin/pf-features" "${config[@]}" "${feature_args[@]}" < "$fifos/parsed" > "$fifos/features" &
 features=$!
 "$bin/pf-score" "${config[@]}" --report "$output_dir/report.html" < "$fifos/features" > "$fifos/scored" &
 score=$!
 "$bin/pf-sink" "${config[@]}" "${sink_args[@]}" < "$fifos/scored" &
 sink=$!
-stages=("$first" "$parse" "$features" "$score" "$sink")
+stages=("$first" "$features" "$score" "$sink")
+if [ "$parse" != "$first" ]; then stages+=("$parse"); fi
 
 stopping=0
 stop() { stopping=1; kill -TERM "$first" 2>/dev/null || true; }

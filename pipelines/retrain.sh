@@ -83,8 +83,17 @@ trap 'rm -rf "$work"' EXIT
 every="$(awk -v h="$holdout_share" 'BEGIN { print (h > 0) ? int(1 / h + 0.5) : 0 }')"
 
 set +e
-tail -q -n "$lines" -- "${readable[@]}" \
-    | "$bin/pf-parse" "${config[@]}" \
+# The logs' newest lines, interleaved by event time (pf-parse --merge), so
+# the behavioural features see mail and webmail logins as they happened.
+tails=()
+for f in "${readable[@]}"; do
+    tails+=("$work/newest-${#tails[@]}-$(basename -- "$f")")
+    if ! tail -n "$lines" -- "$f" > "${tails[-1]}"; then
+        echo "retrain.sh: FAILED: cannot read the newest lines of $f (disk full in ${TMPDIR:-/tmp}?); the current model is unchanged" >&2
+        exit 1
+    fi
+done
+"$bin/pf-parse" "${config[@]}" --merge -- "${tails[@]}" \
     | "$bin/pf-features" "${config[@]}" \
     | awk -v k="$every" -v out="$work/holdout.jsonl" 'k > 0 && NR % k == 0 { print > out; next } { print }' \
     | "$bin/pf-train" "${config[@]}" --max-lines "$lines" --no-activate "$@" > "$work/candidate"
@@ -92,7 +101,7 @@ statuses=("${PIPESTATUS[@]}")
 set -e
 for s in "${statuses[@]}"; do
     if [ "$s" -ne 0 ]; then
-        echo "retrain.sh: FAILED (stage exit statuses: ${statuses[*]} for tail, pf-parse, pf-features, hold-out, pf-train); the current model is unchanged" >&2
+        echo "retrain.sh: FAILED (stage exit statuses: ${statuses[*]} for pf-parse, pf-features, hold-out, pf-train); the current model is unchanged" >&2
         exit 1
     fi
 done

@@ -8,6 +8,7 @@ pub mod dovecot;
 pub mod fields;
 pub mod header;
 pub mod kind;
+pub mod merge;
 pub mod postfix;
 pub mod proxy;
 pub mod roundcube;
@@ -40,6 +41,8 @@ pub struct Event<'a> {
 pub struct LineParser {
     clock: Clock,
     proxies: proxy::TrustedProxies,
+    /// The event time of the line processed last, if it had one.
+    last_time: Option<DateTime<chrono::FixedOffset>>,
     /// What was wrong with the lines so far, for the summary at exit.
     pub counts: ProblemCounts,
 }
@@ -57,6 +60,15 @@ pub struct ProblemCounts {
 }
 
 impl ProblemCounts {
+    pub fn add(&mut self, other: &ProblemCounts) {
+        self.lines += other.lines;
+        self.unknown += other.unknown;
+        self.truncated += other.truncated;
+        self.invalid_utf8 += other.invalid_utf8;
+        self.nul_bytes += other.nul_bytes;
+        self.bad_json += other.bad_json;
+    }
+
     /// `12 not recognised (kind unknown), 1 cut at 1 MiB`, or `None` when all were fine.
     pub fn describe(&self) -> Option<String> {
         let parts: Vec<String> = [
@@ -79,6 +91,7 @@ impl LineParser {
         LineParser {
             clock: Clock::new(zone, year, now),
             proxies: proxy::TrustedProxies::default(),
+            last_time: None,
             counts: ProblemCounts::default(),
         }
     }
@@ -101,7 +114,14 @@ impl LineParser {
             ..Event::default()
         };
         classify(&h, &mut ev, &self.proxies);
+        self.last_time = ev.stamp.map(|s| s.at);
         ev
+    }
+
+    /// The event time of the record [`LineParser::process`] wrote last
+    /// (`None` when its line had no timestamp).
+    pub fn last_time(&self) -> Option<DateTime<chrono::FixedOffset>> {
+        self.last_time
     }
 
     /// Parses one input line of any accepted form and appends exactly one NDJSON
@@ -112,6 +132,7 @@ impl LineParser {
         origin: Origin<'_>,
         out: &mut Vec<u8>,
     ) -> &'static str {
+        self.last_time = None;
         let kind = self.process_line(line, origin, out);
         let c = &mut self.counts;
         c.lines += 1;
@@ -347,6 +368,7 @@ impl LineParser {
             ..Event::default()
         };
         classify(&h, &mut ev, &self.proxies);
+        self.last_time = ev.stamp.map(|s| s.at);
         let mut source = Map::new();
         if let Origin::File(f) = origin {
             source.insert("file".into(), Value::from(f));

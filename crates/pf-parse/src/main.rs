@@ -1,9 +1,10 @@
 use anyhow::anyhow;
 use clap::Parser;
 use pf_cli::{CommonArgs, Fatal, Output, EXIT_INPUT, EXIT_OK};
+use pf_logparse::merge::{merge, Input};
 use pf_logparse::proxy::TrustedProxies;
 use pf_logparse::time::Zone;
-use pf_logparse::LineParser;
+use pf_logparse::{LineParser, ProblemCounts};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
@@ -14,6 +15,13 @@ Examples:
   journalctl -u postfix -o json -f | pf-parse --timezone Europe/Berlin
   kafka-tail | pf-parse --stats
   pf-parse --year 2023 old-mail.log.1
+  pf-parse --merge /var/log/mail.log /var/log/roundcube/errors.log
+
+With --merge, the files are read side by side and their records written in
+event-time order (each file must be in time order, as logs are; a line
+without a timestamp stays after the line before it; ties go to the file
+named first), streaming, one record per file in memory; source.file and
+source.line still say where each line came from.
 
 Each input line (raw syslog text, a kafka-tail envelope, a `journalctl -o json`
 entry, or an earlier record) gives exactly one output record; lines that are
@@ -41,6 +49,9 @@ struct Args {
     /// Print a table of record counts per kind on stderr at the end.
     #[arg(long)]
     stats: bool,
+    /// Interleave the files by event time instead of reading one after the other.
+    #[arg(long)]
+    merge: bool,
 }
 
 fn main() -> ExitCode {
@@ -57,28 +68,36 @@ fn main() -> ExitCode {
         let proxies =
             TrustedProxies::parse(config.parse.trusted_proxies.iter().map(String::as_str))
                 .map_err(|e| Fatal::usage(anyhow!("parse.trusted_proxies: {e}")))?;
-        let mut parser =
-            LineParser::new(zone, args.year, chrono::Utc::now()).with_trusted_proxies(proxies);
+        let new_parser = || {
+            LineParser::new(zone.clone(), args.year, chrono::Utc::now())
+                .with_trusted_proxies(proxies.clone())
+        };
         let mut kinds: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut count = |kind| {
+            if args.stats {
+                *kinds.entry(kind).or_default() += 1;
+            }
+        };
         let mut out = Output::default();
-        let stats = pf_cli::for_each_line(
-            "pf-parse",
-            &args.common.files,
-            &mut out,
-            |line, origin, buf| {
-                let kind = parser.process(line, origin, buf);
-                if args.stats {
-                    *kinds.entry(kind).or_default() += 1;
-                }
-            },
-        )?;
+        let (stats, problems) = if args.merge {
+            merge_files(&args.common.files, new_parser, &mut out, &mut count)?
+        } else {
+            let mut parser = new_parser();
+            let stats = pf_cli::for_each_line(
+                "pf-parse",
+                &args.common.files,
+                &mut out,
+                |line, origin, buf| count(parser.process(line, origin, buf)),
+            )?;
+            (stats, parser.counts)
+        };
         if args.stats {
             print_stats(&kinds, stats.lines);
         }
-        if let Some(problems) = parser.counts.describe() {
+        if let Some(described) = problems.describe() {
             eprintln!(
-                "pf-parse: {} lines read; passed on marked: {problems}",
-                parser.counts.lines
+                "pf-parse: {} lines read; passed on marked: {described}",
+                problems.lines
             );
         }
         Ok(if stats.unreadable > 0 {
@@ -87,6 +106,54 @@ fn main() -> ExitCode {
             EXIT_OK
         })
     })
+}
+
+/// `--merge`: every file read side by side, records in event-time order.
+fn merge_files(
+    files: &[std::path::PathBuf],
+    new_parser: impl Fn() -> LineParser,
+    out: &mut Output,
+    count: &mut impl FnMut(&'static str),
+) -> anyhow::Result<(pf_cli::InputStats, ProblemCounts)> {
+    let mut stats = pf_cli::InputStats::default();
+    let mut inputs = Vec::new();
+    for path in files {
+        let reader: Box<dyn std::io::Read> = if path.as_os_str() == "-" {
+            Box::new(std::io::stdin())
+        } else {
+            match std::fs::File::open(path) {
+                Ok(f) => Box::new(f),
+                Err(e) => {
+                    eprintln!("pf-parse: cannot open {}: {e}; skipping it", path.display());
+                    stats.unreadable += 1;
+                    continue;
+                }
+            }
+        };
+        inputs.push(Input::new(
+            path.to_string_lossy(),
+            std::io::BufReader::with_capacity(64 * 1024, reader),
+            pf_record::MAX_RECORD_BYTES,
+            new_parser(),
+        ));
+    }
+    let merged = merge(
+        &mut inputs,
+        |record, kind| {
+            count(kind);
+            out.buf().extend_from_slice(record);
+            out.maybe_write()
+        },
+        |name, e| eprintln!("pf-parse: error reading {name}: {e}; going on with the other files"),
+    )?;
+    out.flush()?;
+    stats.lines = merged.lines;
+    stats.unreadable += merged.unreadable;
+    let mut problems = ProblemCounts::default();
+    for input in &inputs {
+        problems.add(&input.parser().counts);
+    }
+    Ok((stats, problems))
 }
 
 fn print_stats(kinds: &BTreeMap<&'static str, u64>, total: u64) {

@@ -433,3 +433,81 @@ fn a_huge_line_in_an_envelope_is_cut_and_keeps_its_coordinates() {
     assert!(r["flags"].as_array().unwrap().contains(&json!("truncated")));
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 cut at 1 MiB"));
 }
+
+/// `--merge`: the mail log and Roundcube's log replayed as one day, in
+/// event-time order, each record still naming its file and line.
+#[test]
+fn merge_interleaves_files_by_event_time() {
+    let dir = pf_testkit::temp_dir("pf-parse-merge");
+    std::fs::write(
+        dir.join("mail.log"),
+        "Mar  2 08:00:00 mx1 postfix/smtpd[1]: connect from a[192.0.2.1]\n\
+         Mar  2 08:00:10 mx1 postfix/smtpd[1]: disconnect from a[192.0.2.1]\n\
+         not a log line\n\
+         Mar  2 09:00:00 mx1 postfix/qmgr[2]: ABC123: removed\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("errors.log"),
+        "[02-Mar-2026 08:00:05 +0000]: <s1> FAILED login for u from 192.0.2.9\n\
+         [02-Mar-2026 08:30:00 +0000]: <s1> FAILED login for u from 192.0.2.9\n",
+    )
+    .unwrap();
+    let r = pf_testkit::run(
+        env!("CARGO_BIN_EXE_pf-parse"),
+        &[
+            "--timezone",
+            "UTC",
+            "--year",
+            "2026",
+            "--merge",
+            "mail.log",
+            "errors.log",
+            "missing.log",
+        ],
+        b"",
+        &dir,
+    );
+    assert_eq!(r.status, 1, "a missing file is reported: {}", r.stderr);
+    assert!(r.stderr.contains("cannot open missing.log"), "{}", r.stderr);
+    let order: Vec<String> = records(r.stdout.as_bytes())
+        .iter()
+        .map(|rec| {
+            format!(
+                "{}:{}",
+                rec["source"]["file"].as_str().unwrap(),
+                rec["source"]["line"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "mail.log:1",
+            "errors.log:1",
+            "mail.log:2",
+            "mail.log:3",
+            "errors.log:2",
+            "mail.log:4"
+        ]
+    );
+    // Without --merge the files are read one after the other.
+    let r = pf_testkit::run(
+        env!("CARGO_BIN_EXE_pf-parse"),
+        &[
+            "--timezone",
+            "UTC",
+            "--year",
+            "2026",
+            "mail.log",
+            "errors.log",
+        ],
+        b"",
+        &dir,
+    );
+    let first: Vec<String> = records(r.stdout.as_bytes())
+        .iter()
+        .map(|rec| rec["source"]["file"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(first[..4], ["mail.log"; 4]);
+}
