@@ -120,7 +120,7 @@ mod tests {
         let mut out = Vec::new();
         merge(
             &mut inputs,
-            |r| {
+            |r, _| {
                 out.extend_from_slice(r);
                 Ok(())
             },
