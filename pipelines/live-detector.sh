@@ -5,12 +5,15 @@
 #   pipelines/live-detector.sh [--config FILE] [--output-dir DIR] [--quiet] --replay LOG FILE...
 #
 # Writes under paths.output_dir (or --output-dir): postfix_logs.json and
-# mail_login_logs.json (parsed records per topic), all_detections.jsonl and
-# anomalies.jsonl, report.html (pf-score's tuning report: score histogram
-# with the thresholds, top anomalies), and prints one line per anomaly.
+# mail_login_logs.json (parsed records per topic), all_detections.jsonl,
+# anomalies.jsonl and incidents.jsonl, report.html (pf-score's tuning report:
+# score histogram with the thresholds, top anomalies), and prints one line
+# per incident event (opened, escalated, closed).
 # --replay feeds log files through the same stages instead of Kafka (no
-# broker needed), interleaved by event time (pf-parse --merge). On Kafka the behavioural features' memory is kept in
-# paths.state_dir/features-state.json.
+# broker needed), interleaved by event time (pf-parse --merge); its
+# incidents close at the end. On Kafka the behavioural features' memory and
+# the open incidents are kept in paths.state_dir (features-state.json,
+# incidents-state.json) across restarts.
 #
 # The stages run as one unit: if any of them stops, the others are stopped
 # and the script exits with that stage's status (non-zero unless it was a
@@ -35,7 +38,7 @@ while [ $# -gt 0 ]; do
         --quiet|-q) sink_args+=(--quiet); shift ;;
         --replay) mode=replay; shift; replay=("$@"); set --; break ;;
         --) shift; break ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "live-detector.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -64,7 +67,11 @@ if [ "$mode" = kafka ]; then
     if [ -n "$state_dir" ]; then
         mkdir -p "$state_dir"
         feature_args=(--state "$state_dir/features-state.json")
+        sink_args+=(--incident-state "$state_dir/incidents-state.json")
     fi
+else
+    # A replay is a finished story: its incidents close at the end.
+    sink_args+=(--close-incidents)
 fi
 
 fifos="$(mktemp -d "${TMPDIR:-/tmp}/live-detector.XXXXXX")"

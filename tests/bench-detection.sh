@@ -63,7 +63,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 if [ -z "${PF_BIN:-}" ]; then
-    cargo build --release -q -p pf-parse -p pf-features -p pf-train -p pf-score
+    cargo build --release -q -p pf-parse -p pf-features -p pf-train -p pf-score -p pf-sink
     bin=target/release
 else
     bin=$PF_BIN
@@ -118,6 +118,12 @@ done
 scored+=("default=$work/scored-default.jsonl")
 python3 tests/traffic/evaluate.py report --labels "$work/labels.csv" --train-days "$train_days" \
     "${report_args[@]}" "${scored[@]}"
+# What the admin is told: the default model's anomalies as pf-sink's incidents.
+"$bin/pf-sink" --output-dir "$work/sink" --quiet --close-incidents --stats - \
+    < "$work/scored-default.jsonl" 2> "$work/sink.log"
+echo "incidents of the default model (pf-sink, incidents.gap_minutes from the config):"
+python3 tests/traffic/evaluate.py incidents --labels "$work/labels.csv" --train-days "$train_days" \
+    "${markdown[@]}" "$work/sink/incidents.jsonl"
 status=0
 if [ "$anchors" = 1 ]; then
     PF_PYTHON="${PF_PYTHON:-}"

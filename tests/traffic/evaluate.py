@@ -3,6 +3,7 @@
 
     evaluate.py split  --labels labels.csv --train-days N FEATURES.jsonl TRAIN.jsonl TEST.jsonl
     evaluate.py report --labels labels.csv --train-days N [--check] [--markdown] NAME=SCORED.jsonl[,SCORED2.jsonl...]...
+    evaluate.py incidents --labels labels.csv --train-days N [--markdown] INCIDENTS.jsonl
 
 `split` sends the feature records of the first N days (by the simulator's
 day label) to TRAIN and the rest to TEST. `report` reads pf-score's output
@@ -15,7 +16,13 @@ threshold is the score below which 0.5% of normal lines fall). Several
 files for one set (models trained with different seeds) are averaged. With
 --check it exits 1 unless the last set meets the targets: every loud
 scenario AUC >= 0.95 and >= 90% of episodes alerted, slow spraying
-AUC >= 0.8 (--min-auc, --min-alerted and --min-slow-auc change them). Records are matched to labels by `source.line`. Standard
+AUC >= 0.8 (--min-auc, --min-alerted and --min-slow-auc change them). Records are matched to labels by `source.line`.
+
+`incidents` reads pf-sink's incidents.jsonl for the test days and prints,
+per scenario, how many incidents its lines opened (an incident belongs to
+the line that opened it), the episodes, the incidents per episode and the
+share of episodes that opened at least one; and the incidents opened by
+normal lines per test day (false alarms an admin is told about). Standard
 library only.
 """
 import argparse
@@ -190,6 +197,44 @@ def report(args):
         print(f"all targets met by `{name}`", file=sys.stderr)
 
 
+def incidents(args):
+    labels = read_labels(args.labels)
+    test_days = {day for _, _, day in labels.values() if day >= args.train_days}
+    episodes = {}
+    for scenario, episode, day in labels.values():
+        if day >= args.train_days and scenario != "normal":
+            episodes.setdefault(scenario, set()).add(episode)
+    opened = {}
+    unmatched = 0
+    with open(args.incidents) as f:
+        for text in f:
+            event = json.loads(text)
+            if event.get("event") != "opened":
+                continue
+            spans = list((event.get("records") or {}).values())
+            label = labels.get(spans[0][0]) if spans else None
+            if label is None:
+                unmatched += 1
+                continue
+            scenario, episode, day = label
+            if day >= args.train_days:
+                opened.setdefault(scenario, []).append(episode)
+    rows = []
+    for scenario in sorted(episodes):
+        mine = opened.get(scenario, [])
+        eps = episodes[scenario]
+        hit = len(set(mine) & eps)
+        rows.append([scenario + (" (slow)" if scenario in SLOW else ""), str(len(mine)), str(len(eps)),
+                     f"{len(mine) / len(eps):.1f}", f"{100 * hit / len(eps):.0f}%"])
+    normal = len(opened.get("normal", []))
+    print_table(["scenario", "incidents", "episodes", "incidents per episode", "episodes with an incident"],
+                rows, args.markdown)
+    print(f"normal traffic: {normal} incidents in {len(test_days)} test days "
+          f"({normal / max(len(test_days), 1):.1f} a day)")
+    if unmatched:
+        print(f"evaluate.py: {unmatched} incidents opened by an unlabelled line", file=sys.stderr)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -208,8 +253,13 @@ def main():
     r.add_argument("--min-alerted", type=float, default=LOUD_ALERTED)
     r.add_argument("--min-slow-auc", type=float, default=SLOW_AUC)
     r.add_argument("scored", nargs="+", help="NAME=pf-score output")
+    i = sub.add_parser("incidents")
+    i.add_argument("--labels", required=True)
+    i.add_argument("--train-days", type=int, required=True)
+    i.add_argument("--markdown", action="store_true")
+    i.add_argument("incidents", help="pf-sink's incidents.jsonl")
     args = p.parse_args()
-    split(args) if args.command == "split" else report(args)
+    {"split": split, "report": report, "incidents": incidents}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ pub struct Config {
     pub parse: Parse,
     pub retrain: Retrain,
     pub privacy: Privacy,
+    pub incidents: Incidents,
     /// Path the configuration was read from, if any (not part of the file).
     #[serde(skip)]
     pub origin: Option<PathBuf>,
@@ -144,6 +145,26 @@ impl Default for Parse {
         Parse {
             timezone: None,
             trusted_proxies: vec!["127.0.0.0/8".into(), "::1".into()],
+        }
+    }
+}
+
+/// How pf-sink groups anomalous records into incidents.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Incidents {
+    /// An incident closes once this many minutes of event time pass
+    /// without a new anomaly joining it.
+    pub gap_minutes: f64,
+    /// Sample lines kept per incident.
+    pub samples: usize,
+}
+
+impl Default for Incidents {
+    fn default() -> Self {
+        Incidents {
+            gap_minutes: 30.0,
+            samples: 3,
         }
     }
 }
@@ -403,6 +424,10 @@ impl Config {
         }
         if self.kafka.topics.is_empty() {
             bail!("kafka.topics must list at least one topic");
+        }
+        let gap = self.incidents.gap_minutes;
+        if !(gap > 0.0 && gap <= 7.0 * 24.0 * 60.0) {
+            bail!("incidents.gap_minutes must be above 0 and at most a week (10080), e.g. 30; got {gap}");
         }
         Ok(())
     }

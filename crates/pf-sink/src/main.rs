@@ -1,6 +1,7 @@
 use anyhow::Context;
 use clap::Parser;
 use pf_cli::{CommonArgs, Fatal, LineErrors, Output, EXIT_INPUT, EXIT_OK};
+use pf_incident::{IncidentEvent, Observation, Policy, Tracker};
 use pf_record::acks::Acks;
 use pf_record::append::AppendFile;
 use serde_json::{Map, Value};
@@ -21,8 +22,16 @@ Appends every scored record to files in the output directory:
                          per Kafka topic (postfix_logs.json, mail_login_logs.json);
                          records read from files go to mail_login_logs.json for
                          dovecot/roundcube and to postfix_logs.json otherwise
-and prints one line per anomaly on stdout: severity, rarity (1 in 250,000),
-score, event, the top features with their contributions, and the raw line.
+  incidents.jsonl        one line per incident event: opened, escalated
+                         (more severe than before), closed
+
+Anomalous records are grouped into incidents by the entity that explains
+them (client address, IPv6 by /64; account; sender; recipient domain;
+message; or the kind, for server-wide events), open while anomalies keep
+coming within incidents.gap_minutes of event time. One line per incident
+event is printed on stdout: severity, event, entity, rarity (1 in 250,000),
+anomalous and all lines, span, the features that explain it most and a
+sample line (--every-anomaly: one line per anomalous record instead).
 
 Every file (a <topic>_logs.json per kafka.topics) is created at start,
 0640 in a 0750 directory, and appended in whole lines; a file moved away by
@@ -62,6 +71,17 @@ struct Args {
     /// --ack-file FILE` to commit no further.
     #[arg(long, value_name = "FILE")]
     ack_file: Option<PathBuf>,
+    /// Keep the open incidents in FILE across restarts (rewritten
+    /// atomically); without it, incidents start afresh each run.
+    #[arg(long, value_name = "FILE")]
+    incident_state: Option<PathBuf>,
+    /// At the end of the input, close every open incident (for replays of
+    /// finished logs; the live detector keeps them open across restarts).
+    #[arg(long)]
+    close_incidents: bool,
+    /// Print one line per anomalous record instead of one per incident event.
+    #[arg(long)]
+    every_anomaly: bool,
 }
 
 /// Write the output files once this much is buffered, even if input never pauses.
@@ -209,12 +229,24 @@ fn main() -> ExitCode {
         };
         // Every output file exists from the start, empty on a quiet day, so
         // `tail -F`, logrotate and file checks find it.
-        let at_start = ["all_detections.jsonl".to_string(), "anomalies.jsonl".into()]
-            .into_iter()
-            .chain(config.kafka.topics.iter().map(|t| topic_file(t)));
+        let at_start = [
+            "all_detections.jsonl".to_string(),
+            "anomalies.jsonl".into(),
+            INCIDENTS_FILE.into(),
+        ]
+        .into_iter()
+        .chain(config.kafka.topics.iter().map(|t| topic_file(t)));
         for name in at_start {
             files.get(&name).map_err(anyhow::Error::from)?;
         }
+        let policy = Policy {
+            gap_micros: (config.incidents.gap_minutes * 60e6) as i64,
+            samples: config.incidents.samples,
+        };
+        let tracker = std::cell::RefCell::new(
+            load_incidents(args.incident_state.as_deref(), policy).map_err(Fatal::usage)?,
+        );
+        let incidents_saved = std::cell::Cell::new(std::time::Instant::now());
         let alerts = !args.quiet;
         let colour = alerts && io::stdout().is_terminal();
         let counts = std::cell::RefCell::new(Counts::default());
@@ -243,13 +275,23 @@ fn main() -> ExitCode {
                     }
                 }
                 let mut files = files_cell.borrow_mut();
-                let mut written = route(
-                    text,
-                    record,
+                let events = tracker
+                    .borrow_mut()
+                    .observe(&Observation::from_record(&record));
+                let mut written = write_incidents(
+                    &events,
                     &mut files,
-                    &mut counts.borrow_mut(),
-                    alerts.then_some((alert_buf, colour)),
+                    (alerts && !args.every_anomaly).then_some((&mut *alert_buf, colour)),
                 );
+                if written.is_ok() {
+                    written = route(
+                        text,
+                        record,
+                        &mut files,
+                        &mut counts.borrow_mut(),
+                        (alerts && args.every_anomaly).then_some((alert_buf, colour)),
+                    );
+                }
                 // Input that never pauses still gets written (and acknowledged).
                 if written.is_ok() && files.buffered() >= FLUSH_AT {
                     written = files.flush();
@@ -272,6 +314,12 @@ fn main() -> ExitCode {
                 if let Some(path) = &args.ack_file {
                     acknowledge(path, &files_cell.borrow(), &mut acks.borrow_mut())?;
                 }
+                if let Some(path) = &args.incident_state {
+                    if incidents_saved.get().elapsed() >= ACK_EVERY {
+                        incidents_saved.set(std::time::Instant::now());
+                        save_incidents(path, &tracker.borrow(), false)?;
+                    }
+                }
                 if let Some(path) = &stats_file {
                     if stats_written.elapsed() >= STATS_EVERY {
                         stats_written = std::time::Instant::now();
@@ -285,10 +333,24 @@ fn main() -> ExitCode {
             write_stats(path, &counts.borrow());
         }
         let counts = counts.into_inner();
-        let mut flushed = files_cell.borrow_mut().flush();
+        let mut tracker = tracker.into_inner();
+        let mut flushed = Ok(());
+        if args.close_incidents && stats.is_ok() && !failed.get() {
+            let events = tracker.close_all();
+            flushed = write_incidents(
+                &events,
+                &mut files_cell.borrow_mut(),
+                (alerts && !args.every_anomaly).then_some((out.buf(), colour)),
+            );
+        }
+        let mut flushed = flushed.and_then(|()| files_cell.borrow_mut().flush());
         if let (Some(path), Ok(()), false) = (&args.ack_file, &flushed, failed.get()) {
             flushed = acknowledge(path, &files_cell.borrow(), &mut acks.borrow_mut());
         }
+        if let (Some(path), Ok(()), false) = (&args.incident_state, &flushed, failed.get()) {
+            flushed = save_incidents(path, &tracker, true);
+        }
+        out.flush().context("cannot write the alert lines")?;
         let stats = stats?;
         flushed.context("cannot write the output files")?;
         errors.summary("were not records and were skipped");
@@ -319,6 +381,58 @@ fn main() -> ExitCode {
             EXIT_OK
         })
     })
+}
+
+const INCIDENTS_FILE: &str = "incidents.jsonl";
+
+/// The saved open incidents, or none when there is no state file yet.
+fn load_incidents(path: Option<&Path>, policy: Policy) -> anyhow::Result<Tracker> {
+    let Some(path) = path else {
+        return Ok(Tracker::new(policy));
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => Tracker::from_json(&text, policy).with_context(|| {
+            format!(
+                "{} is not a saved incident state; move it away to start with no open incidents",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Tracker::new(policy)),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Rewrites the state file whole (synced at the end, not on every save:
+/// what a power cut loses, Kafka's redelivery brings back).
+fn save_incidents(path: &Path, tracker: &Tracker, sync: bool) -> io::Result<()> {
+    let json = tracker.to_json();
+    let written = if sync {
+        pf_record::atomic::write_private_atomically(path, json.as_bytes(), FILE_MODE)
+    } else {
+        pf_record::atomic::replace_unsynced(path, json.as_bytes(), FILE_MODE)
+    };
+    written.map_err(|e| io::Error::new(e.kind(), format!("cannot save {}: {e}", path.display())))
+}
+
+/// Appends incident events to incidents.jsonl and their alert lines.
+fn write_incidents(
+    events: &[IncidentEvent],
+    files: &mut Files,
+    alert: Option<(&mut Vec<u8>, bool)>,
+) -> io::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let file = files.get(INCIDENTS_FILE)?;
+    for event in events {
+        push_line(file.buf(), &event.to_json().to_string());
+    }
+    if let Some((buf, colour)) = alert {
+        for event in events {
+            push_line(buf, &event.alert_line(colour));
+        }
+    }
+    Ok(())
 }
 
 /// Ends pf-sink at once when an output file cannot be written: reading on

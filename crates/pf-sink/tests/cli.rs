@@ -87,15 +87,34 @@ fn records_go_to_their_files_and_anomalies_are_printed() {
         );
         assert_eq!(r["fields"]["client_ip"], "203.0.113.250");
     }
-    // One readable line per anomaly; no terminal escapes from the log line.
+    // One readable line per incident event; no terminal escapes from the log line.
     let alerts: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(alerts.len(), 1, "{}", r.stdout);
-    assert!(alerts[0].starts_with("HIGH"), "{}", alerts[0]);
-    assert!(alerts[0].contains("-0.1200"));
+    assert!(alerts[0].starts_with("HIGH   opened"), "{}", alerts[0]);
+    assert!(alerts[0].contains("client 203.0.113.250"), "{}", alerts[0]);
     assert!(alerts[0].contains("1 in 250,000"), "{}", alerts[0]);
-    assert!(alerts[0].contains("hour=22 (-1.500)"), "{}", alerts[0]);
+    assert!(alerts[0].contains("hour (-1.5)"), "{}", alerts[0]);
     assert!(alerts[0].contains("brute ?[31mforce"), "{}", alerts[0]);
     assert!(!r.stdout.contains('\x1b'));
+    let incidents = lines(&out.join("incidents.jsonl"));
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(incidents[0]["event"], "opened");
+    assert_eq!(incidents[0]["entity"], "client");
+    assert_eq!(incidents[0]["records"]["postfix/0"], json!([5, 5]));
+    // --every-anomaly: the line per anomalous record, with its score.
+    let every = temp_dir("pf-sink-every");
+    let r2 = run(
+        BIN,
+        &["--output-dir", "out", "--every-anomaly"],
+        input.as_bytes(),
+        &every,
+    );
+    let alerts: Vec<&str> = r2.stdout.lines().collect();
+    assert_eq!(alerts.len(), 1, "{}", r2.stdout);
+    assert!(alerts[0].starts_with("HIGH"), "{}", alerts[0]);
+    assert!(alerts[0].contains("-0.1200"));
+    assert!(alerts[0].contains("hour=22 (-1.500)"), "{}", alerts[0]);
+    assert!(!r2.stdout.contains('\x1b'));
     assert!(
         r.stderr.contains("5 records, 1 anomalies (1 high)"),
         "{}",
@@ -116,6 +135,70 @@ fn records_go_to_their_files_and_anomalies_are_printed() {
     assert_eq!(r.status, 0);
     assert!(r.stdout.is_empty(), "--quiet prints nothing");
     assert_eq!(lines(&out.join("all_detections.jsonl")).len(), 10);
+}
+
+/// A brute force is one incident however many lines it has; a restart
+/// with the saved state and Kafka redelivering what was in flight does not
+/// open it again; --close-incidents closes it at the end.
+#[test]
+fn incidents_group_an_attack_and_survive_a_restart() {
+    let dir = temp_dir("pf-sink-incidents");
+    let attack = |from: usize, to: usize| -> String {
+        (from..to)
+            .map(|i| {
+                let mut r: Value = serde_json::from_str(&scored(
+                    Some("postfix"),
+                    "postfix/smtpd",
+                    true,
+                    "auth failed",
+                ))
+                .unwrap();
+                r["source"]["offset"] = json!(i);
+                r["ts"] = json!(format!("2026-03-03T22:{:02}:00+00:00", i));
+                r.to_string() + "\n"
+            })
+            .collect()
+    };
+    let args = ["--output-dir", "out", "--incident-state", "state.json"];
+    let r = run(BIN, &args, attack(0, 30).as_bytes(), &dir);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout.lines().count(),
+        1,
+        "one line for 30 anomalies: {}",
+        r.stdout
+    );
+    assert!(dir.join("state.json").is_file());
+    // Redelivery of 20..30, then new lines.
+    let r = run(
+        BIN,
+        &[&args[..], &["--close-incidents"]].concat(),
+        attack(20, 40).as_bytes(),
+        &dir,
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let events = lines(&dir.join("out/incidents.jsonl"));
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["opened", "closed"], "{}", r.stdout);
+    assert_eq!(
+        events[1]["anomalies"], 40,
+        "the redelivered lines are not counted twice"
+    );
+    assert_eq!(events[1]["first_seen"], "2026-03-03T22:00:00+00:00");
+    assert_eq!(events[1]["last_seen"], "2026-03-03T22:39:00+00:00");
+    // A state file that is not one is a clear error.
+    std::fs::write(dir.join("state.json"), "garbage").unwrap();
+    let r = run(BIN, &args, b"", &dir);
+    assert_eq!(r.status, 2);
+    assert!(
+        r.stderr
+            .contains("state.json is not a saved incident state"),
+        "{}",
+        r.stderr
+    );
 }
 
 /// A quiet day still has every output file: `tail -F`, logrotate without
@@ -141,6 +224,7 @@ fn every_output_file_exists_from_the_start() {
         "postfix_logs.json",
         "mail_login_logs.json",
         "edge_smtp_logs.json",
+        "incidents.jsonl",
     ] {
         let meta = std::fs::metadata(dir.join("out").join(name))
             .unwrap_or_else(|e| panic!("{name} not created at start: {e}"));

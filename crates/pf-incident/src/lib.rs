@@ -1,0 +1,553 @@
+//! Incidents: one report per attack, not one per log line.
+//!
+//! A brute force is hundreds of anomalous lines from one address; fail2ban
+//! bans that address once and CrowdSec raises one alert per scenario and
+//! source. Here each anomalous record joins the incident of the entity that
+//! explains it, read off its strongest features (`auth_failures_1h_by_ip`
+//! is about the client, `auth_failures_1h_by_user` about the account,
+//! `null_sender_mails_1h_to_domain` about a recipient domain; a daemon's
+//! fatal error or a server-wide flood is about its kind). An incident stays
+//! open while anomalies keep coming within `gap` of event time and closes
+//! after it; it escalates when a line is more severe than any before.
+
+use chrono::DateTime;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// What an incident is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Entity {
+    /// A client address (IPv6 by its /64: one host's addresses).
+    Client,
+    /// A login name (SASL, IMAP/POP3, webmail).
+    User,
+    /// An envelope sender.
+    Sender,
+    /// A recipient domain.
+    Domain,
+    /// One message, by its queue id.
+    Queue,
+    /// A server-wide event: the record's kind.
+    Kind,
+}
+
+impl Entity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Entity::Client => "client",
+            Entity::User => "user",
+            Entity::Sender => "sender",
+            Entity::Domain => "domain",
+            Entity::Queue => "queue",
+            Entity::Kind => "kind",
+        }
+    }
+
+    /// The entity a feature describes, by the convention of its name.
+    pub fn of_feature(name: &str) -> Option<Entity> {
+        if name.ends_with("_by_ip") {
+            Some(Entity::Client)
+        } else if name.ends_with("_by_user") || name.ends_with("_for_user") {
+            Some(Entity::User)
+        } else if name.ends_with("_by_sender") {
+            Some(Entity::Sender)
+        } else if name.ends_with("_to_domain") {
+            Some(Entity::Domain)
+        } else {
+            None
+        }
+    }
+}
+
+/// `none` < `low` < `medium` < `high`.
+pub fn severity_rank(severity: &str) -> u8 {
+    match severity {
+        "low" => 1,
+        "medium" => 2,
+        "high" => 3,
+        _ => 0,
+    }
+}
+
+const SEVERITIES: [&str; 4] = ["none", "low", "medium", "high"];
+
+/// What one scored record says, for grouping.
+#[derive(Debug, Clone, Default)]
+pub struct Observation {
+    /// Event time in µs since the epoch (`ts`), if the line had one.
+    pub time: Option<i64>,
+    pub ts: Option<String>,
+    pub kind: String,
+    /// The values of each entity the record names.
+    pub entities: BTreeMap<Entity, String>,
+    /// Set for an anomalous record.
+    pub anomaly: Option<Flagged>,
+    pub raw: String,
+    /// `topic/partition` or the file, and the offset or line in it.
+    pub location: Option<(String, i64)>,
+    /// The location is a Kafka offset: a record below the highest offset
+    /// already seen there is a redelivery.
+    pub from_kafka: bool,
+}
+
+/// The detection of an anomalous record.
+#[derive(Debug, Clone, Default)]
+pub struct Flagged {
+    pub severity: u8,
+    pub rarity: f64,
+    /// `(feature, contribution)`, strongest first, as pf-score wrote them.
+    pub top_features: Vec<(String, f64)>,
+}
+
+impl Observation {
+    /// Reads a record as pf-score wrote it; fields of the wrong type count
+    /// as absent.
+    pub fn from_record(record: &Map<String, Value>) -> Observation {
+        let str_at = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+        let fields = record.get("fields").and_then(Value::as_object);
+        let field = |k: &str| fields.and_then(|f| f.get(k)).and_then(Value::as_str);
+        let mut entities = BTreeMap::new();
+        if let Some(ip) = field("client_ip").and_then(client_key) {
+            entities.insert(Entity::Client, ip);
+        }
+        if let Some(user) = field("sasl_username").or(field("user")) {
+            entities.insert(Entity::User, user.to_string());
+        }
+        if let Some(from) = field("from").filter(|f| !f.is_empty()) {
+            entities.insert(Entity::Sender, from.to_string());
+        }
+        if let Some(domain) = field("to").and_then(|t| t.rsplit_once('@')).map(|(_, d)| d) {
+            entities.insert(Entity::Domain, domain.trim_end_matches('>').to_lowercase());
+        }
+        if let Some(queue) = field("queue_id") {
+            entities.insert(Entity::Queue, queue.to_string());
+        }
+        let kind = str_at(record.get("kind")).unwrap_or_else(|| "unknown".into());
+        entities.insert(Entity::Kind, kind.clone());
+        let ts = str_at(record.get("ts"));
+        let time = ts
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp_micros());
+        let detection = record.get("detection").and_then(Value::as_object);
+        let anomaly = detection
+            .filter(|d| d.get("is_anomaly").and_then(Value::as_bool) == Some(true))
+            .map(|d| Flagged {
+                severity: severity_rank(d.get("severity").and_then(Value::as_str).unwrap_or("low"))
+                    .max(1),
+                rarity: d.get("rarity").and_then(Value::as_f64).unwrap_or(0.0),
+                top_features: d
+                    .get("top_features")
+                    .and_then(Value::as_array)
+                    .map(|tops| {
+                        tops.iter()
+                            .filter_map(|t| {
+                                Some((
+                                    t.get("feature")?.as_str()?.to_string(),
+                                    t.get("contribution")?.as_f64()?,
+                                ))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            });
+        let source = record.get("source").and_then(Value::as_object);
+        let from_kafka = source.is_some_and(|s| s.get("offset").is_some_and(Value::is_i64));
+        let location = source.and_then(|s| {
+            let get_i = |k: &str| s.get(k).and_then(Value::as_i64);
+            match (
+                s.get("topic").and_then(Value::as_str),
+                get_i("partition"),
+                get_i("offset"),
+            ) {
+                (Some(t), Some(p), Some(o)) => Some((format!("{t}/{p}"), o)),
+                _ => Some((
+                    s.get("file")
+                        .and_then(Value::as_str)
+                        .unwrap_or("stdin")
+                        .to_string(),
+                    get_i("line")?,
+                )),
+            }
+        });
+        // Only an anomaly's line can become a sample.
+        let raw = match anomaly {
+            Some(_) => str_at(record.get("raw")).unwrap_or_default(),
+            None => String::new(),
+        };
+        Observation {
+            time,
+            ts,
+            kind,
+            entities,
+            anomaly,
+            raw,
+            location,
+            from_kafka,
+        }
+    }
+
+    /// The entity that explains this anomaly: the first of its strongest
+    /// features that names an entity the record has; otherwise the client,
+    /// the account, the message, and last the kind.
+    pub fn key(&self) -> (Entity, &str) {
+        let named = self
+            .anomaly
+            .iter()
+            .flat_map(|a| &a.top_features)
+            .filter_map(|(f, _)| Entity::of_feature(f));
+        let fallback = [Entity::Client, Entity::User, Entity::Queue, Entity::Kind];
+        for entity in named.chain(fallback) {
+            if let Some(value) = self.entities.get(&entity) {
+                return (entity, value);
+            }
+        }
+        (Entity::Kind, &self.kind)
+    }
+}
+
+/// An address as the key of its incident: IPv4 as it is, IPv6 by its /64.
+pub fn client_key(ip: &str) -> Option<String> {
+    let ip = ip.trim_start_matches("IPv6:");
+    match ip.parse::<IpAddr>().ok()?.to_canonical() {
+        IpAddr::V4(v4) => Some(v4.to_string()),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            Some(format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]))
+        }
+    }
+}
+
+/// How incidents are formed.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// An incident closes once no anomaly joined it for this long (µs of event time).
+    pub gap_micros: i64,
+    /// Sample lines kept per incident.
+    pub samples: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            gap_micros: 30 * 60 * 1_000_000,
+            samples: 3,
+        }
+    }
+}
+
+/// One incident, as saved and as reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: String,
+    pub entity: Entity,
+    pub key: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    first_micros: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    last_micros: Option<i64>,
+    /// Anomalous lines that joined it.
+    pub anomalies: u64,
+    /// Every line of its entity while it was open, anomalous or not.
+    pub lines: u64,
+    pub severity: String,
+    pub rarity: f64,
+    /// Contributions summed over its lines, most anomalous first.
+    pub top_features: Vec<(String, f64)>,
+    #[serde(default)]
+    feature_sums: BTreeMap<String, f64>,
+    pub samples: Vec<String>,
+    /// Per `topic/partition` or file: the first and last offset or line.
+    pub records: BTreeMap<String, (i64, i64)>,
+}
+
+/// What happened to an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    Opened,
+    Escalated,
+    Closed,
+}
+
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Opened => "opened",
+            Change::Escalated => "escalated",
+            Change::Closed => "closed",
+        }
+    }
+}
+
+/// An incident event: the change and the incident as it stands after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentEvent {
+    pub change: Change,
+    pub incident: Incident,
+}
+
+impl IncidentEvent {
+    /// The line for a human on a terminal or in the journal:
+    /// `HIGH   opened   client 203.0.113.7  1 in 250,000  40 anomalous / 80 lines  08:00:00..08:19:30  auth_failures_1h_by_ip (-320.0), …  | sample`.
+    pub fn alert_line(&self, colour: bool) -> String {
+        let i = &self.incident;
+        let (on, off) = match (colour, i.severity.as_str()) {
+            (true, "high") => ("\x1b[1;31m", "\x1b[0m"),
+            (true, "medium") => ("\x1b[33m", "\x1b[0m"),
+            (true, _) => ("\x1b[36m", "\x1b[0m"),
+            (false, _) => ("", ""),
+        };
+        let why: Vec<String> = i
+            .top_features
+            .iter()
+            .map(|(f, c)| format!("{f} ({c:+.1})"))
+            .collect();
+        // Keys and samples come from log lines, which attackers write: no
+        // terminal control characters.
+        let safe = |t: &str| -> String {
+            t.chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect()
+        };
+        format!(
+            "{on}{:<6}{off} {:<9} {} {}  {}  {} anomalous / {} lines  {} .. {}  {}  | {}",
+            i.severity.to_uppercase(),
+            self.change.as_str(),
+            i.entity.as_str(),
+            safe(&i.key),
+            pf_record::rarity::describe(i.rarity),
+            i.anomalies,
+            i.lines,
+            i.first_seen,
+            i.last_seen,
+            why.join(", "),
+            safe(i.samples.last().map(String::as_str).unwrap_or(""))
+        )
+    }
+
+    /// The `incidents.jsonl` line: `{"event":"opened", ...the incident}`.
+    pub fn to_json(&self) -> Value {
+        let mut v = serde_json::to_value(&self.incident).unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut v {
+            m.remove("first_micros");
+            m.remove("last_micros");
+            m.remove("feature_sums");
+            let mut out = Map::new();
+            out.insert("event".into(), Value::from(self.change.as_str()));
+            out.extend(std::mem::take(m));
+            return Value::Object(out);
+        }
+        v
+    }
+}
+
+/// The open incidents and the rules that form them; saved and loaded as
+/// JSON so a restart carries on the same incidents.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Tracker {
+    open: BTreeMap<String, Incident>,
+    #[serde(skip)]
+    policy: Policy,
+    /// Latest event time seen (µs).
+    now: Option<i64>,
+    /// Highest Kafka offset taken per `topic/partition`, and how many lines
+    /// at it: what comes again after a restart (Kafka redelivers from the
+    /// last commit) is skipped.
+    #[serde(default)]
+    taken: BTreeMap<String, (i64, u32)>,
+    /// Lines at the highest taken offset seen by this run (not saved).
+    #[serde(skip)]
+    seen_at_taken: BTreeMap<String, u32>,
+}
+
+fn key_of(entity: Entity, value: &str) -> String {
+    format!("{} {value}", entity.as_str())
+}
+
+impl Tracker {
+    pub fn new(policy: Policy) -> Tracker {
+        Tracker {
+            policy,
+            ..Tracker::default()
+        }
+    }
+
+    /// A tracker saved by [`Tracker::to_json`], under `policy`.
+    pub fn from_json(text: &str, policy: Policy) -> Result<Tracker, serde_json::Error> {
+        let mut t: Tracker = serde_json::from_str(text)?;
+        t.policy = policy;
+        Ok(t)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Takes one record (anomalous or not) and returns what changed: the
+    /// incidents its time closed, then the one it opened or escalated.
+    pub fn observe(&mut self, obs: &Observation) -> Vec<IncidentEvent> {
+        let mut events = Vec::new();
+        if let (true, Some((place, offset))) = (obs.from_kafka, &obs.location) {
+            if self.is_redelivery(place, *offset) {
+                return events;
+            }
+        }
+        if let Some(t) = obs.time {
+            self.now = Some(self.now.map_or(t, |n| n.max(t)));
+            events.extend(self.close_idle(t));
+        }
+        // Every line of an open incident's entity counts towards its span.
+        for (entity, value) in &obs.entities {
+            if let Some(incident) = self.open.get_mut(&key_of(*entity, value)) {
+                incident.lines += 1;
+            }
+        }
+        let Some(anomaly) = &obs.anomaly else {
+            return events;
+        };
+        let (entity, value) = obs.key();
+        let key = key_of(entity, value);
+        let opened = !self.open.contains_key(&key);
+        let incident = self.open.entry(key.clone()).or_insert_with(|| Incident {
+            id: incident_id(&key, obs),
+            entity,
+            key: value.to_string(),
+            first_seen: obs.ts.clone().unwrap_or_default(),
+            last_seen: String::new(),
+            first_micros: obs.time,
+            last_micros: obs.time,
+            anomalies: 0,
+            lines: 1,
+            severity: SEVERITIES[0].into(),
+            rarity: 0.0,
+            top_features: Vec::new(),
+            feature_sums: BTreeMap::new(),
+            samples: Vec::new(),
+            records: BTreeMap::new(),
+        });
+        incident.anomalies += 1;
+        // Times as the log wrote them (with its offset); compared as instants.
+        if obs.time >= incident.last_micros || incident.last_seen.is_empty() {
+            incident.last_micros = obs.time.or(incident.last_micros);
+            incident.last_seen = obs.ts.clone().unwrap_or_default();
+        }
+        let escalated = !opened && anomaly.severity > severity_rank(&incident.severity);
+        let level = usize::from(anomaly.severity.min(3));
+        if anomaly.severity > severity_rank(&incident.severity) {
+            incident.severity = SEVERITIES[level].into();
+        }
+        incident.rarity = incident.rarity.max(anomaly.rarity);
+        for (feature, contribution) in &anomaly.top_features {
+            *incident.feature_sums.entry(feature.clone()).or_default() += contribution;
+        }
+        let mut tops: Vec<(String, f64)> = incident
+            .feature_sums
+            .iter()
+            .map(|(f, c)| (f.clone(), *c))
+            .collect();
+        tops.sort_by(|a, b| a.1.total_cmp(&b.1));
+        tops.truncate(3);
+        incident.top_features = tops;
+        if incident.samples.len() < self.policy.samples {
+            incident.samples.push(obs.raw.clone());
+        }
+        if let Some((place, at)) = &obs.location {
+            let span = incident.records.entry(place.clone()).or_insert((*at, *at));
+            span.0 = span.0.min(*at);
+            span.1 = span.1.max(*at);
+        }
+        if opened || escalated {
+            events.push(IncidentEvent {
+                change: if opened {
+                    Change::Opened
+                } else {
+                    Change::Escalated
+                },
+                incident: incident.clone(),
+            });
+        }
+        events
+    }
+
+    /// Whether the line at `offset` of `place` was taken before. The lines
+    /// of one multi-line message share its offset, so the state counts the
+    /// lines taken at the highest offset, and this run counts them again.
+    fn is_redelivery(&mut self, place: &str, offset: i64) -> bool {
+        let seen = self.seen_at_taken.entry(place.to_string()).or_default();
+        match self.taken.get_mut(place) {
+            Some((taken, _)) if offset < *taken => true,
+            Some((taken, lines)) if offset == *taken => {
+                *seen += 1;
+                if *seen <= *lines {
+                    return true;
+                }
+                *lines += 1;
+                false
+            }
+            _ => {
+                self.taken.insert(place.to_string(), (offset, 1));
+                *seen = 1;
+                false
+            }
+        }
+    }
+
+    /// Closes the incidents no anomaly joined within the gap before `now`.
+    fn close_idle(&mut self, now: i64) -> Vec<IncidentEvent> {
+        let gap = self.policy.gap_micros;
+        let idle: Vec<String> = self
+            .open
+            .iter()
+            .filter(|(_, i)| i.last_micros.is_some_and(|l| now - l > gap))
+            .map(|(k, _)| k.clone())
+            .collect();
+        idle.into_iter()
+            .filter_map(|k| self.open.remove(&k))
+            .map(|incident| IncidentEvent {
+                change: Change::Closed,
+                incident,
+            })
+            .collect()
+    }
+
+    /// Closes every open incident: the end of a replay, where nothing
+    /// more will come.
+    pub fn close_all(&mut self) -> Vec<IncidentEvent> {
+        std::mem::take(&mut self.open)
+            .into_values()
+            .map(|incident| IncidentEvent {
+                change: Change::Closed,
+                incident,
+            })
+            .collect()
+    }
+}
+
+/// Stable across a restart and a redelivery: the key and the time (or
+/// place) of the first line, hashed (FNV-1a, 64 bits) to a short id.
+fn incident_id(key: &str, obs: &Observation) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let start = obs
+        .time
+        .map(|t| t.to_string())
+        .or_else(|| obs.location.as_ref().map(|(p, a)| format!("{p}:{a}")))
+        .unwrap_or_default();
+    for b in key.bytes().chain([0]).chain(start.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,249 @@
+use super::*;
+use serde_json::json;
+
+fn record(
+    ts: &str,
+    kind: &str,
+    fields: Value,
+    anomaly: Option<(&str, &[(&str, f64)])>,
+    offset: i64,
+) -> Map<String, Value> {
+    let mut r = json!({
+        "raw": format!("{ts} {kind} {fields}"),
+        "source": {"topic": "postfix", "partition": 0, "offset": offset},
+        "ts": ts,
+        "kind": kind,
+        "fields": fields,
+        "detection": {"score": 1.0, "is_anomaly": false, "severity": "none"}
+    });
+    if let Some((severity, tops)) = anomaly {
+        r["detection"] = json!({
+            "score": -5.0,
+            "is_anomaly": true,
+            "severity": severity,
+            "rarity": 5000.0,
+            "top_features": tops.iter().map(|(f, c)| json!({"feature": f, "value": 1, "contribution": c})).collect::<Vec<_>>()
+        });
+    }
+    r.as_object().unwrap().clone()
+}
+
+fn at(minute: u32, second: u32) -> String {
+    format!("2026-03-02T08:{minute:02}:{second:02}+00:00")
+}
+
+fn changes(events: &[IncidentEvent]) -> Vec<(Change, String)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e.change,
+                format!("{} {}", e.incident.entity.as_str(), e.incident.key),
+            )
+        })
+        .collect()
+}
+
+const BY_IP: &[(&str, f64)] = &[("auth_failures_1h_by_ip", -8.0), ("hour", -0.5)];
+const BY_USER: &[(&str, f64)] = &[
+    ("auth_failures_1h_by_user", -6.0),
+    ("auth_failures_1h_by_ip", -1.0),
+];
+
+#[test]
+fn a_brute_force_is_one_incident_that_escalates_then_closes() {
+    let mut t = Tracker::new(Policy::default());
+    let mut events = Vec::new();
+    let ip = json!({"client_ip": "203.0.113.7", "sasl_username": "alice"});
+    for i in 0..40 {
+        let severity = if i < 5 {
+            "low"
+        } else if i < 20 {
+            "medium"
+        } else {
+            "high"
+        };
+        let r = record(
+            &at(i / 2, (i % 2) * 30),
+            "smtpd.sasl_auth_failed",
+            ip.clone(),
+            Some((severity, BY_IP)),
+            (2 * i).into(),
+        );
+        events.extend(t.observe(&Observation::from_record(&r)));
+        // A normal line from the same client in between counts as a line.
+        let n = record(
+            &at(i / 2, 1),
+            "smtpd.connect",
+            json!({"client_ip": "203.0.113.7"}),
+            None,
+            (2 * i + 1).into(),
+        );
+        events.extend(t.observe(&Observation::from_record(&n)));
+    }
+    assert_eq!(
+        changes(&events),
+        [
+            (Change::Opened, "client 203.0.113.7".to_string()),
+            (Change::Escalated, "client 203.0.113.7".to_string()),
+            (Change::Escalated, "client 203.0.113.7".to_string()),
+        ]
+    );
+    assert_eq!(t.open_count(), 1);
+    // Quiet for longer than the gap: the next line anywhere closes it.
+    let later = record(
+        "2026-03-02T09:30:00+00:00",
+        "qmgr.removed",
+        json!({"queue_id": "ABC"}),
+        None,
+        500,
+    );
+    let closed = t.observe(&Observation::from_record(&later));
+    assert_eq!(closed.len(), 1);
+    let i = &closed[0].incident;
+    assert_eq!(closed[0].change, Change::Closed);
+    assert_eq!(i.anomalies, 40);
+    assert_eq!(i.lines, 80);
+    assert_eq!(i.severity, "high");
+    assert_eq!(i.first_seen, "2026-03-02T08:00:00+00:00");
+    assert_eq!(i.last_seen, "2026-03-02T08:19:30+00:00");
+    assert_eq!(i.top_features[0].0, "auth_failures_1h_by_ip");
+    assert_eq!(i.top_features[0].1, -320.0);
+    assert_eq!(i.samples.len(), 3);
+    assert_eq!(i.records["postfix/0"], (0, 78));
+    assert_eq!(t.open_count(), 0);
+}
+
+#[test]
+fn the_strongest_feature_names_the_entity() {
+    let stuffing = |ip: &str, offset| {
+        record(
+            &at(1, 0),
+            "smtpd.sasl_auth_failed",
+            json!({"client_ip": ip, "sasl_username": "bob"}),
+            Some(("medium", BY_USER)),
+            offset,
+        )
+    };
+    let mut t = Tracker::new(Policy::default());
+    let mut events = Vec::new();
+    for (n, ip) in [
+        "198.51.100.1",
+        "198.51.100.2",
+        "2001:db8:1:2::5",
+        "2001:db8:1:2::6",
+    ]
+    .iter()
+    .enumerate()
+    {
+        events.extend(t.observe(&Observation::from_record(&stuffing(ip, n as i64))));
+    }
+    assert_eq!(
+        changes(&events),
+        [(Change::Opened, "user bob".to_string())],
+        "one account attacked from many addresses"
+    );
+    // Addresses from one IPv6 /64 are one client.
+    let v6 = |ip: &str, offset| {
+        record(
+            &at(2, 0),
+            "smtpd.connect",
+            json!({"client_ip": ip}),
+            Some(("low", BY_IP)),
+            offset,
+        )
+    };
+    let e1 = t.observe(&Observation::from_record(&v6("2001:db8:aa:bb:1::1", 10)));
+    let e2 = t.observe(&Observation::from_record(&v6("2001:db8:aa:bb:ffff::2", 11)));
+    assert_eq!(
+        changes(&e1),
+        [(Change::Opened, "client 2001:db8:aa:bb::/64".to_string())]
+    );
+    assert!(e2.is_empty());
+    // No entity feature and no client: a daemon's error is about its kind.
+    let fatal = record(
+        &at(3, 0),
+        "postfix.fatal",
+        json!({}),
+        Some(("high", &[("log_level", -20.0)])),
+        12,
+    );
+    assert_eq!(
+        changes(&t.observe(&Observation::from_record(&fatal))),
+        [(Change::Opened, "kind postfix.fatal".to_string())]
+    );
+}
+
+#[test]
+fn a_restart_or_redelivery_never_opens_an_incident_twice() {
+    let policy = Policy::default();
+    let mut t = Tracker::new(policy);
+    let r = |offset: i64| {
+        record(
+            &at(0, offset as u32),
+            "smtpd.sasl_auth_failed",
+            json!({"client_ip": "203.0.113.9"}),
+            Some(("low", BY_IP)),
+            offset,
+        )
+    };
+    let mut opened = 0;
+    for o in 0..10 {
+        opened += t.observe(&Observation::from_record(&r(o))).len();
+    }
+    let saved = t.to_json();
+    // The restart reads on from the saved state; Kafka redelivers 5..10 first.
+    let mut t = Tracker::from_json(&saved, policy).unwrap();
+    for o in 5..20 {
+        opened += t.observe(&Observation::from_record(&r(o))).len();
+    }
+    assert_eq!(opened, 1);
+    let closed = t.close_all();
+    assert_eq!(closed.len(), 1);
+    assert_eq!(
+        closed[0].incident.anomalies, 20,
+        "the redelivered 5..9 are not counted again"
+    );
+    let json = closed[0].to_json();
+    assert_eq!(json["event"], "closed");
+    assert!(json.get("feature_sums").is_none() && json.get("first_micros").is_none());
+    // Lines of one multi-line Kafka message share its offset: all count,
+    // once, across a restart too.
+    let mut t = Tracker::new(policy);
+    let same = |minute: u32| {
+        record(
+            &at(minute, 0),
+            "smtpd.sasl_auth_failed",
+            json!({"client_ip": "192.0.2.1"}),
+            Some(("low", BY_IP)),
+            7,
+        )
+    };
+    t.observe(&Observation::from_record(&same(0)));
+    t.observe(&Observation::from_record(&same(1)));
+    let mut t = Tracker::from_json(&t.to_json(), policy).unwrap();
+    for m in 0..2 {
+        t.observe(&Observation::from_record(&same(m)));
+    }
+    t.observe(&Observation::from_record(&same(2)));
+    assert_eq!(t.close_all()[0].incident.anomalies, 3);
+    // The id is the same however often it is computed.
+    let mut again = Tracker::new(policy);
+    let first = again.observe(&Observation::from_record(&r(0)));
+    assert_eq!(first[0].incident.id, closed[0].incident.id);
+}
+
+#[test]
+fn records_without_time_or_detection_are_harmless() {
+    let mut t = Tracker::new(Policy::default());
+    let bare: Map<String, Value> = json!({"raw": "x"}).as_object().unwrap().clone();
+    assert!(t.observe(&Observation::from_record(&bare)).is_empty());
+    let weird: Map<String, Value> =
+        json!({"raw": 5, "fields": [], "detection": {"is_anomaly": true, "top_features": "no"}})
+            .as_object()
+            .unwrap()
+            .clone();
+    let e = t.observe(&Observation::from_record(&weird));
+    assert_eq!(changes(&e), [(Change::Opened, "kind unknown".to_string())]);
+    assert_eq!(e[0].incident.severity, "low");
+}
