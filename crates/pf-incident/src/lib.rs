@@ -56,6 +56,9 @@ impl Entity {
             Some(Entity::Sender)
         } else if name.ends_with("_to_domain") {
             Some(Entity::Domain)
+        } else if name.ends_with("_10m") {
+            // Server-wide rates (pickups, new clients, new destinations).
+            Some(Entity::Kind)
         } else {
             None
         }
@@ -191,21 +194,21 @@ impl Observation {
     }
 
     /// The entity that explains this anomaly: the first of its strongest
-    /// features that names an entity the record has; otherwise the client,
-    /// the account, the message, and last the kind.
-    pub fn key(&self) -> (Entity, &str) {
-        let named = self
-            .anomaly
+    /// features that names an entity the record has.
+    pub fn named_key(&self) -> Option<(Entity, &str)> {
+        self.anomaly
             .iter()
             .flat_map(|a| &a.top_features)
-            .filter_map(|(f, _)| Entity::of_feature(f));
-        let fallback = [Entity::Client, Entity::User, Entity::Queue, Entity::Kind];
-        for entity in named.chain(fallback) {
-            if let Some(value) = self.entities.get(&entity) {
-                return (entity, value);
-            }
-        }
-        (Entity::Kind, &self.kind)
+            .filter_map(|(f, _)| Entity::of_feature(f))
+            .find_map(|e| self.entities.get(&e).map(|v| (e, v.as_str())))
+    }
+
+    /// The client or account the line names, else its kind.
+    pub fn fallback_key(&self) -> (Entity, &str) {
+        [Entity::Client, Entity::User]
+            .into_iter()
+            .find_map(|e| self.entities.get(&e).map(|v| (e, v.as_str())))
+            .unwrap_or((Entity::Kind, &self.kind))
     }
 }
 
@@ -364,7 +367,13 @@ pub struct Tracker {
     /// Lines at the highest taken offset seen by this run (not saved).
     #[serde(skip)]
     seen_at_taken: BTreeMap<String, u32>,
+    /// The incident each message (queue id) of an open incident is in.
+    #[serde(default)]
+    messages: BTreeMap<String, String>,
 }
+
+/// Messages remembered for [`Tracker::messages`], so a flood cannot grow it without end.
+const MAX_MESSAGES: usize = 200_000;
 
 fn key_of(entity: Entity, value: &str) -> String {
     format!("{} {value}", entity.as_str())
@@ -415,13 +424,36 @@ impl Tracker {
         let Some(anomaly) = &obs.anomaly else {
             return events;
         };
-        let (entity, value) = obs.key();
-        let key = key_of(entity, value);
+        // A message's later lines (qmgr, smtp, bounce) name neither its
+        // client nor its account: they join the incident of the message's
+        // earlier anomalous line.
+        let queue = obs.entities.get(&Entity::Queue);
+        let (key, entity, value) = match obs.named_key() {
+            Some((entity, value)) => (key_of(entity, value), entity, value.to_string()),
+            None => match queue
+                .and_then(|q| self.messages.get(q))
+                .filter(|k| self.open.contains_key(*k))
+            {
+                Some(key) => {
+                    let incident = &self.open[key];
+                    (key.clone(), incident.entity, incident.key.clone())
+                }
+                None => {
+                    let (entity, value) = obs.fallback_key();
+                    (key_of(entity, value), entity, value.to_string())
+                }
+            },
+        };
+        if let Some(queue) = queue {
+            if self.messages.len() < MAX_MESSAGES {
+                self.messages.insert(queue.clone(), key.clone());
+            }
+        }
         let opened = !self.open.contains_key(&key);
         let incident = self.open.entry(key.clone()).or_insert_with(|| Incident {
             id: incident_id(&key, obs),
             entity,
-            key: value.to_string(),
+            key: value,
             first_seen: obs.ts.clone().unwrap_or_default(),
             last_seen: String::new(),
             first_micros: obs.time,
@@ -511,6 +543,9 @@ impl Tracker {
             .filter(|(_, i)| i.last_micros.is_some_and(|l| now - l > gap))
             .map(|(k, _)| k.clone())
             .collect();
+        if !idle.is_empty() {
+            self.messages.retain(|_, k| !idle.contains(k));
+        }
         idle.into_iter()
             .filter_map(|k| self.open.remove(&k))
             .map(|incident| IncidentEvent {
@@ -523,6 +558,7 @@ impl Tracker {
     /// Closes every open incident: the end of a replay, where nothing
     /// more will come.
     pub fn close_all(&mut self) -> Vec<IncidentEvent> {
+        self.messages.clear();
         std::mem::take(&mut self.open)
             .into_values()
             .map(|incident| IncidentEvent {

@@ -247,3 +247,78 @@ fn records_without_time_or_detection_are_harmless() {
     assert_eq!(changes(&e), [(Change::Opened, "kind unknown".to_string())]);
     assert_eq!(e[0].incident.severity, "low");
 }
+
+/// A compromised account's mail: the submission line names the account,
+/// the message's later lines only its queue id; a runaway script's
+/// pickups are a server-wide rate. Each is one incident, not one per message.
+#[test]
+fn a_messages_later_lines_join_its_incident_and_server_wide_rates_group_by_kind() {
+    let mut t = Tracker::new(Policy::default());
+    let mut events = Vec::new();
+    let by_user: &[(&str, f64)] = &[("messages_1h_above_usual_by_user", -9.0)];
+    let pickups: &[(&str, f64)] = &[("pickups_10m", -7.0), ("hour", -1.0)];
+    let mut offset = 0;
+    let mut next = || {
+        offset += 1;
+        offset
+    };
+    for m in 0..20u32 {
+        let q = format!("Q{m}");
+        let lines = [
+            record(
+                &at(m, 0),
+                "smtpd.client",
+                json!({"client_ip": format!("198.51.100.{m}"), "sasl_username": "mallory", "queue_id": q}),
+                Some(("high", by_user)),
+                next(),
+            ),
+            record(
+                &at(m, 1),
+                "qmgr.queued",
+                json!({"queue_id": q, "from": "mallory@example.org"}),
+                Some(("medium", by_user)),
+                next(),
+            ),
+            record(
+                &at(m, 2),
+                "smtp.sent",
+                json!({"queue_id": q, "to": "x@far.example"}),
+                Some(("medium", by_user)),
+                next(),
+            ),
+            record(
+                &at(m, 3),
+                "pickup.pickup",
+                json!({"queue_id": format!("P{m}")}),
+                Some(("low", pickups)),
+                next(),
+            ),
+            record(
+                &at(m, 4),
+                "qmgr.queued",
+                json!({"queue_id": format!("P{m}")}),
+                Some(("low", &[("msg_len", -3.0)])),
+                next(),
+            ),
+        ];
+        for r in &lines {
+            events.extend(t.observe(&Observation::from_record(r)));
+        }
+    }
+    assert_eq!(
+        changes(&events),
+        [
+            (Change::Opened, "user mallory".to_string()),
+            (Change::Opened, "kind pickup.pickup".to_string()),
+        ]
+    );
+    let closed = t.close_all();
+    let count = |key: &str| {
+        closed
+            .iter()
+            .find(|e| e.incident.key == key)
+            .map(|e| e.incident.anomalies)
+    };
+    assert_eq!(count("mallory"), Some(60));
+    assert_eq!(count("pickup.pickup"), Some(40));
+}
