@@ -1,0 +1,364 @@
+//! pf-sink's work: the output files (appended in whole lines, reopened
+//! after logrotate), the activity counters, the incidents and the alert
+//! lines; `main.rs` is the flags and the read loop.
+
+use anyhow::Context;
+use pf_incident::{IncidentEvent, Policy, Tracker};
+use pf_record::acks::Acks;
+use pf_record::append::AppendFile;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Write the output files once this much is buffered, even if input never pauses.
+pub const FLUSH_AT: usize = 256 * 1024;
+/// While input never pauses, acknowledge at most this often (each one syncs the files).
+pub const ACK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+pub const FILE_MODE: u32 = 0o640;
+pub const DIR_MODE: u32 = 0o750;
+
+/// The output files, opened on first use.
+pub struct Files {
+    dir: PathBuf,
+    open: BTreeMap<String, AppendFile>,
+}
+
+impl Files {
+    pub fn new(dir: PathBuf) -> Files {
+        Files {
+            dir,
+            open: BTreeMap::new(),
+        }
+    }
+
+    pub fn get(&mut self, name: &str) -> io::Result<&mut AppendFile> {
+        if !self.open.contains_key(name) {
+            let path = self.dir.join(name);
+            let file = AppendFile::open(&path, FILE_MODE).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
+            })?;
+            if file.cut_back() > 0 {
+                eprintln!(
+                    "pf-sink: {} ended in an unfinished line ({} bytes) from a write cut short; \
+                     removed it (on Kafka that record was never acknowledged and is read again)",
+                    path.display(),
+                    file.cut_back()
+                );
+            }
+            self.open.insert(name.to_string(), file);
+        }
+        Ok(self.open.get_mut(name).expect("inserted above"))
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        for file in self.open.values_mut() {
+            file.flush()
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", file.path().display())))?;
+        }
+        Ok(())
+    }
+
+    pub fn buffered(&mut self) -> usize {
+        self.open.values_mut().map(|f| f.buf().len()).sum()
+    }
+
+    pub fn sync(&self) -> io::Result<()> {
+        for file in self.open.values() {
+            file.sync()
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", file.path().display())))?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+pub struct Counts {
+    pub records: u64,
+    pub anomalies: u64,
+    pub by_severity: BTreeMap<String, u64>,
+    pub unscorable: u64,
+    /// (minute since the epoch, records, anomalies) for the last hour.
+    minutes: std::collections::VecDeque<(u64, u64, u64)>,
+}
+
+impl Counts {
+    pub fn note(&mut self, anomaly: bool) {
+        let minute = now_secs() / 60;
+        match self.minutes.back_mut() {
+            Some((m, records, anomalies)) if *m == minute => {
+                *records += 1;
+                *anomalies += u64::from(anomaly);
+            }
+            _ => {
+                self.minutes.push_back((minute, 1, u64::from(anomaly)));
+                while self
+                    .minutes
+                    .front()
+                    .is_some_and(|(m, _, _)| *m + 60 <= minute)
+                {
+                    self.minutes.pop_front();
+                }
+            }
+        }
+    }
+
+    /// `{"updated":...,"last_hour":{"records":N,"anomalies":M},"since_start":{...},"minutes":[...]}`
+    pub fn stats_json(&self) -> String {
+        let now = now_secs();
+        let recent = self.minutes.iter().filter(|(m, _, _)| m + 60 > now / 60);
+        let (records, anomalies) = recent.fold((0, 0), |(r, a), (_, r2, a2)| (r + r2, a + a2));
+        let minutes: Vec<String> = self
+            .minutes
+            .iter()
+            .map(|(m, r, a)| format!("[{},{r},{a}]", m * 60))
+            .collect();
+        format!(
+            "{{\"updated\":{now},\"last_hour\":{{\"records\":{records},\"anomalies\":{anomalies}}},\"since_start\":{{\"records\":{},\"anomalies\":{}}},\"minutes\":[{}]}}\n",
+            self.records,
+            self.anomalies,
+            minutes.join(",")
+        )
+    }
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// How often the stats file is rewritten while records flow.
+pub const STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+pub const INCIDENTS_FILE: &str = "incidents.jsonl";
+
+/// The saved open incidents, or none when there is no state file yet.
+pub fn load_incidents(path: Option<&Path>, policy: Policy) -> anyhow::Result<Tracker> {
+    let Some(path) = path else {
+        return Ok(Tracker::new(policy));
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => Tracker::from_json(&text, policy).with_context(|| {
+            format!(
+                "{} is not a saved incident state; move it away to start with no open incidents",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Tracker::new(policy)),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Rewrites the state file whole (synced at the end, not on every save:
+/// what a power cut loses, Kafka's redelivery brings back).
+pub fn save_incidents(path: &Path, tracker: &Tracker, sync: bool) -> io::Result<()> {
+    let json = tracker.to_json();
+    let written = if sync {
+        pf_record::atomic::write_private_atomically(path, json.as_bytes(), FILE_MODE)
+    } else {
+        pf_record::atomic::replace_unsynced(path, json.as_bytes(), FILE_MODE)
+    };
+    written.map_err(|e| io::Error::new(e.kind(), format!("cannot save {}: {e}", path.display())))
+}
+
+/// Appends incident events to incidents.jsonl and their alert lines.
+pub fn write_incidents(
+    events: &[IncidentEvent],
+    files: &mut Files,
+    alert: Option<(&mut Vec<u8>, bool)>,
+) -> io::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let file = files.get(INCIDENTS_FILE)?;
+    for event in events {
+        push_line(file.buf(), &event.to_json().to_string());
+    }
+    if let Some((buf, colour)) = alert {
+        for event in events {
+            push_line(buf, &event.alert_line(colour));
+        }
+    }
+    Ok(())
+}
+
+/// Syncs the output files and records the written Kafka positions, if
+/// they moved: what kafka-tail may commit.
+pub fn acknowledge(path: &Path, files: &Files, acks: &mut (Acks, bool)) -> io::Result<()> {
+    if !acks.1 {
+        return Ok(());
+    }
+    files.sync()?;
+    acks.0.write(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot write the acknowledgement file {}: {e}",
+                path.display()
+            ),
+        )
+    })?;
+    acks.1 = false;
+    Ok(())
+}
+
+/// The stats are a convenience for `status.sh`: a failure is reported, not fatal.
+pub fn write_stats(path: &Path, counts: &Counts) {
+    if let Err(e) = pf_record::atomic::write_atomically(path, counts.stats_json().as_bytes()) {
+        eprintln!("pf-sink: cannot write {}: {e}", path.display());
+    }
+}
+
+pub fn create_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+}
+
+/// Appends one record to its files and, for an anomaly, an alert line.
+pub fn route(
+    text: &str,
+    mut record: Map<String, Value>,
+    files: &mut Files,
+    counts: &mut Counts,
+    alert: Option<(&mut Vec<u8>, bool)>,
+) -> io::Result<()> {
+    counts.records += 1;
+    let detection = record.get("detection");
+    let is_anomaly = detection
+        .and_then(|d| d.get("is_anomaly"))
+        .and_then(Value::as_bool)
+        == Some(true);
+    counts.note(is_anomaly);
+    if detection.is_some_and(|d| d.get("error").is_some()) {
+        counts.unscorable += 1;
+    }
+    push_line(files.get("all_detections.jsonl")?.buf(), text);
+    if is_anomaly {
+        counts.anomalies += 1;
+        let severity = detection
+            .and_then(|d| d.get("severity"))
+            .and_then(Value::as_str)
+            .unwrap_or("low")
+            .to_string();
+        *counts.by_severity.entry(severity).or_default() += 1;
+        push_line(files.get("anomalies.jsonl")?.buf(), text);
+        if let Some((buf, colour)) = alert {
+            write_alert(buf, &record, colour);
+        }
+    }
+    let stream = stream_file(&record);
+    record.remove("features");
+    record.remove("detection");
+    let parsed = serde_json::to_string(&record).map_err(io::Error::other)?;
+    push_line(files.get(&stream)?.buf(), &parsed);
+    Ok(())
+}
+
+pub fn push_line(buf: &mut Vec<u8>, text: &str) {
+    buf.extend_from_slice(text.as_bytes());
+    buf.push(b'\n');
+}
+
+/// `<topic>_logs.json`, or for records read from files the old system's
+/// split: logins (Dovecot, Roundcube) apart from Postfix.
+pub fn stream_file(record: &Map<String, Value>) -> String {
+    let topic = record
+        .get("source")
+        .and_then(|s| s.get("topic"))
+        .and_then(Value::as_str);
+    match topic {
+        Some(t) if !t.is_empty() => topic_file(t),
+        _ => match record.get("program").and_then(Value::as_str) {
+            Some("dovecot" | "roundcube") => topic_file("mail_login"),
+            _ => topic_file("postfix"),
+        },
+    }
+}
+
+/// `<topic>_logs.json`, with anything but letters, digits, `-` and `_` as `_`.
+pub fn topic_file(topic: &str) -> String {
+    let stream: String = topic
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{stream}_logs.json")
+}
+
+/// `HIGH   1 in 250,000   -9.1234  2026-03-02T08:15:03+01:00  smtpd.reject  hour=3 (-0.061), ...  | raw`
+pub fn write_alert(buf: &mut Vec<u8>, record: &Map<String, Value>, colour: bool) {
+    use std::fmt::Write as _;
+    let detection = record.get("detection");
+    let severity = detection
+        .and_then(|d| d.get("severity"))
+        .and_then(Value::as_str)
+        .unwrap_or("low");
+    let score = detection
+        .and_then(|d| d.get("score"))
+        .and_then(Value::as_f64)
+        .unwrap_or(f64::NAN);
+    let text_of = |key: &str| record.get(key).and_then(Value::as_str).unwrap_or("-");
+    let mut line = String::new();
+    let (on, off) = match (colour, severity) {
+        (true, "high") => ("\x1b[1;31m", "\x1b[0m"),
+        (true, "medium") => ("\x1b[33m", "\x1b[0m"),
+        (true, _) => ("\x1b[36m", "\x1b[0m"),
+        (false, _) => ("", ""),
+    };
+    let _ = write!(line, "{on}{:<6}{off} ", severity.to_uppercase());
+    // How rare, in words ("1 in 250,000"), when the model is calibrated.
+    if let Some(rarity) = detection
+        .and_then(|d| d.get("rarity"))
+        .and_then(Value::as_f64)
+    {
+        let _ = write!(line, "{:<14} ", pf_record::rarity::describe(rarity));
+    }
+    let _ = write!(
+        line,
+        "{score:>8.4}  {}  {}  ",
+        text_of("ts"),
+        text_of("kind")
+    );
+    if let Some(top) = detection
+        .and_then(|d| d.get("top_features"))
+        .and_then(Value::as_array)
+    {
+        let parts: Vec<String> = top
+            .iter()
+            .map(|f| {
+                let name = f.get("feature").and_then(Value::as_str).unwrap_or("?");
+                let value = match f.get("value") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(v) => v.to_string(),
+                    None => "null".into(),
+                };
+                let contribution = f
+                    .get("contribution")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(f64::NAN);
+                format!("{name}={value} ({contribution:+.3})")
+            })
+            .collect();
+        line.push_str(&parts.join(", "));
+    }
+    line.push_str("  | ");
+    // The raw line is attacker-controlled: no terminal control characters.
+    line.extend(
+        text_of("raw")
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c }),
+    );
+    line.push('\n');
+    buf.extend_from_slice(line.as_bytes());
+}
