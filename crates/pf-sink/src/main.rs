@@ -182,7 +182,8 @@ fn main() -> ExitCode {
                     if let (Ok(()), Some(path)) = (&written, &args.ack_file) {
                         if acked_at.get().elapsed() >= ACK_EVERY {
                             acked_at.set(std::time::Instant::now());
-                            written = acknowledge(path, &files, &mut acks.borrow_mut());
+                            written = save_incidents_before_ack(&args, &tracker.borrow())
+                                .and_then(|()| acknowledge(path, &files, &mut acks.borrow_mut()));
                         }
                     }
                 }
@@ -196,9 +197,11 @@ fn main() -> ExitCode {
                     return Err(e);
                 }
                 if let Some(path) = &args.ack_file {
+                    if acks.borrow().1 {
+                        save_incidents_before_ack(&args, &tracker.borrow())?;
+                    }
                     acknowledge(path, &files_cell.borrow(), &mut acks.borrow_mut())?;
-                }
-                if let Some(path) = &args.incident_state {
+                } else if let Some(path) = &args.incident_state {
                     if incidents_saved.get().elapsed() >= ACK_EVERY {
                         incidents_saved.set(std::time::Instant::now());
                         save_incidents(path, &tracker.borrow(), false)?;
@@ -228,11 +231,11 @@ fn main() -> ExitCode {
             );
         }
         let mut flushed = flushed.and_then(|()| files_cell.borrow_mut().flush());
-        if let (Some(path), Ok(()), false) = (&args.ack_file, &flushed, failed.get()) {
-            flushed = acknowledge(path, &files_cell.borrow(), &mut acks.borrow_mut());
-        }
         if let (Some(path), Ok(()), false) = (&args.incident_state, &flushed, failed.get()) {
             flushed = save_incidents(path, &tracker, true);
+        }
+        if let (Some(path), Ok(()), false) = (&args.ack_file, &flushed, failed.get()) {
+            flushed = acknowledge(path, &files_cell.borrow(), &mut acks.borrow_mut());
         }
         out.flush().context("cannot write the alert lines")?;
         let stats = stats?;
@@ -265,6 +268,16 @@ fn main() -> ExitCode {
             EXIT_OK
         })
     })
+}
+
+/// The incident state is saved (synced) before Kafka positions are
+/// acknowledged: whatever Kafka will not deliver again is in the state, so a
+/// restart cannot open an incident a second time.
+fn save_incidents_before_ack(args: &Args, tracker: &pf_incident::Tracker) -> io::Result<()> {
+    match &args.incident_state {
+        Some(path) => save_incidents(path, tracker, true),
+        None => Ok(()),
+    }
 }
 
 /// Ends pf-sink at once when an output file cannot be written: reading on
