@@ -32,14 +32,22 @@ fn bin_dir() -> PathBuf {
 
 /// A config for the detector on `broker`, with the repository's model.
 fn write_config(dir: &Path, broker: &Broker, group: &str, topics: &str, out: &Path) -> PathBuf {
+    let kafka = format!(
+        "kafka:\n  broker: \"{}\"\n  consumer_group: {group}\n  topics: {topics}\n",
+        broker.addr()
+    );
+    write_config_with(dir, &kafka, out)
+}
+
+/// A config with the repository's model and features, writing to `out`,
+/// after `kafka` (a `kafka:` section, or nothing for a replay).
+fn write_config_with(dir: &Path, kafka: &str, out: &Path) -> PathBuf {
     let repo = repo();
     let config = dir.join("config.yaml");
     std::fs::write(
         &config,
         format!(
-            "kafka:\n  broker: \"{}\"\n  consumer_group: {group}\n  topics: {topics}\n\
-             paths:\n  models_dir: {}\n  features: {}\n  output_dir: {}\n",
-            broker.addr(),
+            "{kafka}paths:\n  models_dir: {}\n  features: {}\n  output_dir: {}\n",
             repo.join("models").display(),
             repo.join("features/behavioural.json").display(),
             out.display()
@@ -384,17 +392,7 @@ fn replay_merges_the_logs_in_time_order() {
     let dir = pf_testkit::temp_dir("live-detector-replay");
     let repo = repo();
     let out = dir.join("out");
-    let config = dir.join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "paths:\n  models_dir: {}\n  features: {}\n  output_dir: {}\n",
-            repo.join("models").display(),
-            repo.join("features/behavioural.json").display(),
-            out.display()
-        ),
-    )
-    .unwrap();
+    let config = write_config_with(&dir, "", &out);
     let run = Command::new(repo.join("pipelines/live-detector.sh"))
         .arg("--config")
         .arg(&config)

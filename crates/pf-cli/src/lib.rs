@@ -205,17 +205,9 @@ fn read_lines(
         files
     };
     for path in files {
-        let (reader, origin): (Box<dyn Read>, Origin<'_>) = if path.as_os_str() == "-" {
-            (Box::new(io::stdin()), Origin::Stdin)
-        } else {
-            match File::open(path) {
-                Ok(f) => (Box::new(f), Origin::File(path_str(path))),
-                Err(e) => {
-                    eprintln!("{tool}: cannot open {}: {e}; skipping it", path.display());
-                    stats.unreadable += 1;
-                    continue;
-                }
-            }
+        let Some((reader, origin)) = open_input(tool, path) else {
+            stats.unreadable += 1;
+            continue;
         };
         let mut lines =
             LineReader::with_limit(BufReader::with_capacity(OUTPUT_CHUNK, reader), limit);
@@ -245,6 +237,21 @@ fn read_lines(
     idle(out.buf())?;
     out.flush()?;
     Ok(stats)
+}
+
+/// Opens one input argument (`-` is stdin) with the origin its records
+/// name; one that cannot be opened is reported on stderr and is `None`.
+pub fn open_input<'p>(tool: &str, path: &'p Path) -> Option<(Box<dyn Read>, Origin<'p>)> {
+    if path.as_os_str() == "-" {
+        return Some((Box::new(io::stdin()), Origin::Stdin));
+    }
+    match File::open(path) {
+        Ok(f) => Some((Box::new(f), Origin::File(path_str(path)))),
+        Err(e) => {
+            eprintln!("{tool}: cannot open {}: {e}; skipping it", path.display());
+            None
+        }
+    }
 }
 
 fn path_str(p: &Path) -> &str {

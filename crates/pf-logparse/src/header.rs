@@ -37,9 +37,7 @@ pub fn parse<'a>(line: &'a str, clock: &mut Clock, reference: Option<DateTime<Ut
     let counted = line.as_bytes().first().is_some_and(u8::is_ascii_digit);
     let line = match line.split_once(' ').filter(|_| counted) {
         Some((count, framed))
-            if framed.starts_with('<')
-                && !count.is_empty()
-                && count.bytes().all(|b| b.is_ascii_digit()) =>
+            if framed.starts_with('<') && count.bytes().all(|b| b.is_ascii_digit()) =>
         {
             framed
         }
@@ -91,17 +89,7 @@ fn parse_rfc5424<'a>(frame: &'a str, pri: u8, clock: &mut Clock) -> Option<Heade
     let rest = fields.next().unwrap_or("");
     let stamp = match stamp {
         "-" => None,
-        text => {
-            let (naive, digits, offset) = parse_iso(text)?;
-            let at = match offset {
-                Some(o) => o.from_local_datetime(&naive).single()?,
-                None => clock.localize(naive),
-            };
-            Some(Stamp {
-                at,
-                frac_digits: digits,
-            })
-        }
+        text => Some(iso_stamp(text, clock)?),
     };
     let given = |f: &'a str| (f != "-" && !f.is_empty()).then_some(f);
     let (structured_data, msg) = match rest.as_bytes().first() {
@@ -288,19 +276,7 @@ fn parse_stamp<'a>(
             } else {
                 (&line[..first_space], &line[first_space..])
             };
-            let (naive, digits, offset) = parse_iso(text)?;
-            let at = match offset {
-                Some(o) => o.from_local_datetime(&naive).single()?,
-                None => clock.localize(naive),
-            };
-            Some((
-                Stamp {
-                    at,
-                    frac_digits: digits,
-                },
-                rest,
-                false,
-            ))
+            Some((iso_stamp(text, clock)?, rest, false))
         }
         _ => {
             // RFC 3164: `Mar  2 08:15:03`, `Mar 02 08:15:03`, `Mar 2 08:15:03.123456`.
@@ -326,6 +302,19 @@ fn parse_stamp<'a>(
             ))
         }
     }
+}
+
+/// An ISO 8601 / RFC 3339 time; without an offset, in the clock's zone.
+fn iso_stamp(text: &str, clock: &mut Clock) -> Option<Stamp> {
+    let (naive, digits, offset) = parse_iso(text)?;
+    let at = match offset {
+        Some(o) => o.from_local_datetime(&naive).single()?,
+        None => clock.localize(naive),
+    };
+    Some(Stamp {
+        at,
+        frac_digits: digits,
+    })
 }
 
 /// daemontools/s6 `@4000000050e3c0a50b9f10cc` labels (TAI64N, read as UTC).

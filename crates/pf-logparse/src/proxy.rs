@@ -7,6 +7,7 @@
 //! trusts (as nginx's `set_real_ip_from` and Roundcube's `proxy_whitelist`
 //! do); otherwise the peer is the client and the claim is kept, flagged.
 
+use pf_record::ip::parse_ip;
 use std::net::IpAddr;
 use std::str::FromStr;
 
@@ -61,17 +62,6 @@ impl Cidr {
     }
 }
 
-/// An address as logged: IPv6 with or without `[...]` or `IPv6:`, and
-/// IPv4-mapped IPv6 (`::ffff:127.0.0.1`) as the IPv4 address it is.
-pub fn parse_ip(s: &str) -> Option<IpAddr> {
-    let s = s.trim().trim_start_matches("IPv6:");
-    let s = s
-        .strip_prefix('[')
-        .and_then(|x| x.strip_suffix(']'))
-        .unwrap_or(s);
-    s.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
-}
-
 /// The proxies whose forwarded headers are believed (`parse.trusted_proxies`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustedProxies(Vec<Cidr>);
@@ -120,39 +110,36 @@ impl TrustedProxies {
         forwarded_for: Option<&'a str>,
         real_ip: Option<&'a str>,
     ) -> Client<'a> {
-        let addresses = |list: &'a str| {
-            list.split(',')
+        let addresses = |list: Option<&'a str>| -> Vec<(&'a str, IpAddr)> {
+            list.into_iter()
+                .flat_map(|l| l.split(','))
                 .map(str::trim)
-                .filter(|a| parse_ip(a).is_some())
+                .filter_map(|a| parse_ip(a).map(|ip| (a, ip)))
+                .collect()
         };
-        let claimed = forwarded_for
-            .and_then(|x| addresses(x).next())
-            .or_else(|| real_ip.and_then(|x| addresses(x).next()));
-        let Some(claimed) = claimed else {
+        let chain = addresses(forwarded_for);
+        let real = addresses(real_ip);
+        let Some(&claimed) = chain.first().or(real.first()) else {
             return Client::Direct;
         };
-        if !parse_ip(peer).is_some_and(|p| self.trusts(p)) {
-            return if parse_ip(claimed) == parse_ip(peer) {
+        let peer = parse_ip(peer);
+        if !peer.is_some_and(|p| self.trusts(p)) {
+            return if Some(claimed.1) == peer {
                 Client::Direct
             } else {
-                Client::Untrusted(claimed)
+                Client::Untrusted(claimed.0)
             };
         }
-        let client = match forwarded_for {
-            Some(list) => {
-                let chain: Vec<&str> = addresses(list).collect();
-                chain
-                    .iter()
-                    .rev()
-                    .find(|a| parse_ip(a).is_some_and(|ip| !self.trusts(ip)))
-                    .or(chain.first())
-                    .copied()
-            }
-            None => None,
-        };
-        match client.or(Some(claimed)) {
-            Some(c) if parse_ip(c) != parse_ip(peer) => Client::Forwarded(c),
-            _ => Client::Direct,
+        let client = chain
+            .iter()
+            .rev()
+            .find(|(_, ip)| !self.trusts(*ip))
+            .or(chain.first())
+            .unwrap_or(&claimed);
+        if Some(client.1) == peer {
+            Client::Direct
+        } else {
+            Client::Forwarded(client.0)
         }
     }
 }

@@ -118,20 +118,12 @@ fn merge_files(
     let mut stats = pf_cli::InputStats::default();
     let mut inputs = Vec::new();
     for path in files {
-        let reader: Box<dyn std::io::Read> = if path.as_os_str() == "-" {
-            Box::new(std::io::stdin())
-        } else {
-            match std::fs::File::open(path) {
-                Ok(f) => Box::new(f),
-                Err(e) => {
-                    eprintln!("pf-parse: cannot open {}: {e}; skipping it", path.display());
-                    stats.unreadable += 1;
-                    continue;
-                }
-            }
+        let Some((reader, origin)) = pf_cli::open_input("pf-parse", path) else {
+            stats.unreadable += 1;
+            continue;
         };
         inputs.push(Input::new(
-            path.to_string_lossy(),
+            pf_cli::display_origin(origin),
             std::io::BufReader::with_capacity(64 * 1024, reader),
             pf_record::MAX_RECORD_BYTES,
             new_parser(),

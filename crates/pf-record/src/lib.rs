@@ -8,6 +8,7 @@ pub mod acks;
 pub mod append;
 pub mod atomic;
 pub mod envelope;
+pub mod ip;
 pub mod json;
 pub mod lines;
 pub mod rarity;
