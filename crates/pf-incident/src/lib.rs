@@ -157,24 +157,15 @@ impl Observation {
                     })
                     .unwrap_or_default(),
             });
-        let source = record.get("source").and_then(Value::as_object);
-        let from_kafka = source.is_some_and(|s| s.get("offset").is_some_and(Value::is_i64));
-        let location = source.and_then(|s| {
-            let get_i = |k: &str| s.get(k).and_then(Value::as_i64);
-            match (
-                s.get("topic").and_then(Value::as_str),
-                get_i("partition"),
-                get_i("offset"),
-            ) {
-                (Some(t), Some(p), Some(o)) => Some((format!("{t}/{p}"), o)),
-                _ => Some((
-                    s.get("file")
-                        .and_then(Value::as_str)
-                        .unwrap_or("stdin")
-                        .to_string(),
-                    get_i("line")?,
-                )),
-            }
+        let kafka = kafka_position(record);
+        let from_kafka = kafka.is_some();
+        let location = kafka.or_else(|| {
+            let source = record.get("source").and_then(Value::as_object)?;
+            let file = source.get("file").and_then(Value::as_str);
+            Some((
+                file.unwrap_or("stdin").to_string(),
+                source.get("line").and_then(Value::as_i64)?,
+            ))
         });
         // Only an anomaly's line can become a sample.
         let raw = match anomaly {
@@ -212,10 +203,18 @@ impl Observation {
     }
 }
 
+/// `("topic/partition", offset)` of a record read from Kafka.
+fn kafka_position(record: &Map<String, Value>) -> Option<(String, i64)> {
+    let source = record.get("source").and_then(Value::as_object)?;
+    let topic = source.get("topic").and_then(Value::as_str)?;
+    let partition = source.get("partition").and_then(Value::as_i64)?;
+    let offset = source.get("offset").and_then(Value::as_i64)?;
+    Some((format!("{topic}/{partition}"), offset))
+}
+
 /// An address as the key of its incident: IPv4 as it is, IPv6 by its /64.
 pub fn client_key(ip: &str) -> Option<String> {
-    let ip = ip.trim_start_matches("IPv6:");
-    match ip.parse::<IpAddr>().ok()?.to_canonical() {
+    match pf_record::ip::parse_ip(ip)? {
         IpAddr::V4(v4) => Some(v4.to_string()),
         IpAddr::V6(v6) => {
             let s = v6.segments();
@@ -250,8 +249,6 @@ pub struct Incident {
     pub key: String,
     pub first_seen: String,
     pub last_seen: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    first_micros: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     last_micros: Option<i64>,
     /// Anomalous lines that joined it.
@@ -296,6 +293,20 @@ pub struct IncidentEvent {
 }
 
 impl IncidentEvent {
+    /// The event, with the incident's three most anomalous summed features
+    /// worked out (once per event, not per line).
+    fn new(change: Change, mut incident: Incident) -> IncidentEvent {
+        let mut tops: Vec<(String, f64)> = incident
+            .feature_sums
+            .iter()
+            .map(|(f, c)| (f.clone(), *c))
+            .collect();
+        tops.sort_by(|a, b| a.1.total_cmp(&b.1));
+        tops.truncate(3);
+        incident.top_features = tops;
+        IncidentEvent { change, incident }
+    }
+
     /// The line for a human on a terminal or in the journal:
     /// `HIGH   opened   client 203.0.113.7  1 in 250,000  40 anomalous / 80 lines  08:00:00..08:19:30  auth_failures_1h_by_ip (-320.0), …  | sample`.
     pub fn alert_line(&self, colour: bool) -> String {
@@ -338,7 +349,6 @@ impl IncidentEvent {
     pub fn to_json(&self) -> Value {
         let mut v = serde_json::to_value(&self.incident).unwrap_or(Value::Null);
         if let Value::Object(m) = &mut v {
-            m.remove("first_micros");
             m.remove("last_micros");
             m.remove("feature_sums");
             let mut out = Map::new();
@@ -357,8 +367,6 @@ pub struct Tracker {
     open: BTreeMap<String, Incident>,
     #[serde(skip)]
     policy: Policy,
-    /// Latest event time seen (µs).
-    now: Option<i64>,
     /// Highest Kafka offset taken per `topic/partition`, and how many lines
     /// at it: what comes again after a restart (Kafka redelivers from the
     /// last commit) is skipped.
@@ -402,6 +410,24 @@ impl Tracker {
         self.open.len()
     }
 
+    /// [`Tracker::observe`] for a record as pf-score wrote it. Most records
+    /// are normal and arrive while nothing is open: for those only the Kafka
+    /// position is noted, without reading the rest of the record.
+    pub fn observe_record(&mut self, record: &Map<String, Value>) -> Vec<IncidentEvent> {
+        let anomalous = record
+            .get("detection")
+            .and_then(|d| d.get("is_anomaly"))
+            .and_then(Value::as_bool)
+            == Some(true);
+        if anomalous || !self.open.is_empty() {
+            return self.observe(&Observation::from_record(record));
+        }
+        if let Some((place, offset)) = kafka_position(record) {
+            self.is_redelivery(&place, offset);
+        }
+        Vec::new()
+    }
+
     /// Takes one record (anomalous or not) and returns what changed: the
     /// incidents its time closed, then the one it opened or escalated.
     pub fn observe(&mut self, obs: &Observation) -> Vec<IncidentEvent> {
@@ -412,13 +438,14 @@ impl Tracker {
             }
         }
         if let Some(t) = obs.time {
-            self.now = Some(self.now.map_or(t, |n| n.max(t)));
             events.extend(self.close_idle(t));
         }
         // Every line of an open incident's entity counts towards its span.
-        for (entity, value) in &obs.entities {
-            if let Some(incident) = self.open.get_mut(&key_of(*entity, value)) {
-                incident.lines += 1;
+        if !self.open.is_empty() {
+            for (entity, value) in &obs.entities {
+                if let Some(incident) = self.open.get_mut(&key_of(*entity, value)) {
+                    incident.lines += 1;
+                }
             }
         }
         let Some(anomaly) = &obs.anomaly else {
@@ -456,7 +483,6 @@ impl Tracker {
             key: value,
             first_seen: obs.ts.clone().unwrap_or_default(),
             last_seen: String::new(),
-            first_micros: obs.time,
             last_micros: obs.time,
             anomalies: 0,
             lines: 1,
@@ -473,23 +499,19 @@ impl Tracker {
             incident.last_micros = obs.time.or(incident.last_micros);
             incident.last_seen = obs.ts.clone().unwrap_or_default();
         }
-        let escalated = !opened && anomaly.severity > severity_rank(&incident.severity);
-        let level = usize::from(anomaly.severity.min(3));
-        if anomaly.severity > severity_rank(&incident.severity) {
-            incident.severity = SEVERITIES[level].into();
+        let rises = anomaly.severity > severity_rank(&incident.severity);
+        if rises {
+            incident.severity = SEVERITIES[usize::from(anomaly.severity.min(3))].into();
         }
         incident.rarity = incident.rarity.max(anomaly.rarity);
         for (feature, contribution) in &anomaly.top_features {
-            *incident.feature_sums.entry(feature.clone()).or_default() += contribution;
+            match incident.feature_sums.get_mut(feature) {
+                Some(sum) => *sum += contribution,
+                None => {
+                    incident.feature_sums.insert(feature.clone(), *contribution);
+                }
+            }
         }
-        let mut tops: Vec<(String, f64)> = incident
-            .feature_sums
-            .iter()
-            .map(|(f, c)| (f.clone(), *c))
-            .collect();
-        tops.sort_by(|a, b| a.1.total_cmp(&b.1));
-        tops.truncate(3);
-        incident.top_features = tops;
         if incident.samples.len() < self.policy.samples {
             incident.samples.push(obs.raw.clone());
         }
@@ -498,15 +520,13 @@ impl Tracker {
             span.0 = span.0.min(*at);
             span.1 = span.1.max(*at);
         }
-        if opened || escalated {
-            events.push(IncidentEvent {
-                change: if opened {
-                    Change::Opened
-                } else {
-                    Change::Escalated
-                },
-                incident: incident.clone(),
-            });
+        if opened || rises {
+            let change = if opened {
+                Change::Opened
+            } else {
+                Change::Escalated
+            };
+            events.push(IncidentEvent::new(change, incident.clone()));
         }
         events
     }
@@ -515,7 +535,10 @@ impl Tracker {
     /// of one multi-line message share its offset, so the state counts the
     /// lines taken at the highest offset, and this run counts them again.
     fn is_redelivery(&mut self, place: &str, offset: i64) -> bool {
-        let seen = self.seen_at_taken.entry(place.to_string()).or_default();
+        if !self.seen_at_taken.contains_key(place) {
+            self.seen_at_taken.insert(place.to_string(), 0);
+        }
+        let seen = self.seen_at_taken.get_mut(place).expect("inserted above");
         match self.taken.get_mut(place) {
             Some((taken, _)) if offset < *taken => true,
             Some((taken, lines)) if offset == *taken => {
@@ -548,10 +571,7 @@ impl Tracker {
         }
         idle.into_iter()
             .filter_map(|k| self.open.remove(&k))
-            .map(|incident| IncidentEvent {
-                change: Change::Closed,
-                incident,
-            })
+            .map(|incident| IncidentEvent::new(Change::Closed, incident))
             .collect()
     }
 
@@ -561,10 +581,7 @@ impl Tracker {
         self.messages.clear();
         std::mem::take(&mut self.open)
             .into_values()
-            .map(|incident| IncidentEvent {
-                change: Change::Closed,
-                incident,
-            })
+            .map(|incident| IncidentEvent::new(Change::Closed, incident))
             .collect()
     }
 }

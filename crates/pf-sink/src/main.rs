@@ -1,7 +1,7 @@
 use anyhow::Context;
 use clap::Parser;
 use pf_cli::{CommonArgs, Fatal, LineErrors, Output, EXIT_INPUT, EXIT_OK};
-use pf_incident::{Observation, Policy};
+use pf_incident::Policy;
 use pf_record::acks::Acks;
 use pf_sink::{
     acknowledge, create_dir, load_incidents, route, save_incidents, topic_file, write_incidents,
@@ -159,9 +159,7 @@ fn main() -> ExitCode {
                     }
                 }
                 let mut files = files_cell.borrow_mut();
-                let events = tracker
-                    .borrow_mut()
-                    .observe(&Observation::from_record(&record));
+                let events = tracker.borrow_mut().observe_record(&record);
                 let mut written = write_incidents(
                     &events,
                     &mut files,
