@@ -17,6 +17,10 @@ export PF_PYTHON
 PF_TANSU="${PF_TANSU:-}"
 [ -n "$PF_TANSU" ] || PF_TANSU="$(tests/find-tansu.sh "$PF_PYTHON")"
 export PF_TANSU
+# fail2ban-regex, for the test of contrib/fail2ban against pf-sink's output.
+PF_FAIL2BAN="${PF_FAIL2BAN:-}"
+[ -n "$PF_FAIL2BAN" ] || PF_FAIL2BAN="$(tests/setup-fail2ban.sh)"
+export PF_FAIL2BAN
 cargo fmt --all -- --check
 # Every binary first: the pipeline tests run the other stages' binaries.
 cargo build --workspace --release --bins

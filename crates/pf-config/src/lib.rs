@@ -22,6 +22,7 @@ pub struct Config {
     pub retrain: Retrain,
     pub privacy: Privacy,
     pub incidents: Incidents,
+    pub delivery: Delivery,
     /// Path the configuration was read from, if any (not part of the file).
     #[serde(skip)]
     pub origin: Option<PathBuf>,
@@ -167,6 +168,58 @@ impl Default for Incidents {
             samples: 3,
         }
     }
+}
+
+/// Where pf-sink sends incident events besides `incidents.jsonl` and
+/// `incidents.log`; each destination is off until configured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    pub syslog: Syslog,
+}
+
+/// One line per incident event to the local syslog socket, in the format
+/// the shipped fail2ban filter reads (as `incidents.log` has it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Syslog {
+    /// The socket, usually `/dev/log`; unset: off.
+    pub socket: Option<PathBuf>,
+    /// `auth`, `authpriv`, `daemon`, `mail`, `user` or `local0` to `local7`.
+    pub facility: String,
+    pub tag: String,
+    pub min_severity: String,
+}
+
+impl Default for Syslog {
+    fn default() -> Self {
+        Syslog {
+            socket: None,
+            facility: "auth".into(),
+            tag: "postfix-anomaly".into(),
+            min_severity: "low".into(),
+        }
+    }
+}
+
+/// The syslog facility codes (RFC 5424 §6.2.1) of the names accepted in `delivery.syslog.facility`.
+pub fn syslog_facility(name: &str) -> Option<u8> {
+    Some(match name {
+        "user" => 1,
+        "mail" => 2,
+        "daemon" => 3,
+        "auth" => 4,
+        "authpriv" => 10,
+        "local0" => 16,
+        "local1" => 17,
+        "local2" => 18,
+        "local3" => 19,
+        "local4" => 20,
+        "local5" => 21,
+        "local6" => 22,
+        "local7" => 23,
+        _ => return None,
+    })
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -425,9 +478,40 @@ impl Config {
         if self.kafka.topics.is_empty() {
             bail!("kafka.topics must list at least one topic");
         }
+        self.validate_delivery()?;
         let gap = self.incidents.gap_minutes;
         if !(gap > 0.0 && gap <= 7.0 * 24.0 * 60.0) {
             bail!("incidents.gap_minutes must be above 0 and at most a week (10080), e.g. 30; got {gap}");
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_delivery(&self) -> Result<()> {
+        let d = &self.delivery;
+        if !matches!(d.syslog.min_severity.as_str(), "low" | "medium" | "high") {
+            bail!(
+                "delivery.syslog.min_severity must be low, medium or high, got {:?}",
+                d.syslog.min_severity
+            );
+        }
+        if syslog_facility(&d.syslog.facility).is_none() {
+            bail!(
+                "delivery.syslog.facility must be auth, authpriv, daemon, mail, user or local0 to local7, got {:?}",
+                d.syslog.facility
+            );
+        }
+        let tag = &d.syslog.tag;
+        if tag.is_empty()
+            || tag.len() > 32
+            || !tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            bail!(
+                "delivery.syslog.tag must be 1 to 32 letters, digits, '-', '_' or '.', got {tag:?}"
+            );
         }
         Ok(())
     }

@@ -257,6 +257,12 @@ pub struct Incident {
     pub lines: u64,
     pub severity: String,
     pub rarity: f64,
+    /// The kind most of its anomalous lines are (`smtpd.sasl_auth_failed`).
+    #[serde(default)]
+    pub kind: String,
+    /// Its anomalous lines by kind (at most [`MAX_KINDS`] kinds, the rest as `other`).
+    #[serde(default)]
+    pub kinds: BTreeMap<String, u64>,
     /// Contributions summed over its lines, most anomalous first.
     pub top_features: Vec<(String, f64)>,
     #[serde(default)]
@@ -304,6 +310,14 @@ impl IncidentEvent {
         tops.sort_by(|a, b| a.1.total_cmp(&b.1));
         tops.truncate(3);
         incident.top_features = tops;
+        if let Some((kind, _)) = incident
+            .kinds
+            .iter()
+            .filter(|(k, _)| k.as_str() != OTHER_KIND)
+            .max_by_key(|(_, n)| **n)
+        {
+            incident.kind = kind.clone();
+        }
         IncidentEvent { change, incident }
     }
 
@@ -345,6 +359,21 @@ impl IncidentEvent {
         )
     }
 
+    /// An `incidents.jsonl` line read back (the delivery queues hold them).
+    pub fn from_json(line: &str) -> Result<IncidentEvent, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Line {
+            event: Change,
+            #[serde(flatten)]
+            incident: Incident,
+        }
+        let line: Line = serde_json::from_str(line)?;
+        Ok(IncidentEvent {
+            change: line.event,
+            incident: line.incident,
+        })
+    }
+
     /// The `incidents.jsonl` line: `{"event":"opened", ...the incident}`.
     pub fn to_json(&self) -> Value {
         let mut v = serde_json::to_value(&self.incident).unwrap_or(Value::Null);
@@ -379,6 +408,10 @@ pub struct Tracker {
     #[serde(default)]
     messages: BTreeMap<String, String>,
 }
+
+/// Kinds counted per incident; a line of any further kind counts as [`OTHER_KIND`].
+pub const MAX_KINDS: usize = 16;
+const OTHER_KIND: &str = "other";
 
 /// Messages remembered for [`Tracker::messages`], so a flood cannot grow it without end.
 const MAX_MESSAGES: usize = 200_000;
@@ -488,6 +521,8 @@ impl Tracker {
             lines: 1,
             severity: SEVERITIES[0].into(),
             rarity: 0.0,
+            kind: obs.kind.clone(),
+            kinds: BTreeMap::new(),
             top_features: Vec::new(),
             feature_sums: BTreeMap::new(),
             samples: Vec::new(),
@@ -504,6 +539,17 @@ impl Tracker {
             incident.severity = SEVERITIES[usize::from(anomaly.severity.min(3))].into();
         }
         incident.rarity = incident.rarity.max(anomaly.rarity);
+        let kind = if incident.kinds.len() < MAX_KINDS || incident.kinds.contains_key(&obs.kind) {
+            obs.kind.as_str()
+        } else {
+            OTHER_KIND
+        };
+        match incident.kinds.get_mut(kind) {
+            Some(n) => *n += 1,
+            None => {
+                incident.kinds.insert(kind.to_string(), 1);
+            }
+        }
         for (feature, contribution) in &anomaly.top_features {
             match incident.feature_sums.get_mut(feature) {
                 Some(sum) => *sum += contribution,

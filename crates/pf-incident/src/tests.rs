@@ -322,3 +322,63 @@ fn a_messages_later_lines_join_its_incident_and_server_wide_rates_group_by_kind(
     assert_eq!(count("mallory"), Some(60));
     assert_eq!(count("pickup.pickup"), Some(40));
 }
+
+#[test]
+fn an_incident_is_named_by_the_kind_most_of_its_lines_are() {
+    let mut t = Tracker::new(Policy::default());
+    let ip = json!({"client_ip": "203.0.113.7"});
+    let mut last = Vec::new();
+    for (i, kind) in [
+        "smtpd.connect",
+        "smtpd.sasl_auth_failed",
+        "smtpd.sasl_auth_failed",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let severity = ["low", "low", "high"][i];
+        last = t.observe_record(&record(
+            &at(0, i as u32),
+            kind,
+            ip.clone(),
+            Some((severity, BY_IP)),
+            i as i64,
+        ));
+    }
+    let escalated = &last[0].incident;
+    assert_eq!(escalated.kind, "smtpd.sasl_auth_failed");
+    assert_eq!(escalated.kinds["smtpd.connect"], 1);
+    // A flood of ever new kinds stays bounded.
+    for i in 0..100 {
+        t.observe_record(&record(
+            &at(1, i % 60),
+            &format!("made.up{i}"),
+            ip.clone(),
+            Some(("low", BY_IP)),
+            10 + i64::from(i),
+        ));
+    }
+    let closed = t.close_all();
+    assert!(closed[0].incident.kinds.len() <= MAX_KINDS + 1);
+    assert_eq!(
+        closed[0].incident.kinds["other"],
+        100 + 2 - MAX_KINDS as u64
+    );
+}
+
+#[test]
+fn an_incidents_jsonl_line_reads_back_as_its_event() {
+    let mut t = Tracker::new(Policy::default());
+    let events = t.observe_record(&record(
+        &at(0, 0),
+        "smtpd.sasl_auth_failed",
+        json!({"client_ip": "203.0.113.7"}),
+        Some(("high", BY_IP)),
+        1,
+    ));
+    let line = events[0].to_json().to_string();
+    let back = IncidentEvent::from_json(&line).unwrap();
+    assert_eq!(back.change, Change::Opened);
+    assert_eq!(back.to_json(), events[0].to_json());
+    assert!(IncidentEvent::from_json("{\"event\":\"nonsense\"}").is_err());
+}

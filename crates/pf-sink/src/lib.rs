@@ -134,6 +134,38 @@ pub fn now_secs() -> u64 {
 pub const STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub const INCIDENTS_FILE: &str = "incidents.jsonl";
+/// The same events as one syslog-style line each, for fail2ban and `grep`.
+pub const INCIDENTS_LOG: &str = "incidents.log";
+
+/// Where incident events go besides the files: the syslog socket.
+pub struct Deliveries {
+    pub syslog: Option<pf_alert::SyslogSender>,
+    host: String,
+    tag: String,
+}
+
+impl Deliveries {
+    pub fn new(config: &pf_config::Delivery) -> Deliveries {
+        Deliveries {
+            syslog: pf_alert::SyslogSender::new(&config.syslog),
+            host: pf_alert::host_name(),
+            tag: config.syslog.tag.clone(),
+        }
+    }
+
+    /// A refused datagram is reported, not fatal: the files have the event.
+    fn send(&mut self, event: &IncidentEvent) {
+        if let Some(syslog) = &mut self.syslog {
+            if let Err(e) = syslog.send(event) {
+                eprintln!(
+                    "pf-sink: cannot send incident {} to the syslog socket {}: {e} (it is in {INCIDENTS_LOG})",
+                    event.incident.id,
+                    syslog.path().display()
+                );
+            }
+        }
+    }
+}
 
 /// The saved open incidents, or none when there is no state file yet.
 pub fn load_incidents(path: Option<&Path>, policy: Policy) -> anyhow::Result<Tracker> {
@@ -168,6 +200,7 @@ pub fn save_incidents(path: &Path, tracker: &Tracker, sync: bool) -> io::Result<
 pub fn write_incidents(
     events: &[IncidentEvent],
     files: &mut Files,
+    deliveries: &mut Deliveries,
     alert: Option<(&mut Vec<u8>, bool)>,
 ) -> io::Result<()> {
     if events.is_empty() {
@@ -176,6 +209,17 @@ pub fn write_incidents(
     let file = files.get(INCIDENTS_FILE)?;
     for event in events {
         push_line(file.buf(), &event.to_json().to_string());
+    }
+    let now = chrono::Local::now();
+    let log = files.get(INCIDENTS_LOG)?;
+    for event in events {
+        push_line(
+            log.buf(),
+            &pf_alert::log_line(event, now, &deliveries.host, &deliveries.tag),
+        );
+    }
+    for event in events {
+        deliveries.send(event);
     }
     if let Some((buf, colour)) = alert {
         for event in events {

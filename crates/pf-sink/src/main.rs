@@ -5,7 +5,8 @@ use pf_incident::Policy;
 use pf_record::acks::Acks;
 use pf_sink::{
     acknowledge, create_dir, load_incidents, route, save_incidents, topic_file, write_incidents,
-    write_stats, Counts, Files, ACK_EVERY, FLUSH_AT, INCIDENTS_FILE, STATS_EVERY,
+    write_stats, Counts, Deliveries, Files, ACK_EVERY, FLUSH_AT, INCIDENTS_FILE, INCIDENTS_LOG,
+    STATS_EVERY,
 };
 use serde_json::{Map, Value};
 use std::io::{self, IsTerminal};
@@ -26,6 +27,11 @@ Appends every scored record to files in the output directory:
                          dovecot/roundcube and to postfix_logs.json otherwise
   incidents.jsonl        one line per incident event: opened, escalated
                          (more severe than before), closed
+  incidents.log          the same events as syslog-style lines
+                         (`<time> <host> postfix-anomaly[pid]: opened high
+                         client=203.0.113.7 kind=... id=...`), which
+                         contrib/fail2ban's filter reads; delivery.syslog
+                         sends the same line to the syslog socket
 
 Anomalous records are grouped into incidents by the entity that explains
 them (client address, IPv6 by /64; account; sender; recipient domain;
@@ -117,6 +123,7 @@ fn main() -> ExitCode {
             "all_detections.jsonl".to_string(),
             "anomalies.jsonl".into(),
             INCIDENTS_FILE.into(),
+            INCIDENTS_LOG.into(),
         ]
         .into_iter()
         .chain(config.kafka.topics.iter().map(|t| topic_file(t)));
@@ -130,6 +137,7 @@ fn main() -> ExitCode {
         let tracker = std::cell::RefCell::new(
             load_incidents(args.incident_state.as_deref(), policy).map_err(Fatal::usage)?,
         );
+        let deliveries = std::cell::RefCell::new(Deliveries::new(&config.delivery));
         let incidents_saved = std::cell::Cell::new(std::time::Instant::now());
         let alerts = !args.quiet;
         let colour = alerts && io::stdout().is_terminal();
@@ -163,6 +171,7 @@ fn main() -> ExitCode {
                 let mut written = write_incidents(
                     &events,
                     &mut files,
+                    &mut deliveries.borrow_mut(),
                     (alerts && !args.every_anomaly).then_some((&mut *alert_buf, colour)),
                 );
                 if written.is_ok() {
@@ -225,6 +234,7 @@ fn main() -> ExitCode {
             flushed = write_incidents(
                 &events,
                 &mut files_cell.borrow_mut(),
+                &mut deliveries.borrow_mut(),
                 (alerts && !args.every_anomaly).then_some((out.buf(), colour)),
             );
         }

@@ -225,6 +225,7 @@ fn every_output_file_exists_from_the_start() {
         "mail_login_logs.json",
         "edge_smtp_logs.json",
         "incidents.jsonl",
+        "incidents.log",
     ] {
         let meta = std::fs::metadata(dir.join("out").join(name))
             .unwrap_or_else(|e| panic!("{name} not created at start: {e}"));

@@ -1,0 +1,148 @@
+//! contrib/fail2ban's filter, run by the real `fail2ban-regex` (Debian's
+//! package, unpacked by tests/setup-fail2ban.sh into `PF_FAIL2BAN`) against
+//! the incidents.log pf-sink writes: it bans the client addresses of the
+//! chosen incidents and nothing a client can forge.
+
+use pf_testkit::{run, temp_dir};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pf-sink");
+
+fn anomaly(
+    n: usize,
+    kind: &str,
+    fields: serde_json::Value,
+    severity: &str,
+    feature: &str,
+) -> String {
+    json!({
+        "raw": format!("line {n}"),
+        "kind": kind,
+        "program": "postfix/smtpd",
+        "ts": format!("2026-03-03T22:{:02}:{:02}+00:00", n / 60, n % 60),
+        "fields": fields,
+        "detection": {
+            "score": -0.2, "is_anomaly": true, "severity": severity, "rarity": 200000.0,
+            "top_features": [{"feature": feature, "value": 9, "contribution": -3.0}]
+        }
+    })
+    .to_string()
+        + "\n"
+}
+
+#[test]
+fn the_filter_bans_the_clients_of_chosen_incidents_and_nothing_forged() {
+    let root = std::env::var("PF_FAIL2BAN").expect(
+        "PF_FAIL2BAN must name fail2ban unpacked by tests/setup-fail2ban.sh (tests/run.sh sets it)",
+    );
+    let dir = temp_dir("pf-sink-fail2ban");
+    let by_ip = "auth_failures_1h_by_ip";
+    let mut input = String::new();
+    // A brute force from one address, and one from an IPv6 host.
+    input += &anomaly(
+        1,
+        "smtpd.sasl_auth_failed",
+        json!({"client_ip": "203.0.113.7"}),
+        "high",
+        by_ip,
+    );
+    input += &anomaly(
+        2,
+        "smtpd.sasl_auth_failed",
+        json!({"client_ip": "2001:db8:1:2::5"}),
+        "medium",
+        by_ip,
+    );
+    // Webmail behind a proxy that is not trusted: the peer is the client,
+    // the forwarded claim is only a field.
+    input += &anomaly(
+        3,
+        "roundcube.login_failed",
+        json!({"client_ip": "192.0.2.80", "forwarded_for": "10.9.9.9"}),
+        "high",
+        by_ip,
+    );
+    // An account under attack whose name tries to forge a ban word.
+    input += &anomaly(
+        4,
+        "smtpd.sasl_auth_failed",
+        json!({"client_ip": "198.51.100.20", "sasl_username": "x client=198.51.100.9 kind=smtpd.sasl_auth_failed id=1 "}),
+        "high",
+        "auth_failures_1h_by_user",
+    );
+    // Too mild to ban, and a kind no jail bans for.
+    input += &anomaly(
+        5,
+        "smtpd.sasl_auth_failed",
+        json!({"client_ip": "198.51.100.50"}),
+        "low",
+        by_ip,
+    );
+    input += &anomaly(
+        6,
+        "qmgr.removed",
+        json!({"client_ip": "198.51.100.60"}),
+        "high",
+        by_ip,
+    );
+    let r = run(
+        BIN,
+        &["--output-dir", "out", "--quiet", "--close-incidents"],
+        input.as_bytes(),
+        &dir,
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let log = dir.join("out/incidents.log");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 12);
+
+    // fail2ban reads its filters from its configuration directory, where
+    // the filter's `before = common.conf` is.
+    let config = dir.join("fail2ban");
+    let copied = Command::new("cp")
+        .args([
+            "-r",
+            &format!("{root}/etc/fail2ban"),
+            config.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let filter = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../contrib/fail2ban/filter.d/postfix-anomaly.conf");
+    std::fs::copy(&filter, config.join("filter.d/postfix-anomaly.conf")).unwrap();
+    let out = Command::new(std::env::var("PF_PYTHON").unwrap_or_else(|_| "python3".into()))
+        .arg(format!("{root}/usr/bin/fail2ban-regex"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "-o",
+            "ip",
+            log.to_str().unwrap(),
+            "postfix-anomaly",
+        ])
+        .env(
+            "PYTHONPATH",
+            format!("{root}/usr/lib/python3/dist-packages"),
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let banned: BTreeSet<&str> = stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(
+        banned,
+        BTreeSet::from(["203.0.113.7", "2001:db8:1:2::/64", "192.0.2.80"]),
+        "{stdout}"
+    );
+}
