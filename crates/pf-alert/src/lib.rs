@@ -124,9 +124,11 @@ impl SyslogSender {
         let mut result = Err(io::Error::other("not connected"));
         for _ in 0..2 {
             if self.socket.is_none() {
-                let socket = UnixDatagram::unbound()?;
-                match socket.connect(&self.path) {
-                    Ok(()) => self.socket = Some(socket),
+                match UnixDatagram::unbound().and_then(|socket| {
+                    socket.connect(&self.path)?;
+                    Ok(socket)
+                }) {
+                    Ok(socket) => self.socket = Some(socket),
                     Err(e) => {
                         result = Err(e);
                         continue;

@@ -485,9 +485,7 @@ impl Config {
         }
         Ok(())
     }
-}
 
-impl Config {
     fn validate_delivery(&self) -> Result<()> {
         let d = &self.delivery;
         if !matches!(d.syslog.min_severity.as_str(), "low" | "medium" | "high") {
@@ -633,6 +631,27 @@ mod tests {
         assert_eq!(c.anomaly.rarity.high, 100_000.0);
         assert_eq!(c.kafka.topics, vec!["postfix", "mail_login"]);
         assert_eq!(c.retrain.max_lines, 100_000);
+    }
+
+    #[test]
+    fn syslog_delivery_settings_are_checked() {
+        let c =
+            Config::from_yaml("delivery:\n  syslog:\n    socket: /dev/log\n    facility: local3\n")
+                .unwrap();
+        assert_eq!(
+            c.delivery.syslog.socket.as_deref(),
+            Some(Path::new("/dev/log"))
+        );
+        assert_eq!(syslog_facility(&c.delivery.syslog.facility), Some(19));
+        for (setting, named) in [
+            ("facility: kern", "delivery.syslog.facility"),
+            ("tag: \"two words\"", "delivery.syslog.tag"),
+            ("min_severity: none", "delivery.syslog.min_severity"),
+        ] {
+            let err =
+                Config::from_yaml(&format!("delivery:\n  syslog:\n    {setting}\n")).unwrap_err();
+            assert!(format!("{err}").contains(named), "{setting}: {err}");
+        }
     }
 
     #[test]
