@@ -9,6 +9,10 @@
 //! (user names, senders) comes after them with spaces and `=` replaced, so
 //! a hostile user name cannot put a second `client=` where a filter looks.
 
+pub mod mail;
+pub mod spool;
+pub mod webhook;
+
 use chrono::{DateTime, Local};
 use pf_incident::{Entity, IncidentEvent};
 use std::io;
@@ -80,6 +84,32 @@ pub fn host_name() -> String {
         .map(|h| word(h.trim()))
         .filter(|h| h != "-")
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// Starts a spool for each configured destination (webhook, mail) in `dir`.
+pub fn start_spools(
+    config: &pf_config::Delivery,
+    dir: &Path,
+    host: &str,
+) -> anyhow::Result<Vec<spool::Spool>> {
+    use anyhow::Context;
+    let mut spools = Vec::new();
+    let cannot = |name: &str| format!("cannot open the {name} spool in {}", dir.display());
+    if let Some(webhook) = webhook::Webhook::new(&config.webhook, host)? {
+        let filter = spool::Filter {
+            min_severity: pf_incident::severity_rank(&config.webhook.min_severity),
+            closed: true,
+        };
+        spools.push(spool::Spool::start(dir, filter, webhook).with_context(|| cannot("webhook"))?);
+    }
+    if let Some(mail) = mail::Mail::new(&config.mail, host) {
+        let filter = spool::Filter {
+            min_severity: pf_incident::severity_rank(&config.mail.min_severity),
+            closed: false,
+        };
+        spools.push(spool::Spool::start(dir, filter, mail).with_context(|| cannot("mail"))?);
+    }
+    Ok(spools)
 }
 
 /// Sends each event as one datagram to the local syslog socket

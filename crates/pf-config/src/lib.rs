@@ -172,10 +172,98 @@ impl Default for Incidents {
 
 /// Where pf-sink sends incident events besides `incidents.jsonl` and
 /// `incidents.log`; each destination is off until configured.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Delivery {
     pub syslog: Syslog,
+    pub webhook: Webhook,
+    pub mail: Mail,
+    /// Where events wait until their destination took them; unset:
+    /// `<state_dir>/spool`.
+    pub spool_dir: Option<PathBuf>,
+    /// At the end of finite input, how long pf-sink waits for the spools to
+    /// drain before it exits (what is left is sent on the next start).
+    pub drain_seconds: f64,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            syslog: Syslog::default(),
+            webhook: Webhook::default(),
+            mail: Mail::default(),
+            spool_dir: None,
+            drain_seconds: 10.0,
+        }
+    }
+}
+
+impl Delivery {
+    pub fn spool_dir(&self, paths: &Paths) -> PathBuf {
+        self.spool_dir
+            .clone()
+            .unwrap_or_else(|| paths.state_dir.join("spool"))
+    }
+}
+
+/// HTTP POST of each batch of incident events in Alertmanager's webhook
+/// shape (version 4), spooled on disk until the receiver answers 2xx.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Webhook {
+    /// `http://` or `https://` address; unset: off.
+    pub url: Option<String>,
+    pub min_severity: String,
+    /// Extra request headers, such as `Authorization: Bearer ...`.
+    pub headers: BTreeMap<String, String>,
+    pub timeout_seconds: f64,
+    /// Events per POST at most.
+    pub batch_max: usize,
+    /// Retries wait 1 s, then twice as long each time, up to this.
+    pub retry_max_seconds: f64,
+    /// The `receiver` field of the payload.
+    pub receiver: String,
+}
+
+impl Default for Webhook {
+    fn default() -> Self {
+        Webhook {
+            url: None,
+            min_severity: "low".into(),
+            headers: BTreeMap::new(),
+            timeout_seconds: 10.0,
+            batch_max: 64,
+            retry_max_seconds: 300.0,
+            receiver: "postfix-anomaly".into(),
+        }
+    }
+}
+
+/// A mail per incident opened or escalated, through the local sendmail;
+/// when incidents come faster than `max_per_hour`, one digest of them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mail {
+    /// Recipients; empty: off.
+    pub to: Vec<String>,
+    pub from: String,
+    pub sendmail: PathBuf,
+    pub min_severity: String,
+    pub max_per_hour: u32,
+    pub subject_prefix: String,
+}
+
+impl Default for Mail {
+    fn default() -> Self {
+        Mail {
+            to: Vec::new(),
+            from: "postfix-anomaly@localhost".into(),
+            sendmail: PathBuf::from("/usr/sbin/sendmail"),
+            min_severity: "medium".into(),
+            max_per_hour: 4,
+            subject_prefix: "[postfix-anomaly]".into(),
+        }
+    }
 }
 
 /// One line per incident event to the local syslog socket, in the format
@@ -488,11 +576,60 @@ impl Config {
 
     fn validate_delivery(&self) -> Result<()> {
         let d = &self.delivery;
-        if !matches!(d.syslog.min_severity.as_str(), "low" | "medium" | "high") {
+        for (key, value) in [
+            ("syslog", &d.syslog.min_severity),
+            ("webhook", &d.webhook.min_severity),
+            ("mail", &d.mail.min_severity),
+        ] {
+            if !matches!(value.as_str(), "low" | "medium" | "high") {
+                bail!("delivery.{key}.min_severity must be low, medium or high, got {value:?}");
+            }
+        }
+        if !(d.drain_seconds >= 0.0 && d.drain_seconds.is_finite()) {
             bail!(
-                "delivery.syslog.min_severity must be low, medium or high, got {:?}",
-                d.syslog.min_severity
+                "delivery.drain_seconds must be 0 or more, got {}",
+                d.drain_seconds
             );
+        }
+        let w = &d.webhook;
+        if let Some(url) = &w.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
+                bail!("delivery.webhook.url must start with http:// or https://, got {url:?}");
+            }
+        }
+        if !(w.timeout_seconds > 0.0 && w.timeout_seconds.is_finite()) {
+            bail!(
+                "delivery.webhook.timeout_seconds must be more than 0, got {}",
+                w.timeout_seconds
+            );
+        }
+        if !(w.retry_max_seconds >= 1.0 && w.retry_max_seconds.is_finite()) {
+            bail!(
+                "delivery.webhook.retry_max_seconds must be 1 or more, got {}",
+                w.retry_max_seconds
+            );
+        }
+        if w.batch_max == 0 {
+            bail!("delivery.webhook.batch_max must be 1 or more");
+        }
+        for name in w.headers.keys() {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                bail!("delivery.webhook.headers: {name:?} is not a header name (letters, digits and '-')");
+            }
+        }
+        let m = &d.mail;
+        for address in m.to.iter().chain(std::iter::once(&m.from)) {
+            if address.starts_with('-')
+                || !address.contains('@')
+                || address
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || "<>,;".contains(c))
+            {
+                bail!("delivery.mail: {address:?} is not a mail address (one address like admin@example.org per entry of `to`)");
+            }
+        }
+        if !m.to.is_empty() && m.max_per_hour == 0 {
+            bail!("delivery.mail.max_per_hour must be 1 or more");
         }
         if syslog_facility(&d.syslog.facility).is_none() {
             bail!(
@@ -606,7 +743,8 @@ fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
 /// Whether a setting's name says its value is a secret (`sasl.password`,
 /// `ssl.key.password`, `sasl.oauthbearer.client.secret`, ...).
 pub fn is_secret_name(name: &str) -> bool {
-    ["password", "secret", "token"]
+    let name = name.to_ascii_lowercase();
+    ["password", "secret", "token", "authorization"]
         .iter()
         .any(|w| name.contains(w))
 }

@@ -137,24 +137,30 @@ pub const INCIDENTS_FILE: &str = "incidents.jsonl";
 /// The same events as one syslog-style line each, for fail2ban and `grep`.
 pub const INCIDENTS_LOG: &str = "incidents.log";
 
-/// Where incident events go besides the files: the syslog socket.
+/// Where incident events go besides the files: the syslog socket, and
+/// the spooled destinations (webhook, mail), each sent by its own thread.
 pub struct Deliveries {
     pub syslog: Option<pf_alert::SyslogSender>,
+    pub spools: Vec<pf_alert::spool::Spool>,
     host: String,
     tag: String,
 }
 
 impl Deliveries {
-    pub fn new(config: &pf_config::Delivery) -> Deliveries {
-        Deliveries {
-            syslog: pf_alert::SyslogSender::new(&config.syslog),
-            host: pf_alert::host_name(),
-            tag: config.syslog.tag.clone(),
-        }
+    pub fn new(config: &pf_config::Config) -> anyhow::Result<Deliveries> {
+        let host = pf_alert::host_name();
+        let spool_dir = config.delivery.spool_dir(&config.paths);
+        Ok(Deliveries {
+            syslog: pf_alert::SyslogSender::new(&config.delivery.syslog),
+            spools: pf_alert::start_spools(&config.delivery, &spool_dir, &host)?,
+            host,
+            tag: config.delivery.syslog.tag.clone(),
+        })
     }
 
     /// A refused datagram is reported, not fatal: the files have the event.
-    fn send(&mut self, event: &IncidentEvent) {
+    /// A spool that cannot be written is fatal, as an output file is.
+    fn send(&mut self, event: &IncidentEvent) -> io::Result<()> {
         if let Some(syslog) = &mut self.syslog {
             if let Err(e) = syslog.send(event) {
                 eprintln!(
@@ -164,6 +170,55 @@ impl Deliveries {
                 );
             }
         }
+        for spool in &self.spools {
+            spool.push(event)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the spooled events durable, before Kafka positions are acknowledged.
+    pub fn sync(&self) -> io::Result<()> {
+        self.spools.iter().try_for_each(|s| s.sync())
+    }
+
+    /// Gives the delivery threads up to `limit` to send what is spooled.
+    pub fn drain(&self, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        for spool in &self.spools {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if !spool.drain(left) {
+                eprintln!(
+                    "pf-sink: {}: {} events not yet delivered stay in {} and are sent on the next start",
+                    spool.name(),
+                    spool.queued(),
+                    spool.path().display()
+                );
+            }
+        }
+    }
+
+    /// `; webhook: 5 sent, 2 failed attempts, 0 waiting` for the summary line.
+    pub fn summary(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut text = String::new();
+        if let Some(syslog) = &self.syslog {
+            text.push_str(&format!(
+                "; syslog: {} sent, {} failed",
+                syslog.sent, syslog.failed
+            ));
+        }
+        for spool in &self.spools {
+            let c = spool.counters();
+            text.push_str(&format!(
+                "; {}: {} sent, {} failed attempts, {} refused, {} waiting",
+                spool.name(),
+                c.sent.load(Relaxed),
+                c.failed.load(Relaxed),
+                c.rejected.load(Relaxed),
+                spool.queued()
+            ));
+        }
+        text
     }
 }
 
@@ -219,7 +274,7 @@ pub fn write_incidents(
         );
     }
     for event in events {
-        deliveries.send(event);
+        deliveries.send(event)?;
     }
     if let Some((buf, colour)) = alert {
         for event in events {
@@ -231,11 +286,17 @@ pub fn write_incidents(
 
 /// Syncs the output files and records the written Kafka positions, if
 /// they moved: what kafka-tail may commit.
-pub fn acknowledge(path: &Path, files: &Files, acks: &mut (Acks, bool)) -> io::Result<()> {
+pub fn acknowledge(
+    path: &Path,
+    files: &Files,
+    deliveries: &Deliveries,
+    acks: &mut (Acks, bool),
+) -> io::Result<()> {
     if !acks.1 {
         return Ok(());
     }
     files.sync()?;
+    deliveries.sync()?;
     acks.0.write(path).map_err(|e| {
         io::Error::new(
             e.kind(),

@@ -137,7 +137,7 @@ fn main() -> ExitCode {
         let tracker = std::cell::RefCell::new(
             load_incidents(args.incident_state.as_deref(), policy).map_err(Fatal::usage)?,
         );
-        let deliveries = std::cell::RefCell::new(Deliveries::new(&config.delivery));
+        let deliveries = std::cell::RefCell::new(Deliveries::new(&config).map_err(Fatal::usage)?);
         let incidents_saved = std::cell::Cell::new(std::time::Instant::now());
         let alerts = !args.quiet;
         let colour = alerts && io::stdout().is_terminal();
@@ -189,8 +189,16 @@ fn main() -> ExitCode {
                     if let (Ok(()), Some(path)) = (&written, &args.ack_file) {
                         if acked_at.get().elapsed() >= ACK_EVERY {
                             acked_at.set(std::time::Instant::now());
-                            written = save_incidents_before_ack(&args, &tracker.borrow())
-                                .and_then(|()| acknowledge(path, &files, &mut acks.borrow_mut()));
+                            written = save_incidents_before_ack(&args, &tracker.borrow()).and_then(
+                                |()| {
+                                    acknowledge(
+                                        path,
+                                        &files,
+                                        &deliveries.borrow(),
+                                        &mut acks.borrow_mut(),
+                                    )
+                                },
+                            );
                         }
                     }
                 }
@@ -207,7 +215,12 @@ fn main() -> ExitCode {
                     if acks.borrow().1 {
                         save_incidents_before_ack(&args, &tracker.borrow())?;
                     }
-                    acknowledge(path, &files_cell.borrow(), &mut acks.borrow_mut())?;
+                    acknowledge(
+                        path,
+                        &files_cell.borrow(),
+                        &deliveries.borrow(),
+                        &mut acks.borrow_mut(),
+                    )?;
                 } else if let Some(path) = &args.incident_state {
                     if incidents_saved.get().elapsed() >= ACK_EVERY {
                         incidents_saved.set(std::time::Instant::now());
@@ -243,14 +256,25 @@ fn main() -> ExitCode {
             flushed = save_incidents(path, &tracker, true);
         }
         if let (Some(path), Ok(()), false) = (&args.ack_file, &flushed, failed.get()) {
-            flushed = acknowledge(path, &files_cell.borrow(), &mut acks.borrow_mut());
+            flushed = acknowledge(
+                path,
+                &files_cell.borrow(),
+                &deliveries.borrow(),
+                &mut acks.borrow_mut(),
+            );
         }
         out.flush().context("cannot write the alert lines")?;
+        let deliveries = deliveries.into_inner();
+        if flushed.is_ok() && !failed.get() {
+            deliveries.drain(std::time::Duration::from_secs_f64(
+                config.delivery.drain_seconds,
+            ));
+        }
         let stats = stats?;
         flushed.context("cannot write the output files")?;
         errors.summary("were not records and were skipped");
         eprintln!(
-            "pf-sink: {} records, {} anomalies{}{}; files in {}",
+            "pf-sink: {} records, {} anomalies{}{}; files in {}{}",
             counts.records,
             counts.anomalies,
             if counts.by_severity.is_empty() {
@@ -268,7 +292,8 @@ fn main() -> ExitCode {
             } else {
                 String::new()
             },
-            dir.display()
+            dir.display(),
+            deliveries.summary()
         );
         Ok(if stats.unreadable > 0 || errors.count > 0 {
             EXIT_INPUT
