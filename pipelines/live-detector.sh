@@ -68,6 +68,10 @@ if [ "$mode" = kafka ]; then
         mkdir -p "$state_dir"
         feature_args=(--state "$state_dir/features-state.json")
         sink_args+=(--incident-state "$state_dir/incidents-state.json")
+        # Each stage writes its counts here; pf-sink serves them at /metrics
+        # (prometheus.listen). Not in a replay: it would overwrite the live ones.
+        export PF_METRICS_DIR="${PF_METRICS_DIR:-$state_dir/metrics}"
+        mkdir -p "$PF_METRICS_DIR"
     fi
 else
     # A replay is a finished story: its incidents close at the end.

@@ -444,3 +444,326 @@ fn replay_merges_the_logs_in_time_order() {
         assert!(out.join(name).is_file(), "{name}");
     }
 }
+
+/// One parsed sample: name, labels, value.
+type Sample = (String, BTreeMap<String, String>, f64);
+
+/// `GET /metrics` over plain HTTP: the body.
+fn scrape(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).ok()?;
+    let (head, body) = reply.split_once("\r\n\r\n")?;
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    Some(body.to_string())
+}
+
+/// The exposition as Prometheus's Python client parses it: (name, labels, value).
+fn parse_exposition(text: &str) -> (Vec<Sample>, BTreeMap<String, String>) {
+    use std::io::Write;
+    let python = std::env::var("PF_PYTHON").expect("PF_PYTHON names the test venv's python");
+    let mut child = Command::new(python)
+        .arg(repo().join("tests/receivers/parse_metrics.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client cannot parse the exposition: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut samples = Vec::new();
+    let mut types = BTreeMap::new();
+    for family in parsed["families"].as_array().unwrap() {
+        types.insert(
+            family["name"].as_str().unwrap().to_string(),
+            family["type"].as_str().unwrap().to_string(),
+        );
+        for s in family["samples"].as_array().unwrap() {
+            let labels = s["labels"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect();
+            samples.push((
+                s["name"].as_str().unwrap().to_string(),
+                labels,
+                s["value"].as_f64().unwrap(),
+            ));
+        }
+    }
+    (samples, types)
+}
+
+/// The live detector with `prometheus.listen`: scraped with Prometheus's
+/// own parser, every stage's counts, the lines by class, the anomalies and
+/// incident events by severity and the open incidents match the files; the
+/// consumer lag is there per partition, the model and the last retraining
+/// too, and no label holds an address or a user.
+#[test]
+fn the_metrics_endpoint_counts_what_the_files_hold() {
+    let broker = Broker::start("live-metrics");
+    let dir = pf_testkit::temp_dir("live-detector-metrics");
+    let repo = repo();
+    let postfix = read_lines(&repo.join("pipelines/sample/mail.log"));
+    let roundcube = read_lines(&repo.join("pipelines/sample/roundcube.log"));
+    let as_bytes = |v: &[String]| v.iter().map(|l| l.as_bytes().to_vec()).collect::<Vec<_>>();
+    produce(&broker.addr(), "postfix", &as_bytes(&postfix));
+    produce(&broker.addr(), "mail_login", &as_bytes(&roundcube));
+    let total = postfix.len() + roundcube.len();
+    let out = dir.join("out");
+    let config = write_config(&dir, &broker, "metrics-test", "[postfix, mail_login]", &out);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text += &format!("prometheus:\n  listen: 127.0.0.1:{port}\n");
+    std::fs::write(&config, text).unwrap();
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    std::fs::write(
+        dir.join("logs/retraining.log"),
+        "2026-12-01T02:59:00Z retrain.sh: FAILED: none of the logs is readable\n\
+         2026-12-01T03:00:00Z retrain.sh: done: model 20261201T030000Z is current, trained on x\n\
+         2026-12-01T03:00:01Z pf-train: a later line that is not a result\n",
+    )
+    .unwrap();
+    let mut child = Command::new(repo.join("pipelines/live-detector.sh"))
+        .args(detector_args(&config))
+        .env("PF_BIN", bin_dir())
+        .env_remove("PF_METRICS_DIR")
+        .current_dir(&dir)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("live-detector.sh starts");
+    let all = out.join("all_detections.jsonl");
+    let started = std::time::Instant::now();
+    let value = |samples: &[Sample], name: &str, labels: &[(&str, &str)]| -> f64 {
+        samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, _, v)| v)
+            .sum()
+    };
+    // Wait until everything is written and every stage has reported it.
+    let (samples, types) = loop {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(90),
+            "the stages' counts did not reach {total}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        if std::fs::read_to_string(&all).map_or(0, |t| t.lines().count()) < total {
+            continue;
+        }
+        let Some(body) = scrape(port) else { continue };
+        let (samples, types) = parse_exposition(&body);
+        let read = |stage| {
+            value(
+                &samples,
+                "postfix_anomaly_stage_records_read_total",
+                &[("stage", stage)],
+            )
+        };
+        if [
+            "kafka-tail",
+            "pf-parse",
+            "pf-features",
+            "pf-score",
+            "pf-sink",
+        ]
+        .iter()
+        .all(|s| read(s) as usize == total)
+        {
+            break (samples, types);
+        }
+    };
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "pf-sink: metrics at http://127.0.0.1:{port}/metrics"
+        )),
+        "{stderr}"
+    );
+
+    let records = records(&all);
+    for stage in ["pf-parse", "pf-features", "pf-score", "pf-sink"] {
+        let written = value(
+            &samples,
+            "postfix_anomaly_stage_records_written_total",
+            &[("stage", stage)],
+        );
+        assert_eq!(written as usize, total, "{stage} wrote every record");
+        assert_eq!(
+            value(
+                &samples,
+                "postfix_anomaly_stage_records_rejected_total",
+                &[("stage", stage)]
+            ),
+            0.0
+        );
+    }
+    assert_eq!(types["postfix_anomaly_stage_records_read"], "counter");
+    assert_eq!(types["postfix_anomaly_open_incidents"], "gauge");
+    // Lines by daemon and class add up, and the unknown ones are the files' unknown lines.
+    assert_eq!(
+        value(&samples, "postfix_anomaly_lines_total", &[]) as usize,
+        total
+    );
+    let unknown = records.iter().filter(|r| r["kind"] == "unknown").count();
+    assert_eq!(
+        value(
+            &samples,
+            "postfix_anomaly_lines_total",
+            &[("class", "unknown")]
+        ) as usize,
+        unknown
+    );
+    let auth = records.iter().filter(|r| r["failure"] == "auth").count();
+    assert!(auth > 0);
+    assert_eq!(
+        value(
+            &samples,
+            "postfix_anomaly_lines_total",
+            &[("class", "auth")]
+        ) as usize,
+        auth
+    );
+    // Anomalies by severity, as anomalies.jsonl has them.
+    let anomalies = self::records(&out.join("anomalies.jsonl"));
+    for severity in ["low", "medium", "high"] {
+        let n = anomalies
+            .iter()
+            .filter(|a| a["detection"]["severity"] == severity)
+            .count();
+        assert_eq!(
+            value(
+                &samples,
+                "postfix_anomaly_anomalies_total",
+                &[("severity", severity)]
+            ) as usize,
+            n,
+            "{severity}"
+        );
+    }
+    // Incident events by event and severity, as incidents.jsonl has them.
+    let events = self::records(&out.join("incidents.jsonl"));
+    assert!(!events.is_empty());
+    let mut by: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for e in &events {
+        *by.entry((
+            e["event"].as_str().unwrap().into(),
+            e["severity"].as_str().unwrap().into(),
+        ))
+        .or_default() += 1;
+    }
+    for ((event, severity), n) in &by {
+        assert_eq!(
+            value(
+                &samples,
+                "postfix_anomaly_incident_events_total",
+                &[("event", event), ("severity", severity)]
+            ) as usize,
+            *n
+        );
+    }
+    assert_eq!(
+        value(&samples, "postfix_anomaly_incident_events_total", &[]) as usize,
+        events.len()
+    );
+    let opened = events.iter().filter(|e| e["event"] == "opened").count();
+    let closed = events.iter().filter(|e| e["event"] == "closed").count();
+    assert_eq!(
+        value(&samples, "postfix_anomaly_open_incidents", &[]) as usize,
+        opened - closed
+    );
+    // Every partition read to its end.
+    let lags: Vec<&Sample> = samples
+        .iter()
+        .filter(|(n, _, _)| n == "postfix_anomaly_kafka_consumer_lag_messages")
+        .collect();
+    assert!(
+        lags.iter().any(|(_, l, _)| l["topic"] == "postfix"),
+        "{lags:?}"
+    );
+    assert!(
+        lags.iter().any(|(_, l, _)| l["topic"] == "mail_login"),
+        "{lags:?}"
+    );
+    assert!(lags.iter().all(|(_, _, v)| *v == 0.0), "{lags:?}");
+    // The model that scored the records, and the last retraining's result.
+    let model = records[0]["detection"]["model"].as_str().unwrap();
+    assert_eq!(
+        value(
+            &samples,
+            "postfix_anomaly_model_info",
+            &[("version", model)]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, "postfix_anomaly_retraining_last_run_success", &[]),
+        1.0
+    );
+    let done = chrono::DateTime::parse_from_rfc3339("2026-12-01T03:00:00Z")
+        .unwrap()
+        .timestamp();
+    assert_eq!(
+        value(
+            &samples,
+            "postfix_anomaly_retraining_last_run_timestamp_seconds",
+            &[]
+        ),
+        done as f64
+    );
+    // Bounded labels only: never an address, a user or a queue id.
+    let allowed = [
+        "stage",
+        "daemon",
+        "class",
+        "severity",
+        "event",
+        "destination",
+        "result",
+        "topic",
+        "partition",
+        "version",
+    ];
+    for (name, labels, _) in &samples {
+        assert!(name.starts_with("postfix_anomaly_"), "{name}");
+        for key in labels.keys() {
+            assert!(allowed.contains(&key.as_str()), "{name} has label {key}");
+        }
+    }
+}

@@ -122,8 +122,8 @@ pub struct SyslogSender {
     facility: u8,
     tag: String,
     min_severity: u8,
-    pub sent: u64,
-    pub failed: u64,
+    /// Shared with the metrics endpoint (`rejected` stays 0: nothing is queued).
+    pub counters: std::sync::Arc<spool::Counters>,
 }
 
 impl SyslogSender {
@@ -135,8 +135,7 @@ impl SyslogSender {
             facility: pf_config::syslog_facility(&config.facility).unwrap_or(4),
             tag: config.tag.clone(),
             min_severity: pf_incident::severity_rank(&config.min_severity),
-            sent: 0,
-            failed: 0,
+            counters: Default::default(),
         })
     }
 
@@ -173,10 +172,11 @@ impl SyslogSender {
                 self.socket = None;
             }
         }
+        use std::sync::atomic::Ordering::Relaxed;
         match &result {
-            Ok(()) => self.sent += 1,
-            Err(_) => self.failed += 1,
-        }
+            Ok(()) => self.counters.sent.fetch_add(1, Relaxed),
+            Err(_) => self.counters.failed.fetch_add(1, Relaxed),
+        };
         result
     }
 
@@ -201,6 +201,7 @@ impl SyslogSender {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
 
     fn event(line: &str) -> IncidentEvent {
         IncidentEvent::from_json(line).unwrap()
@@ -274,14 +275,18 @@ mod tests {
         assert!(got.starts_with("<35>"), "{got}");
         assert!(got.contains(" postfix-anomaly["), "{got}");
         assert!(got.ends_with(&summary(&event(BRUTE))), "{got}");
-        assert_eq!(sender.sent, 1, "the low incident is below min_severity");
+        assert_eq!(
+            sender.counters.sent.load(Relaxed),
+            1,
+            "the low incident is below min_severity"
+        );
         server.set_nonblocking(true).unwrap();
         assert!(server.recv(&mut buf).is_err());
         // A socket that is gone is an error, counted.
         drop(server);
         std::fs::remove_file(&path).unwrap();
         assert!(sender.send(&event(BRUTE)).is_err());
-        assert_eq!(sender.failed, 1);
+        assert_eq!(sender.counters.failed.load(Relaxed), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -144,6 +144,11 @@ impl Spool {
         self.lock().queued
     }
 
+    /// A handle on the counts for another thread (the metrics endpoint).
+    pub fn monitor(&self) -> Monitor {
+        Monitor(Arc::clone(&self.shared))
+    }
+
     /// Appends the event if the destination wants it, and wakes the thread.
     pub fn push(&self, event: &IncidentEvent) -> io::Result<()> {
         if !self.filter.wants(event) {
@@ -201,6 +206,24 @@ impl Spool {
 
     fn error(&self, e: io::Error, what: &str) -> io::Error {
         io::Error::new(e.kind(), format!("{what} {}: {e}", self.path().display()))
+    }
+}
+
+/// A spool's name and counts, readable from any thread.
+#[derive(Clone)]
+pub struct Monitor(Arc<Shared>);
+
+impl Monitor {
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.0.counters
+    }
+
+    pub fn queued(&self) -> u64 {
+        lock(&self.0).queued
     }
 }
 
@@ -555,8 +578,15 @@ mod tests {
         std::fs::write(dir.join("x.offset"), "99999 1700000000\n").unwrap();
         let state = open_state(&dir, "x").unwrap();
         assert_eq!((state.len, state.offset, state.queued), (16, 0, 2));
-        assert_eq!(state.last_sent, Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
-        assert_eq!(std::fs::read(dir.join("x.jsonl")).unwrap().len(), 16, "the cut line is gone");
+        assert_eq!(
+            state.last_sent,
+            Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+        );
+        assert_eq!(
+            std::fs::read(dir.join("x.jsonl")).unwrap().len(),
+            16,
+            "the cut line is gone"
+        );
         // An offset inside a line starts over rather than send half a line.
         std::fs::write(dir.join("x.offset"), "3 0\n").unwrap();
         let state = open_state(&dir, "x").unwrap();

@@ -10,6 +10,7 @@ use anyhow::Result;
 use pf_config::Config;
 pub use pf_record::Origin;
 use pf_record::{Line, LineReader, MAX_RECORD_BYTES};
+use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -112,6 +113,8 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 pub struct Output {
     buf: Vec<u8>,
     out: io::Stdout,
+    /// Lines written to stdout so far (for the stage's metrics).
+    lines_written: u64,
 }
 
 /// Write to stdout in chunks of about this size when input is busy.
@@ -122,6 +125,7 @@ impl Default for Output {
         Output {
             buf: Vec::with_capacity(OUTPUT_CHUNK * 2),
             out: io::stdout(),
+            lines_written: 0,
         }
     }
 }
@@ -145,6 +149,7 @@ impl Output {
             let mut lock = self.out.lock();
             lock.write_all(&self.buf)?;
             lock.flush()?;
+            self.lines_written += self.buf.iter().filter(|&&b| b == b'\n').count() as u64;
             self.buf.clear();
         }
         Ok(())
@@ -186,18 +191,35 @@ pub fn for_each_line_idle(
 ) -> Result<InputStats> {
     // Log lines are cut at MAX_LINE_BYTES by the parser, which also reads
     // JSON input (envelopes, records) that may hold a line of that size.
-    read_lines(tool, files, MAX_RECORD_BYTES, out, each, idle)
+    read_lines(
+        tool,
+        files,
+        MAX_RECORD_BYTES,
+        out,
+        &Cell::new(0),
+        each,
+        idle,
+    )
 }
 
+/// `rejected` counts the lines the stage reported as unusable, for its
+/// metrics textfile (written when `PF_METRICS_DIR` is set).
 fn read_lines(
     tool: &str,
     files: &[PathBuf],
     limit: usize,
     out: &mut Output,
+    rejected: &Cell<u64>,
     mut each: impl FnMut(&Line<'_>, Origin<'_>, &mut Vec<u8>),
     mut idle: impl FnMut(&mut Vec<u8>) -> io::Result<()>,
 ) -> Result<InputStats> {
     let mut stats = InputStats::default();
+    let reporter = pf_metrics::StageReporter::start(tool);
+    let report = |stats: &InputStats, out: &Output| {
+        if let Some(reporter) = &reporter {
+            reporter.update(stats.lines, out.lines_written, rejected.get());
+        }
+    };
     let stdin_only = [PathBuf::from("-")];
     let files = if files.is_empty() {
         &stdin_only[..]
@@ -215,6 +237,7 @@ fn read_lines(
             if lines.is_drained() {
                 idle(out.buf())?;
                 out.flush()?;
+                report(&stats, out);
             }
             match lines.next_line() {
                 Ok(Some(line)) => {
@@ -236,6 +259,8 @@ fn read_lines(
     }
     idle(out.buf())?;
     out.flush()?;
+    report(&stats, out);
+    drop(reporter);
     Ok(stats)
 }
 
@@ -326,30 +351,45 @@ pub fn for_each_record_idle(
     mut each: impl FnMut(&str, u64, Origin<'_>, &mut Vec<u8>, &mut LineErrors),
     idle: impl FnMut(&mut Vec<u8>) -> io::Result<()>,
 ) -> Result<InputStats> {
+    let rejected = Cell::new(0);
     read_lines(
         tool,
         files,
         MAX_RECORD_BYTES,
         out,
-        |line, origin, buf| match std::str::from_utf8(line.bytes) {
-            _ if line.truncated => errors.report(
-                origin,
-                line.number,
-                format_args!(
-                    "longer than {} MiB; skipped (a record made by pf-parse is never this long)",
-                    MAX_RECORD_BYTES >> 20
-                ),
-            ),
-            Ok(text) if text.trim().is_empty() => {}
-            Ok(text) => each(text, line.number, origin, buf, errors),
-            Err(e) => errors.report(
-                origin,
-                line.number,
-                format_args!("not UTF-8 ({e}); a record must be a UTF-8 JSON object"),
-            ),
+        &rejected,
+        |line, origin, buf| {
+            record_line(line, origin, buf, errors, &mut each);
+            rejected.set(errors.count);
         },
         idle,
     )
+}
+
+fn record_line(
+    line: &Line<'_>,
+    origin: Origin<'_>,
+    buf: &mut Vec<u8>,
+    errors: &mut LineErrors,
+    each: &mut impl FnMut(&str, u64, Origin<'_>, &mut Vec<u8>, &mut LineErrors),
+) {
+    match std::str::from_utf8(line.bytes) {
+        _ if line.truncated => errors.report(
+            origin,
+            line.number,
+            format_args!(
+                "longer than {} MiB; skipped (a record made by pf-parse is never this long)",
+                MAX_RECORD_BYTES >> 20
+            ),
+        ),
+        Ok(text) if text.trim().is_empty() => {}
+        Ok(text) => each(text, line.number, origin, buf, errors),
+        Err(e) => errors.report(
+            origin,
+            line.number,
+            format_args!("not UTF-8 ({e}); a record must be a UTF-8 JSON object"),
+        ),
+    }
 }
 
 /// Why a line is not a record, in words: what was wrong and what a record

@@ -23,6 +23,7 @@ pub struct Config {
     pub privacy: Privacy,
     pub incidents: Incidents,
     pub delivery: Delivery,
+    pub prometheus: Prometheus,
     /// Path the configuration was read from, if any (not part of the file).
     #[serde(skip)]
     pub origin: Option<PathBuf>,
@@ -168,6 +169,16 @@ impl Default for Incidents {
             samples: 3,
         }
     }
+}
+
+/// The live detector's `/metrics` endpoint, served by pf-sink.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Prometheus {
+    /// `127.0.0.1:9187`; unset: off.
+    pub listen: Option<String>,
+    /// Whether `listen` may be an address other hosts reach.
+    pub allow_remote: bool,
 }
 
 /// Where pf-sink sends incident events besides `incidents.jsonl` and

@@ -657,6 +657,7 @@ fn consume<W: Write + Send>(
     let context = consumer.context();
     let mut messages = 0u64;
     let mut idle_at_end = 0;
+    let mut textfile = pf_metrics::Textfile::for_stage("kafka-tail");
     while !stop.load(Ordering::Relaxed) {
         // Take what is waiting; only when nothing is, write out and then wait.
         let polled = match consumer.poll(Duration::ZERO) {
@@ -665,7 +666,11 @@ fn consume<W: Write + Send>(
                 let mut sink = context.sink();
                 sink.flush(consumer).context("cannot write to stdout")?;
                 sink.read_acks(consumer, false, &context.reporter);
+                let summary = sink.summary;
                 drop(sink);
+                if let Some(textfile) = &mut textfile {
+                    textfile.maybe_write(false, || metric_samples(consumer, &summary));
+                }
                 consumer.poll(IDLE_WAIT)
             }
         };
@@ -724,6 +729,37 @@ fn consume<W: Write + Send>(
         }
     }
     Ok(())
+}
+
+/// kafka-tail's counts and each assigned partition's lag, for the metrics
+/// textfile (from librdkafka's cached watermarks: no broker request).
+fn metric_samples<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    summary: &Summary,
+) -> pf_metrics::Samples {
+    let mut samples = pf_metrics::stage_samples("kafka-tail", summary.messages, summary.lines, 0);
+    let (Ok(assignment), Ok(position)) = (consumer.assignment(), consumer.position()) else {
+        return samples;
+    };
+    for e in assignment.elements() {
+        let Some(high) = fetched_high_watermark(consumer, e.topic(), e.partition()) else {
+            continue;
+        };
+        let at = match position
+            .find_partition(e.topic(), e.partition())
+            .map(|p| p.offset())
+        {
+            Some(Offset::Offset(p)) => p,
+            _ => continue,
+        };
+        let partition = e.partition().to_string();
+        samples.add(
+            "postfix_anomaly_kafka_consumer_lag_messages",
+            &[("topic", e.topic()), ("partition", &partition)],
+            (high - at).max(0) as f64,
+        );
+    }
+    samples
 }
 
 fn is_connection_error(e: &KafkaError) -> bool {

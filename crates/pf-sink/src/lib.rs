@@ -73,12 +73,12 @@ impl Files {
     }
 }
 
+pub mod metrics;
+
 #[derive(Default)]
 pub struct Counts {
-    pub records: u64,
-    pub anomalies: u64,
-    pub by_severity: BTreeMap<String, u64>,
-    pub unscorable: u64,
+    /// Since the start; what `/metrics` serves.
+    pub totals: metrics::SinkCounts,
     /// (minute since the epoch, records, anomalies) for the last hour.
     minutes: std::collections::VecDeque<(u64, u64, u64)>,
 }
@@ -116,10 +116,14 @@ impl Counts {
             .collect();
         format!(
             "{{\"updated\":{now},\"last_hour\":{{\"records\":{records},\"anomalies\":{anomalies}}},\"since_start\":{{\"records\":{},\"anomalies\":{}}},\"minutes\":[{}]}}\n",
-            self.records,
-            self.anomalies,
+            self.totals.records,
+            self.anomalies(),
             minutes.join(",")
         )
+    }
+
+    pub fn anomalies(&self) -> u64 {
+        self.totals.anomalies.values().sum()
     }
 }
 
@@ -202,9 +206,11 @@ impl Deliveries {
         use std::sync::atomic::Ordering::Relaxed;
         let mut text = String::new();
         if let Some(syslog) = &self.syslog {
+            let c = &syslog.counters;
             text.push_str(&format!(
                 "; syslog: {} sent, {} failed",
-                syslog.sent, syslog.failed
+                c.sent.load(Relaxed),
+                c.failed.load(Relaxed)
             ));
         }
         for spool in &self.spools {
@@ -256,10 +262,14 @@ pub fn write_incidents(
     events: &[IncidentEvent],
     files: &mut Files,
     deliveries: &mut Deliveries,
+    counts: &mut Counts,
     alert: Option<(&mut Vec<u8>, bool)>,
 ) -> io::Result<()> {
     if events.is_empty() {
         return Ok(());
+    }
+    for event in events {
+        counts.totals.note_incident_event(event);
     }
     let file = files.get(INCIDENTS_FILE)?;
     for event in events {
@@ -333,25 +343,15 @@ pub fn route(
     counts: &mut Counts,
     alert: Option<(&mut Vec<u8>, bool)>,
 ) -> io::Result<()> {
-    counts.records += 1;
-    let detection = record.get("detection");
-    let is_anomaly = detection
+    counts.totals.note_record(&record);
+    let is_anomaly = record
+        .get("detection")
         .and_then(|d| d.get("is_anomaly"))
         .and_then(Value::as_bool)
         == Some(true);
     counts.note(is_anomaly);
-    if detection.is_some_and(|d| d.get("error").is_some()) {
-        counts.unscorable += 1;
-    }
     push_line(files.get("all_detections.jsonl")?.buf(), text);
     if is_anomaly {
-        counts.anomalies += 1;
-        let severity = detection
-            .and_then(|d| d.get("severity"))
-            .and_then(Value::as_str)
-            .unwrap_or("low")
-            .to_string();
-        *counts.by_severity.entry(severity).or_default() += 1;
         push_line(files.get("anomalies.jsonl")?.buf(), text);
         if let Some((buf, colour)) = alert {
             write_alert(buf, &record, colour);

@@ -137,7 +137,9 @@ fn main() -> ExitCode {
         let tracker = std::cell::RefCell::new(
             load_incidents(args.incident_state.as_deref(), policy).map_err(Fatal::usage)?,
         );
-        let deliveries = std::cell::RefCell::new(Deliveries::new(&config).map_err(Fatal::usage)?);
+        let deliveries = Deliveries::new(&config).map_err(Fatal::usage)?;
+        let metrics = pf_sink::metrics::start(&config, &deliveries).map_err(Fatal::usage)?;
+        let deliveries = std::cell::RefCell::new(deliveries);
         let incidents_saved = std::cell::Cell::new(std::time::Instant::now());
         let alerts = !args.quiet;
         let colour = alerts && io::stdout().is_terminal();
@@ -149,6 +151,7 @@ fn main() -> ExitCode {
         let acks = std::cell::RefCell::new((Acks::default(), false));
         let mut out = Output::default();
         let mut errors = LineErrors::new("pf-sink");
+        let rejected = std::cell::Cell::new(0u64);
         let files_cell = std::cell::RefCell::new(&mut files);
         let stats = pf_cli::for_each_record_idle(
             "pf-sink",
@@ -158,7 +161,11 @@ fn main() -> ExitCode {
             |text, number, origin, alert_buf, errors| {
                 let record: Map<String, Value> = match serde_json::from_str(text) {
                     Ok(r) => r,
-                    Err(e) => return errors.report(origin, number, pf_cli::not_a_record(&e, text)),
+                    Err(e) => {
+                        errors.report(origin, number, pf_cli::not_a_record(&e, text));
+                        rejected.set(errors.count);
+                        return;
+                    }
                 };
                 if let Some(source) = record.get("source") {
                     let mut acks = acks.borrow_mut();
@@ -172,6 +179,7 @@ fn main() -> ExitCode {
                     &events,
                     &mut files,
                     &mut deliveries.borrow_mut(),
+                    &mut counts.borrow_mut(),
                     (alerts && !args.every_anomaly).then_some((&mut *alert_buf, colour)),
                 );
                 if written.is_ok() {
@@ -227,6 +235,12 @@ fn main() -> ExitCode {
                         save_incidents(path, &tracker.borrow(), false)?;
                     }
                 }
+                pf_sink::metrics::publish(
+                    &metrics,
+                    &counts.borrow().totals,
+                    tracker.borrow().open_count(),
+                    rejected.get(),
+                );
                 if let Some(path) = &stats_file {
                     if stats_written.elapsed() >= STATS_EVERY {
                         stats_written = std::time::Instant::now();
@@ -239,7 +253,7 @@ fn main() -> ExitCode {
         if let Some(path) = &stats_file {
             write_stats(path, &counts.borrow());
         }
-        let counts = counts.into_inner();
+        let mut counts = counts.into_inner();
         let mut tracker = tracker.into_inner();
         let mut flushed = Ok(());
         if args.close_incidents && stats.is_ok() && !failed.get() {
@@ -248,9 +262,11 @@ fn main() -> ExitCode {
                 &events,
                 &mut files_cell.borrow_mut(),
                 &mut deliveries.borrow_mut(),
+                &mut counts,
                 (alerts && !args.every_anomaly).then_some((out.buf(), colour)),
             );
         }
+        pf_sink::metrics::publish(&metrics, &counts.totals, tracker.open_count(), errors.count);
         let mut flushed = flushed.and_then(|()| files_cell.borrow_mut().flush());
         if let (Some(path), Ok(()), false) = (&args.incident_state, &flushed, failed.get()) {
             flushed = save_incidents(path, &tracker, true);
@@ -275,20 +291,21 @@ fn main() -> ExitCode {
         errors.summary("were not records and were skipped");
         eprintln!(
             "pf-sink: {} records, {} anomalies{}{}; files in {}{}",
-            counts.records,
-            counts.anomalies,
-            if counts.by_severity.is_empty() {
+            counts.totals.records,
+            counts.anomalies(),
+            if counts.totals.anomalies.is_empty() {
                 String::new()
             } else {
                 let parts: Vec<String> = counts
-                    .by_severity
+                    .totals
+                    .anomalies
                     .iter()
                     .map(|(s, n)| format!("{n} {s}"))
                     .collect();
                 format!(" ({})", parts.join(", "))
             },
-            if counts.unscorable > 0 {
-                format!(", {} unscorable", counts.unscorable)
+            if counts.totals.unscorable > 0 {
+                format!(", {} unscorable", counts.totals.unscorable)
             } else {
                 String::new()
             },
