@@ -21,6 +21,10 @@ export PF_TANSU
 PF_FAIL2BAN="${PF_FAIL2BAN:-}"
 [ -n "$PF_FAIL2BAN" ] || PF_FAIL2BAN="$(tests/setup-fail2ban.sh)"
 export PF_FAIL2BAN
+# Headless Chromium, for the test that renders report.html.
+PF_CHROMIUM="${PF_CHROMIUM:-}"
+[ -n "$PF_CHROMIUM" ] || PF_CHROMIUM="$(tests/setup-chromium.sh)"
+export PF_CHROMIUM
 cargo fmt --all -- --check
 # Every binary first: the pipeline tests run the other stages' binaries.
 cargo build --workspace --release --bins

@@ -767,3 +767,127 @@ fn the_metrics_endpoint_counts_what_the_files_hold() {
         }
     }
 }
+
+/// Headless Chromium's screenshot of a page, and its DOM after rendering.
+fn render_in_chromium(page: &Path, png: &Path) -> String {
+    let chromium = std::env::var("PF_CHROMIUM").expect(
+        "PF_CHROMIUM names the browser tests/setup-chromium.sh installs (tests/run.sh sets it)",
+    );
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--hide-scrollbars",
+        "--window-size=1200,1800",
+    ];
+    let url = format!("file://{}", page.display());
+    let shot = Command::new(&chromium)
+        .args(flags)
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(&url)
+        .output()
+        .expect("chromium runs");
+    assert!(
+        shot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shot.stderr)
+    );
+    let dom = Command::new(&chromium)
+        .args(flags)
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .expect("chromium runs");
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    String::from_utf8_lossy(&dom.stdout).into_owned()
+}
+
+/// A PNG's width and height, from its IHDR chunk.
+fn png_size(bytes: &[u8]) -> (u32, u32) {
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    assert_eq!(&bytes[12..16], b"IHDR");
+    let word = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    (word(16), word(20))
+}
+
+/// The sample's report.html, as an admin opens it: Chromium renders a page
+/// that is not blank, with a row per incident of incidents.jsonl and a dot
+/// per incident on the time axis, the most severe first; pf-sink brought the
+/// incidents up to date after pf-score had written the page.
+#[test]
+fn the_report_shows_the_incidents_in_a_browser() {
+    let dir = pf_testkit::temp_dir("live-detector-report");
+    let repo = repo();
+    let out = dir.join("out");
+    let config = write_config_with(&dir, "", &out);
+    let run = Command::new(repo.join("pipelines/live-detector.sh"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--quiet", "--output-dir"])
+        .arg(&out)
+        .arg("--replay")
+        .arg(repo.join("pipelines/sample/mail.log"))
+        .arg(repo.join("pipelines/sample/roundcube.log"))
+        .env("PF_BIN", bin_dir())
+        .env_remove("PF_CONFIG")
+        .current_dir(&dir)
+        .output()
+        .expect("live-detector.sh runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let events = records(&out.join("incidents.jsonl"));
+    let ids: BTreeSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert!(ids.len() >= 3, "{events:?}");
+
+    let page = out.join("report.html");
+    let png = dir.join("report.png");
+    let dom = render_in_chromium(&page, &png);
+    let rows = dom.matches("<tr class=\"incident ").count();
+    assert_eq!(rows, ids.len(), "one row per incident");
+    assert_eq!(
+        dom.matches("<circle class=\"incident ").count(),
+        ids.len(),
+        "a dot per incident"
+    );
+    assert!(dom.contains(&format!("{} incidents in", ids.len())));
+    // Every incident closed at the end of the replay, as the file says.
+    assert_eq!(dom.matches("<td>closed</td>").count(), ids.len());
+    let first_row = dom.find("<tr class=\"incident ").unwrap();
+    assert!(
+        dom[first_row..].starts_with("<tr class=\"incident high\""),
+        "the most severe first"
+    );
+    for key in events.iter().map(|e| e["key"].as_str().unwrap()) {
+        assert!(dom.contains(key), "{key} is not in the page");
+    }
+    assert!(
+        dom.contains("bar high"),
+        "the time axis has the high anomalies"
+    );
+
+    // Not blank: a rendered report compresses far worse than an empty page.
+    let shot = std::fs::read(&png).unwrap();
+    assert_eq!(png_size(&shot), (1200, 1800));
+    let blank_page = dir.join("blank.html");
+    std::fs::write(&blank_page, "<html><body></body></html>").unwrap();
+    let blank_png = dir.join("blank.png");
+    render_in_chromium(&blank_page, &blank_png);
+    let blank = std::fs::read(&blank_png).unwrap();
+    assert_eq!(png_size(&blank), (1200, 1800));
+    assert!(
+        shot.len() > 10 * blank.len(),
+        "the screenshot looks blank: {} bytes, an empty page {} bytes",
+        shot.len(),
+        blank.len()
+    );
+}

@@ -429,15 +429,19 @@ impl Stage {
                     let score = batch.scores[*index];
                     if let Some(report) = &mut self.report {
                         report.scores.add(score);
-                        if let (true, Some(phi)) = (batch.grades[*index].is_anomaly(), phi) {
+                        let grade = batch.grades[*index];
+                        if let (true, Some(phi)) = (grade.is_anomaly(), phi) {
+                            let view: ReportView =
+                                serde_json::from_str(&pending.text).unwrap_or(ReportView {
+                                    raw: None,
+                                    ts: None,
+                                    kind: None,
+                                });
+                            if let Some(ts) = &view.ts {
+                                report.scores.add_anomaly_at(ts, grade.severity);
+                            }
                             if report.scores.wants(score) {
                                 let names = self.loaded.detector.encoder.names();
-                                let view: ReportView = serde_json::from_str(&pending.text)
-                                    .unwrap_or(ReportView {
-                                        raw: None,
-                                        ts: None,
-                                        kind: None,
-                                    });
                                 report.scores.offer(Anomaly {
                                     score,
                                     ts: view.ts.unwrap_or_default(),
@@ -571,7 +575,12 @@ impl Stage {
             self.loaded.detector.model.version,
             report.scores.scored()
         );
-        let page = report.scores.render(&title);
+        let incidents = report
+            .path
+            .parent()
+            .map(|dir| pf_report::incident_rows(&dir.join(pf_report::INCIDENTS_FILE)))
+            .unwrap_or_default();
+        let page = report.scores.render(&title, &incidents);
         // Log lines and user names: as private as the other outputs.
         if let Err(e) =
             pf_record::atomic::write_private_atomically(&report.path, page.as_bytes(), 0o640)

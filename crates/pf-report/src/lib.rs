@@ -44,8 +44,58 @@ pub struct Anomaly {
     pub top_features: Vec<Contribution>,
 }
 
+/// An incident as the report's table lists it (its latest event).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentRow {
+    pub severity: String,
+    /// `open` or `closed`.
+    pub status: String,
+    pub entity: String,
+    pub key: String,
+    pub kind: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub anomalies: u64,
+    pub lines: u64,
+    /// Rarity words ("1 in 250,000").
+    pub rarity: String,
+    pub why: Vec<String>,
+}
+
+/// Hours of anomalies kept for the time axis.
+const TIMELINE_HOURS: usize = 14 * 24;
+
+/// Anomalies per hour of event time by severity, for the time axis: kept
+/// by pf-score for its report and by pf-sink, which refreshes the
+/// incidents part of the report when it ends (after pf-score has).
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    /// Unix hour: high, medium, low.
+    hours: std::collections::BTreeMap<i64, [u64; 3]>,
+}
+
+impl Timeline {
+    /// Counts an anomaly at its event time (RFC 3339); `severity` is
+    /// `high`, `medium` or `low`. A time that does not parse is left out.
+    pub fn add(&mut self, ts: &str, severity: &str) {
+        let Some(seconds) = unix_seconds(ts) else {
+            return;
+        };
+        let lane = match severity {
+            "high" => 0,
+            "medium" => 1,
+            _ => 2,
+        };
+        self.hours.entry(seconds.div_euclid(3600)).or_default()[lane] += 1;
+        while self.hours.len() > TIMELINE_HOURS {
+            self.hours.pop_first();
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ScoreReport {
+    timeline: Timeline,
     thresholds: Thresholds,
     bins: Vec<u64>,
     scored: u64,
@@ -65,6 +115,7 @@ impl ScoreReport {
     /// A report listing up to `keep` of the most anomalous records.
     pub fn new(thresholds: Thresholds, keep: usize) -> ScoreReport {
         ScoreReport {
+            timeline: Default::default(),
             thresholds,
             bins: vec![0; BINS],
             scored: 0,
@@ -112,6 +163,11 @@ impl ScoreReport {
         self.severities[self.severity(score)] += 1;
     }
 
+    /// Counts an anomaly at its event time for the time axis.
+    pub fn add_anomaly_at(&mut self, ts: &str, severity: &str) {
+        self.timeline.add(ts, severity);
+    }
+
     /// Counts a record that could not be scored.
     pub fn add_unscorable(&mut self) {
         self.unscorable += 1;
@@ -148,8 +204,9 @@ impl ScoreReport {
         self.bins[..edge].iter().sum()
     }
 
-    /// The page. `title` says what was scored (model, input).
-    pub fn render(&self, title: &str) -> String {
+    /// The page. `title` says what was scored (model, input); `incidents`
+    /// are pf-sink's, from `incidents.jsonl` beside the report.
+    pub fn render(&self, title: &str, incidents: &[IncidentRow]) -> String {
         let mut h = String::with_capacity(64 * 1024);
         let t = self.thresholds;
         let _ = write!(
@@ -187,6 +244,7 @@ impl ScoreReport {
             );
         }
         h.push_str("</table>\n");
+        h.push_str(&incidents_section(&self.timeline, incidents));
         self.histogram(&mut h);
         self.what_if(&mut h);
         self.anomalies(&mut h);
@@ -380,6 +438,280 @@ fn percent(part: u64, whole: u64) -> String {
 
 /// Escapes text for XHTML, dropping characters XML does not allow (log
 /// lines are attacker-controlled and may hold any control character).
+fn unix_seconds(ts: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(ts)
+        .ok()
+        .map(|t| t.timestamp())
+}
+
+/// Incidents shown in the table at most (the most severe, then the latest).
+const INCIDENTS_SHOWN: usize = 100;
+
+fn incident_table(h: &mut String, incidents: &[IncidentRow]) {
+    let _ = writeln!(
+        h,
+        "<h2 id=\"incidents\">Incidents</h2>\n<p>{} incidents in <code>incidents.jsonl</code> ({} open); the most severe and latest first.</p>",
+        incidents.len(),
+        incidents.iter().filter(|i| i.status == "open").count()
+    );
+    if incidents.is_empty() {
+        return;
+    }
+    let rank = |s: &str| match s {
+        "high" => 3,
+        "medium" => 2,
+        "low" => 1,
+        _ => 0,
+    };
+    let mut shown: Vec<&IncidentRow> = incidents.iter().collect();
+    shown.sort_by(|a, b| {
+        rank(&b.severity)
+            .cmp(&rank(&a.severity))
+            .then_with(|| b.last_seen.cmp(&a.last_seen))
+    });
+    shown.truncate(INCIDENTS_SHOWN);
+    h.push_str("<table class=\"incidents\">\n<tr><th>severity</th><th>status</th><th>key</th><th>kind</th><th>span</th><th>anomalous / lines</th><th>rarest line</th><th>why</th></tr>\n");
+    for i in shown {
+        let class = match i.severity.as_str() {
+            "high" | "medium" | "low" => i.severity.as_str(),
+            _ => "none",
+        };
+        let _ = writeln!(
+            h,
+            "<tr class=\"incident {class}\"><td>{}</td><td>{}</td><td>{} <code>{}</code></td><td>{}</td><td>{} .. {}</td><td>{} / {}</td><td>{}</td><td>{}</td></tr>",
+            escape(&i.severity),
+            escape(&i.status),
+            escape(&i.entity),
+            escape(&i.key),
+            escape(&i.kind),
+            escape(&i.first_seen),
+            escape(&i.last_seen),
+            i.anomalies,
+            i.lines,
+            escape(&i.rarity),
+            escape(&i.why.join(", "))
+        );
+    }
+    h.push_str("</table>\n");
+}
+
+const SECTION_BEGIN: &str = "<!-- incidents: begin -->\n";
+const SECTION_END: &str = "<!-- incidents: end -->\n";
+
+/// The time axis and the incident table, between markers that
+/// [`refresh_incidents`] finds.
+pub fn incidents_section(timeline: &Timeline, incidents: &[IncidentRow]) -> String {
+    let mut h = String::from(SECTION_BEGIN);
+    timeline.svg(&mut h, incidents);
+    incident_table(&mut h, incidents);
+    h.push_str(SECTION_END);
+    h
+}
+
+/// Rewrites the incidents part of an existing report (atomically); false
+/// when there is no report there, or it has no such part.
+pub fn refresh_incidents(
+    report: &std::path::Path,
+    timeline: &Timeline,
+    incidents: &[IncidentRow],
+) -> std::io::Result<bool> {
+    let page = match std::fs::read_to_string(report) {
+        Ok(page) => page,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let (Some(begin), Some(end)) = (page.find(SECTION_BEGIN), page.find(SECTION_END)) else {
+        return Ok(false);
+    };
+    if end < begin {
+        return Ok(false);
+    }
+    let mut fresh = String::with_capacity(page.len());
+    fresh.push_str(&page[..begin]);
+    fresh.push_str(&incidents_section(timeline, incidents));
+    fresh.push_str(&page[end + SECTION_END.len()..]);
+    pf_record::atomic::write_private_atomically(report, fresh.as_bytes(), 0o640)?;
+    Ok(true)
+}
+
+/// pf-sink's incident events file, beside the report in the output directory.
+pub const INCIDENTS_FILE: &str = "incidents.jsonl";
+/// Read at most this much of its end: the latest incidents.
+const INCIDENTS_READ: u64 = 4 << 20;
+
+/// The incidents of an `incidents.jsonl` (each as its latest event says);
+/// none when the file is not there.
+pub fn incident_rows(path: &std::path::Path) -> Vec<IncidentRow> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = file.metadata().map_or(0, |m| m.len());
+    let from = len.saturating_sub(INCIDENTS_READ);
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(from)).is_err() || file.read_to_end(&mut bytes).is_err() {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines = text.lines();
+    if from > 0 {
+        lines.next(); // cut by the start of the read
+    }
+    let mut latest: std::collections::BTreeMap<String, IncidentRow> = Default::default();
+    for line in lines {
+        let Ok(event) = pf_incident::IncidentEvent::from_json(line) else {
+            continue;
+        };
+        let status = if event.change == pf_incident::Change::Closed {
+            "closed"
+        } else {
+            "open"
+        };
+        let i = event.incident;
+        latest.insert(
+            i.id.clone(),
+            IncidentRow {
+                status: status.into(),
+                entity: i.entity.as_str().into(),
+                kind: i.kind,
+                first_seen: i.first_seen,
+                last_seen: i.last_seen,
+                anomalies: i.anomalies,
+                lines: i.lines,
+                rarity: pf_record::rarity::describe(i.rarity),
+                why: i.top_features.into_iter().map(|(f, _)| f).collect(),
+                severity: i.severity,
+                key: i.key,
+            },
+        );
+    }
+    latest.into_values().collect()
+}
+
+impl Timeline {
+    /// The SVG time axis: anomalies per hour stacked by severity, and a
+    /// marker per incident at its first line, by severity.
+    fn svg(&self, h: &mut String, incidents: &[IncidentRow]) {
+        const W: f64 = 900.0;
+        const H: f64 = 220.0;
+        const LEFT: f64 = 60.0;
+        const BOTTOM: f64 = 36.0;
+        const TOP: f64 = 30.0;
+        let starts: Vec<(i64, &IncidentRow)> = incidents
+            .iter()
+            .filter_map(|i| unix_seconds(&i.first_seen).map(|t| (t, i)))
+            .collect();
+        let hours = self.hours.keys().copied();
+        let first = hours
+            .clone()
+            .map(|hr| hr * 3600)
+            .chain(starts.iter().map(|(t, _)| *t))
+            .min();
+        let last = hours
+            .map(|hr| hr * 3600 + 3600)
+            .chain(starts.iter().map(|(t, _)| *t + 1))
+            .max();
+        h.push_str("<h2>Over time</h2>\n");
+        let (Some(first), Some(last)) = (first, last) else {
+            h.push_str("<p>No anomalies or incidents yet.</p>\n");
+            return;
+        };
+        let first = first.div_euclid(3600) * 3600;
+        let last = (last + 3599).div_euclid(3600) * 3600;
+        let span = (last - first).max(3600) as f64;
+        let plot_w = W - LEFT - 20.0;
+        let plot_h = H - BOTTOM - TOP;
+        let x_of = |t: i64| LEFT + (t - first) as f64 / span * plot_w;
+        let top_count = self
+            .hours
+            .values()
+            .map(|c| c.iter().sum::<u64>())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let y_of = |n: u64| TOP + plot_h - n as f64 / top_count as f64 * plot_h;
+        let _ = writeln!(
+            h,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"anomalies and incidents over time\">"
+        );
+        let _ = writeln!(
+            h,
+            "<title>Anomalous lines per hour by severity, and incidents by their first line</title>"
+        );
+        let _ = writeln!(
+            h,
+            "<line class=\"axis\" x1=\"{LEFT}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\"/><line class=\"axis\" x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{0}\"/>",
+            TOP + plot_h,
+            LEFT + plot_w
+        );
+        let _ = writeln!(
+            h,
+            "<text class=\"tick\" x=\"{}\" y=\"{}\" text-anchor=\"end\">{top_count}</text><text class=\"tick\" x=\"{}\" y=\"{}\" text-anchor=\"end\">0</text>",
+            LEFT - 4.0,
+            TOP + 4.0,
+            LEFT - 4.0,
+            TOP + plot_h
+        );
+        let bar_w = (plot_w * 3600.0 / span - 1.0).max(1.0);
+        for (hour, counts) in &self.hours {
+            let x = x_of(hour * 3600);
+            let mut base = 0;
+            for (lane, class) in ["high", "medium", "low"].iter().enumerate().rev() {
+                let n = counts[lane];
+                if n == 0 {
+                    continue;
+                }
+                let (y0, y1) = (y_of(base), y_of(base + n));
+                let _ = writeln!(
+                    h,
+                    "<rect class=\"bar {class}\" x=\"{x:.1}\" y=\"{y1:.1}\" width=\"{bar_w:.1}\" height=\"{:.1}\"><title>{n} {class} anomalies in the hour from {}</title></rect>",
+                    (y0 - y1).max(0.5),
+                    hour_label(hour * 3600)
+                );
+                base += n;
+            }
+        }
+        for (t, incident) in &starts {
+            let class = match incident.severity.as_str() {
+                "high" | "medium" | "low" => incident.severity.as_str(),
+                _ => "none",
+            };
+            let _ = writeln!(
+                h,
+                "<circle class=\"incident {class}\" cx=\"{:.1}\" cy=\"{}\" r=\"6\"><title>{} incident: {} {} ({}), from {}</title></circle>",
+                x_of(*t),
+                TOP - 14.0,
+                escape(&incident.severity),
+                escape(&incident.entity),
+                escape(&incident.key),
+                escape(&incident.kind),
+                escape(&incident.first_seen)
+            );
+        }
+        for (x, t, anchor) in [(LEFT, first, "start"), (LEFT + plot_w, last, "end")] {
+            let _ = writeln!(
+                h,
+                "<text class=\"tick\" x=\"{x}\" y=\"{}\" text-anchor=\"{anchor}\">{}</text>",
+                TOP + plot_h + 16.0,
+                hour_label(t)
+            );
+        }
+        let _ = writeln!(
+            h,
+            "<text class=\"label\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">event time (UTC); bars: anomalous lines per hour; dots: incidents</text>",
+            LEFT + plot_w / 2.0,
+            H - 4.0
+        );
+        h.push_str("</svg>\n");
+    }
+}
+
+fn hour_label(seconds: i64) -> String {
+    chrono::DateTime::from_timestamp(seconds, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_default()
+}
+
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -406,7 +738,9 @@ rect.bar.none{fill:#7f8c8d}rect.bar.low{fill:#f1c40f}rect.bar.medium{fill:#e67e2
 line.axis{stroke:#333}line.grid{stroke:#eee}text.tick,text.label{font-size:11px;fill:#333}\
 line.threshold{stroke-width:2;stroke-dasharray:5,3}line.threshold.high{stroke:#c0392b}\
 line.threshold.medium{stroke:#e67e22}line.threshold.low{stroke:#b7950b}\
-text.threshold-label{font-size:11px}";
+text.threshold-label{font-size:11px}\
+circle.incident.high{fill:#c0392b}circle.incident.medium{fill:#e67e22}circle.incident.low{fill:#f1c40f}\
+circle.incident{stroke:#333;stroke-width:1}table.incidents code{font-size:85%;white-space:nowrap}";
 
 const HELP: &str = "<h2>Tuning</h2>\n<p>Records are anomalies when their score is below \
 <code>anomaly.threshold.low</code>; <code>medium</code> and <code>high</code> grade them. \

@@ -79,6 +79,8 @@ pub mod metrics;
 pub struct Counts {
     /// Since the start; what `/metrics` serves.
     pub totals: metrics::SinkCounts,
+    /// Anomalies per hour, for the time axis of report.html.
+    pub timeline: pf_report::Timeline,
     /// (minute since the epoch, records, anomalies) for the last hour.
     minutes: std::collections::VecDeque<(u64, u64, u64)>,
 }
@@ -320,6 +322,23 @@ pub fn acknowledge(
     Ok(())
 }
 
+/// pf-score's report.html, when there is one in the output directory.
+pub const REPORT_FILE: &str = "report.html";
+
+/// Brings the incidents part of report.html up to date with
+/// incidents.jsonl: pf-score wrote the page before pf-sink had the last
+/// events (it ends first). A failure is reported, not fatal.
+pub fn refresh_report(dir: &Path, timeline: &pf_report::Timeline) {
+    let rows = pf_report::incident_rows(&dir.join(INCIDENTS_FILE));
+    let report = dir.join(REPORT_FILE);
+    if let Err(e) = pf_report::refresh_incidents(&report, timeline, &rows) {
+        eprintln!(
+            "pf-sink: cannot update the incidents in {}: {e}",
+            report.display()
+        );
+    }
+}
+
 /// The stats are a convenience for `status.sh`: a failure is reported, not fatal.
 pub fn write_stats(path: &Path, counts: &Counts) {
     if let Err(e) = pf_record::atomic::write_atomically(path, counts.stats_json().as_bytes()) {
@@ -352,6 +371,14 @@ pub fn route(
     counts.note(is_anomaly);
     push_line(files.get("all_detections.jsonl")?.buf(), text);
     if is_anomaly {
+        if let Some(ts) = record.get("ts").and_then(Value::as_str) {
+            let severity = record
+                .get("detection")
+                .and_then(|d| d.get("severity"))
+                .and_then(Value::as_str)
+                .unwrap_or("low");
+            counts.timeline.add(ts, severity);
+        }
         push_line(files.get("anomalies.jsonl")?.buf(), text);
         if let Some((buf, colour)) = alert {
             write_alert(buf, &record, colour);

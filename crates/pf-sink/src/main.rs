@@ -280,6 +280,9 @@ fn main() -> ExitCode {
             );
         }
         out.flush().context("cannot write the alert lines")?;
+        if flushed.is_ok() && !failed.get() {
+            pf_sink::refresh_report(&dir, &counts.timeline);
+        }
         let deliveries = deliveries.into_inner();
         if flushed.is_ok() && !failed.get() {
             deliveries.drain(std::time::Duration::from_secs_f64(
