@@ -8,7 +8,7 @@
 # mail_login_logs.json (parsed records per topic), all_detections.jsonl,
 # anomalies.jsonl and incidents.jsonl, report.html (pf-score's tuning report:
 # score histogram with the thresholds, top anomalies), and prints one line
-# per incident event (opened, escalated, closed).
+# per incident event (opened, escalated, closed; a replay: one per incident, closed).
 # --replay feeds log files through the same stages instead of Kafka (no
 # broker needed), interleaved by event time (pf-parse --merge); its
 # incidents close at the end. On Kafka the behavioural features' memory and
@@ -74,8 +74,9 @@ if [ "$mode" = kafka ]; then
         mkdir -p "$PF_METRICS_DIR"
     fi
 else
-    # A replay is a finished story: its incidents close at the end.
-    sink_args+=(--close-incidents)
+    # A replay is a finished story: its incidents close at the end, and
+    # each is printed once, as it ended.
+    sink_args+=(--close-incidents --print closed)
 fi
 
 fifos="$(mktemp -d "${TMPDIR:-/tmp}/live-detector.XXXXXX")"

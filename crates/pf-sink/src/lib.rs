@@ -259,13 +259,14 @@ pub fn save_incidents(path: &Path, tracker: &Tracker, sync: bool) -> io::Result<
     written.map_err(|e| io::Error::new(e.kind(), format!("cannot save {}: {e}", path.display())))
 }
 
-/// Appends incident events to incidents.jsonl and their alert lines.
+/// Appends incident events to incidents.jsonl and incidents.log, hands
+/// them to the deliveries, and prints the alert lines of the changes shown.
 pub fn write_incidents(
     events: &[IncidentEvent],
     files: &mut Files,
     deliveries: &mut Deliveries,
     counts: &mut Counts,
-    alert: Option<(&mut Vec<u8>, bool)>,
+    alert: Option<(&mut Vec<u8>, bool, &[pf_incident::Change])>,
 ) -> io::Result<()> {
     if events.is_empty() {
         return Ok(());
@@ -288,8 +289,8 @@ pub fn write_incidents(
     for event in events {
         deliveries.send(event)?;
     }
-    if let Some((buf, colour)) = alert {
-        for event in events {
+    if let Some((buf, colour, shown)) = alert {
+        for event in events.iter().filter(|e| shown.contains(&e.change)) {
             push_line(buf, &event.alert_line(colour));
         }
     }

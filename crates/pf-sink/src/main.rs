@@ -1,7 +1,7 @@
 use anyhow::Context;
 use clap::Parser;
 use pf_cli::{CommonArgs, Fatal, LineErrors, Output, EXIT_INPUT, EXIT_OK};
-use pf_incident::Policy;
+use pf_incident::{Change, Policy};
 use pf_record::acks::Acks;
 use pf_sink::{
     acknowledge, create_dir, load_incidents, route, save_incidents, topic_file, write_incidents,
@@ -90,6 +90,16 @@ struct Args {
     /// Print one line per anomalous record instead of one per incident event.
     #[arg(long)]
     every_anomaly: bool,
+    /// The incident events printed on stdout (all are written to the files):
+    /// `closed` alone gives one line per incident, as it ended.
+    #[arg(
+        long,
+        value_name = "EVENTS",
+        value_delimiter = ',',
+        default_value = "opened,escalated,closed",
+        value_parser = parse_change
+    )]
+    print: Vec<Change>,
 }
 
 fn main() -> ExitCode {
@@ -180,7 +190,11 @@ fn main() -> ExitCode {
                     &mut files,
                     &mut deliveries.borrow_mut(),
                     &mut counts.borrow_mut(),
-                    (alerts && !args.every_anomaly).then_some((&mut *alert_buf, colour)),
+                    (alerts && !args.every_anomaly).then_some((
+                        &mut *alert_buf,
+                        colour,
+                        &args.print[..],
+                    )),
                 );
                 if written.is_ok() {
                     written = route(
@@ -263,7 +277,7 @@ fn main() -> ExitCode {
                 &mut files_cell.borrow_mut(),
                 &mut deliveries.borrow_mut(),
                 &mut counts,
-                (alerts && !args.every_anomaly).then_some((out.buf(), colour)),
+                (alerts && !args.every_anomaly).then_some((out.buf(), colour, &args.print[..])),
             );
         }
         pf_sink::metrics::publish(&metrics, &counts.totals, tracker.open_count(), errors.count);
@@ -321,6 +335,17 @@ fn main() -> ExitCode {
             EXIT_OK
         })
     })
+}
+
+fn parse_change(word: &str) -> Result<Change, String> {
+    match word {
+        "opened" => Ok(Change::Opened),
+        "escalated" => Ok(Change::Escalated),
+        "closed" => Ok(Change::Closed),
+        _ => Err(format!(
+            "{word:?}: the events are opened, escalated and closed"
+        )),
+    }
 }
 
 /// The incident state is saved (synced) before Kafka positions are

@@ -424,3 +424,53 @@ fn hostile_input_is_reported_and_the_rest_kept() {
         r.stderr
     );
 }
+
+/// `--print closed` (what a replay uses) prints each incident once, as it
+/// ended; the files still get every event.
+#[test]
+fn print_closed_gives_one_line_per_incident() {
+    let dir = temp_dir("pf-sink-print-closed");
+    let input: String = (0..10)
+        .map(|_| scored(None, "postfix/smtpd", true, "auth failed") + "\n")
+        .collect();
+    let r = run(
+        BIN,
+        &[
+            "--output-dir",
+            "out",
+            "--close-incidents",
+            "--print",
+            "closed",
+        ],
+        input.as_bytes(),
+        &dir,
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let printed: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(printed.len(), 1, "{}", r.stdout);
+    assert!(
+        printed[0].starts_with("HIGH   closed    client 203.0.113.250"),
+        "{}",
+        printed[0]
+    );
+    assert!(
+        printed[0].contains("10 anomalous / 10 lines"),
+        "{}",
+        printed[0]
+    );
+    let events = lines(&dir.join("out/incidents.jsonl"));
+    assert_eq!(events.len(), 2, "opened and closed are both in the file");
+    let r = run(
+        BIN,
+        &["--output-dir", "out", "--print", "started"],
+        b"",
+        &dir,
+    );
+    assert_eq!(r.status, 2);
+    assert!(
+        r.stderr
+            .contains("the events are opened, escalated and closed"),
+        "{}",
+        r.stderr
+    );
+}
