@@ -383,6 +383,25 @@ fn sigterm_drains_and_exits_cleanly() {
     assert_eq!(records(&all).len(), msgs.len());
 }
 
+/// live-detector.sh --replay of the sample's two logs into `out`.
+fn replay_sample(dir: &Path, out: &Path) -> std::process::Output {
+    let repo = repo();
+    let config = write_config_with(dir, "", out);
+    Command::new(repo.join("pipelines/live-detector.sh"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--quiet", "--output-dir"])
+        .arg(out)
+        .arg("--replay")
+        .arg(repo.join("pipelines/sample/mail.log"))
+        .arg(repo.join("pipelines/sample/roundcube.log"))
+        .env("PF_BIN", bin_dir())
+        .env_remove("PF_CONFIG")
+        .current_dir(dir)
+        .output()
+        .expect("live-detector.sh runs")
+}
+
 /// `--replay` of the sample's mail.log and roundcube.log (what run.sh
 /// does) interleaves them by event time: the webmail logins sit among the
 /// same hour's mail instead of after the whole day; every output file is
@@ -390,22 +409,8 @@ fn sigterm_drains_and_exits_cleanly() {
 #[test]
 fn replay_merges_the_logs_in_time_order() {
     let dir = pf_testkit::temp_dir("live-detector-replay");
-    let repo = repo();
     let out = dir.join("out");
-    let config = write_config_with(&dir, "", &out);
-    let run = Command::new(repo.join("pipelines/live-detector.sh"))
-        .arg("--config")
-        .arg(&config)
-        .args(["--quiet", "--output-dir"])
-        .arg(&out)
-        .arg("--replay")
-        .arg(repo.join("pipelines/sample/mail.log"))
-        .arg(repo.join("pipelines/sample/roundcube.log"))
-        .env("PF_BIN", bin_dir())
-        .env_remove("PF_CONFIG")
-        .current_dir(&dir)
-        .output()
-        .expect("live-detector.sh runs");
+    let run = replay_sample(&dir, &out);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
     let all = records(&out.join("all_detections.jsonl"));
@@ -824,22 +829,8 @@ fn png_size(bytes: &[u8]) -> (u32, u32) {
 #[test]
 fn the_report_shows_the_incidents_in_a_browser() {
     let dir = pf_testkit::temp_dir("live-detector-report");
-    let repo = repo();
     let out = dir.join("out");
-    let config = write_config_with(&dir, "", &out);
-    let run = Command::new(repo.join("pipelines/live-detector.sh"))
-        .arg("--config")
-        .arg(&config)
-        .args(["--quiet", "--output-dir"])
-        .arg(&out)
-        .arg("--replay")
-        .arg(repo.join("pipelines/sample/mail.log"))
-        .arg(repo.join("pipelines/sample/roundcube.log"))
-        .env("PF_BIN", bin_dir())
-        .env_remove("PF_CONFIG")
-        .current_dir(&dir)
-        .output()
-        .expect("live-detector.sh runs");
+    let run = replay_sample(&dir, &out);
     assert!(
         run.status.success(),
         "{}",

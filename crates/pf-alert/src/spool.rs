@@ -447,16 +447,11 @@ fn deliver_forever<D: Destination>(shared: &Shared, mut destination: D) {
                 Ok(batch) => batch,
                 Err(e) => {
                     drop(state);
-                    eprintln!(
-                        "pf-sink: {}: cannot read {}: {e}; trying again in {} s",
-                        shared.name,
-                        spool_path(&shared.dir, &shared.name).display(),
-                        backoff.as_secs()
-                    );
-                    if !pause(shared, backoff) {
+                    let path = spool_path(&shared.dir, &shared.name);
+                    let problem = format!("cannot read {}: {e}", path.display());
+                    if !retry_later(shared, &mut backoff, destination.retry_max(), &problem) {
                         return;
                     }
-                    backoff = (backoff * 2).min(destination.retry_max());
                     continue;
                 }
             }
@@ -515,19 +510,27 @@ fn deliver_forever<D: Destination>(shared: &Shared, mut destination: D) {
                 shared.counters.failed.fetch_add(1, Ordering::Relaxed);
                 failing_since.get_or_insert_with(Instant::now);
                 let queued = lock(shared).queued;
-                eprintln!(
-                    "pf-sink: {}: {reason}; {queued} events wait in {}; trying again in {} s",
-                    shared.name,
-                    spool_path(&shared.dir, &shared.name).display(),
-                    backoff.as_secs()
-                );
-                if !pause(shared, backoff) {
+                let path = spool_path(&shared.dir, &shared.name);
+                let problem = format!("{reason}; {queued} events wait in {}", path.display());
+                if !retry_later(shared, &mut backoff, destination.retry_max(), &problem) {
                     return;
                 }
-                backoff = (backoff * 2).min(destination.retry_max());
             }
         }
     }
+}
+
+/// Says what failed, waits `backoff` (false: told to stop meanwhile) and
+/// doubles it, up to `max`.
+fn retry_later(shared: &Shared, backoff: &mut Duration, max: Duration, problem: &str) -> bool {
+    eprintln!(
+        "pf-sink: {}: {problem}; trying again in {} s",
+        shared.name,
+        backoff.as_secs()
+    );
+    let go_on = pause(shared, *backoff);
+    *backoff = (*backoff * 2).min(max);
+    go_on
 }
 
 /// Keeps refused events in `<name>.rejected.jsonl` and says so.

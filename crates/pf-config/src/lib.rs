@@ -160,6 +160,9 @@ pub struct Incidents {
     pub gap_minutes: f64,
     /// Sample lines kept per incident.
     pub samples: usize,
+    /// Incidents of one kind open for different clients or accounts before
+    /// the next ones join a campaign incident of the kind; 0: never.
+    pub campaign_after: usize,
 }
 
 impl Default for Incidents {
@@ -167,6 +170,7 @@ impl Default for Incidents {
         Incidents {
             gap_minutes: 30.0,
             samples: 3,
+            campaign_after: 3,
         }
     }
 }

@@ -230,6 +230,11 @@ pub struct Policy {
     pub gap_micros: i64,
     /// Sample lines kept per incident.
     pub samples: usize,
+    /// With this many incidents of one kind open for different clients (or
+    /// accounts), the next client's anomalies of that kind join one
+    /// incident of the kind instead: an attack from many addresses is a
+    /// campaign, not one incident per address. 0: never.
+    pub campaign_after: usize,
 }
 
 impl Default for Policy {
@@ -237,6 +242,7 @@ impl Default for Policy {
         Policy {
             gap_micros: 30 * 60 * 1_000_000,
             samples: 3,
+            campaign_after: 3,
         }
     }
 }
@@ -407,6 +413,10 @@ pub struct Tracker {
     /// The incident each message (queue id) of an open incident is in.
     #[serde(default)]
     messages: BTreeMap<String, String>,
+    /// Clients (or accounts) whose anomalies joined an open campaign: the
+    /// campaign's key and how many.
+    #[serde(default)]
+    in_campaign: BTreeMap<String, (String, u32)>,
 }
 
 /// Kinds counted per incident; a line of any further kind counts as [`OTHER_KIND`].
@@ -415,6 +425,9 @@ const OTHER_KIND: &str = "other";
 
 /// Messages remembered for [`Tracker::messages`], so a flood cannot grow it without end.
 const MAX_MESSAGES: usize = 200_000;
+/// A client whose anomalies joined a campaign this many times is attacking
+/// on its own: its next one opens its own incident (the one a ban acts on).
+const ON_ITS_OWN_AFTER: u32 = 3;
 
 fn key_of(entity: Entity, value: &str) -> String {
     format!("{} {value}", entity.as_str())
@@ -504,6 +517,7 @@ impl Tracker {
                 }
             },
         };
+        let (key, entity, value) = self.campaign_of(key, entity, value, &obs.kind);
         if let Some(queue) = queue {
             if self.messages.len() < MAX_MESSAGES {
                 self.messages.insert(queue.clone(), key.clone());
@@ -577,6 +591,50 @@ impl Tracker {
         events
     }
 
+    /// The incident a client's (or account's) anomaly joins: its own, or,
+    /// when [`Policy::campaign_after`] others of its kind are open, the
+    /// kind's campaign, until it has sent [`ON_ITS_OWN_AFTER`] there. An
+    /// incident already open keeps its lines.
+    fn campaign_of(
+        &mut self,
+        key: String,
+        entity: Entity,
+        value: String,
+        kind: &str,
+    ) -> (String, Entity, String) {
+        let spread = matches!(entity, Entity::Client | Entity::User);
+        if !spread || self.policy.campaign_after == 0 || self.open.contains_key(&key) {
+            return (key, entity, value);
+        }
+        let campaign = key_of(Entity::Kind, kind);
+        let others = || {
+            self.open
+                .values()
+                .filter(|i| i.entity == entity && i.kind == kind)
+                .count()
+        };
+        if !self.open.contains_key(&campaign) && others() < self.policy.campaign_after {
+            return (key, entity, value);
+        }
+        let full = self.in_campaign.len() >= MAX_MESSAGES;
+        let joined = match self.in_campaign.get_mut(&key) {
+            Some((c, n)) if *c == campaign => {
+                *n += 1;
+                *n
+            }
+            _ if full => 1,
+            _ => {
+                self.in_campaign.insert(key.clone(), (campaign.clone(), 1));
+                1
+            }
+        };
+        if joined > ON_ITS_OWN_AFTER {
+            self.in_campaign.remove(&key);
+            return (key, entity, value);
+        }
+        (campaign, Entity::Kind, kind.to_string())
+    }
+
     /// Whether the line at `offset` of `place` was taken before. The lines
     /// of one multi-line message share its offset, so the state counts the
     /// lines taken at the highest offset, and this run counts them again.
@@ -614,6 +672,7 @@ impl Tracker {
             .collect();
         if !idle.is_empty() {
             self.messages.retain(|_, k| !idle.contains(k));
+            self.in_campaign.retain(|_, (k, _)| !idle.contains(k));
         }
         idle.into_iter()
             .filter_map(|k| self.open.remove(&k))
@@ -625,6 +684,7 @@ impl Tracker {
     /// more will come.
     pub fn close_all(&mut self) -> Vec<IncidentEvent> {
         self.messages.clear();
+        self.in_campaign.clear();
         std::mem::take(&mut self.open)
             .into_values()
             .map(|incident| IncidentEvent::new(Change::Closed, incident))

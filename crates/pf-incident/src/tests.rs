@@ -382,3 +382,89 @@ fn an_incidents_jsonl_line_reads_back_as_its_event() {
     assert_eq!(back.to_json(), events[0].to_json());
     assert!(IncidentEvent::from_json("{\"event\":\"nonsense\"}").is_err());
 }
+
+/// Credential stuffing from many addresses: the first clients get their
+/// own incidents (what fail2ban bans), the rest join one campaign of the
+/// kind; a client already open keeps its own; with campaign_after 0 every
+/// client is its own incident.
+#[test]
+fn an_attack_from_many_addresses_is_one_campaign_after_the_first_few() {
+    let stuffing = |n: usize| {
+        record(
+            &at(1, n as u32),
+            "roundcube.login_failed",
+            json!({"client_ip": format!("198.51.100.{}", 10 + n % 8), "user": format!("user{n}")}),
+            Some(("medium", BY_IP)),
+            n as i64,
+        )
+    };
+    let run = |policy: Policy| {
+        let mut t = Tracker::new(policy);
+        let mut events = Vec::new();
+        for n in 0..16 {
+            events.extend(t.observe(&Observation::from_record(&stuffing(n))));
+        }
+        events.extend(t.close_all());
+        events
+    };
+    let events = run(Policy::default());
+    let opened: Vec<String> = changes(&events)
+        .into_iter()
+        .filter(|(c, _)| *c == Change::Opened)
+        .map(|(_, k)| k)
+        .collect();
+    assert_eq!(
+        opened,
+        [
+            "client 198.51.100.10",
+            "client 198.51.100.11",
+            "client 198.51.100.12",
+            "kind roundcube.login_failed"
+        ]
+    );
+    let closed = |key: &str| {
+        events
+            .iter()
+            .find(|e| {
+                e.change == Change::Closed
+                    && format!("{} {}", e.incident.entity.as_str(), e.incident.key) == key
+            })
+            .map(|e| e.incident.anomalies)
+    };
+    // Clients 10..12 come back (n = 8..10) and stay in their own incidents.
+    assert_eq!(closed("client 198.51.100.10"), Some(2));
+    assert_eq!(closed("kind roundcube.login_failed"), Some(10));
+    // A client that keeps trying inside a campaign gets its own incident
+    // after its third anomaly there (a ban can act on it).
+    let mut t = Tracker::new(Policy::default());
+    let mut events = Vec::new();
+    for n in 0..16 {
+        events.extend(t.observe(&Observation::from_record(&stuffing(n))));
+    }
+    for n in 16..20 {
+        let mut r = stuffing(n);
+        r["fields"]["client_ip"] = json!("192.0.2.99");
+        events.extend(t.observe(&Observation::from_record(&r)));
+    }
+    let own: Vec<(Change, String)> = changes(&events)
+        .into_iter()
+        .filter(|(_, k)| k == "client 192.0.2.99")
+        .collect();
+    assert_eq!(own, [(Change::Opened, "client 192.0.2.99".to_string())]);
+    let own = events
+        .iter()
+        .find(|e| e.incident.key == "192.0.2.99")
+        .unwrap();
+    assert_eq!(own.incident.anomalies, 1, "its fourth line opened it");
+    let every_client = run(Policy {
+        campaign_after: 0,
+        ..Policy::default()
+    });
+    assert_eq!(
+        every_client
+            .iter()
+            .filter(|e| e.change == Change::Opened)
+            .count(),
+        8
+    );
+}

@@ -143,6 +143,7 @@ fn main() -> ExitCode {
         let policy = Policy {
             gap_micros: (config.incidents.gap_minutes * 60e6) as i64,
             samples: config.incidents.samples,
+            campaign_after: config.incidents.campaign_after,
         };
         let tracker = std::cell::RefCell::new(
             load_incidents(args.incident_state.as_deref(), policy).map_err(Fatal::usage)?,

@@ -16,19 +16,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_pf-sink");
 const NOT_ENDED: &str = "0001-01-01T00:00:00Z";
 
 fn anomaly(n: usize, kind: &str, fields: Value, severity: &str, feature: &str) -> String {
-    json!({
-        "raw": format!("line {n}"),
-        "kind": kind,
-        "program": "postfix/smtpd",
-        "ts": format!("2026-03-03T22:{:02}:{:02}+01:00", n / 60, n % 60),
-        "fields": fields,
-        "detection": {
-            "score": -0.2, "is_anomaly": true, "severity": severity, "rarity": 200000.0,
-            "top_features": [{"feature": feature, "value": 9, "contribution": -3.0}]
-        }
-    })
-    .to_string()
-        + "\n"
+    pf_testkit::scored_anomaly(n, "+01:00", kind, fields, severity, feature)
 }
 
 /// Four incidents: a brute force that escalates, an account under attack
@@ -482,4 +470,117 @@ fn mail_goes_through_sendmail_at_most_as_often_as_configured_with_a_digest() {
     let (headers, _) = digest.split_once("\n\n").unwrap();
     assert!(!headers.lines().any(|l| l.starts_with("Bcc:")), "{headers}");
     assert!(!digest.lines().any(|l| l.starts_with("Bcc:")), "{digest}");
+}
+
+/// The receiver dies in the middle of a live run and comes back on the
+/// same port: pf-sink goes on reading meanwhile, and the receiver gets
+/// every event, in order (at least once: one in flight when it died may
+/// come twice).
+#[test]
+fn a_receiver_killed_mid_run_gets_everything_when_it_is_back() {
+    let dir = temp_dir("pf-sink-webhook-mid-run");
+    let port = free_port();
+    write_config(&dir, &webhook_config(port, 30, ""));
+    let mut child = Command::new(BIN)
+        .args(["--config", "config.yaml", "--quiet", "--close-incidents"])
+        .current_dir(&dir)
+        .env_remove("PF_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let by_ip = "auth_failures_1h_by_ip";
+    let client = |n: usize| {
+        anomaly(
+            n,
+            "smtpd.sasl_auth_failed",
+            json!({"client_ip": format!("203.0.113.{n}")}),
+            "high",
+            by_ip,
+        )
+    };
+    let wait_for = |receiver: &Receiver, alerts: usize| {
+        let started = Instant::now();
+        loop {
+            let got: usize = receiver
+                .requests()
+                .iter()
+                .map(|r| r["body"]["alerts"].as_array().unwrap().len())
+                .sum();
+            if got >= alerts {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{got} of {alerts} alerts arrived"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let receiver = Receiver::start(&dir, port, &[]);
+    // Incidents for three clients (campaign_after 3 keeps them apart).
+    for n in 1..=3 {
+        write!(stdin, "{}", client(n)).unwrap();
+    }
+    stdin.flush().unwrap();
+    wait_for(&receiver, 3);
+    drop(receiver);
+    // While it is down: a daemon's fatal errors open another incident.
+    for n in 4..=5 {
+        write!(
+            stdin,
+            "{}",
+            anomaly(n, "cleanup.fatal", json!({}), "high", "kind_rarity")
+        )
+        .unwrap();
+    }
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let receiver = Receiver::start(&dir, port, &[]);
+    write!(
+        stdin,
+        "{}",
+        anomaly(6, "qmgr.removed", json!({}), "medium", "kind_rarity")
+    )
+    .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot POST"),
+        "the receiver was down: {stderr}"
+    );
+    let events = lines(&dir.join("out/incidents.jsonl"));
+    let written: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap().into(),
+                e["event"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let mut received: Vec<(String, String)> = Vec::new();
+    let log = std::fs::read_to_string(&receiver.log).unwrap();
+    for request in log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    {
+        for alert in request["body"]["alerts"].as_array().unwrap() {
+            let event = (
+                alert["annotations"]["incident"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                alert["annotations"]["event"].as_str().unwrap().to_string(),
+            );
+            // At least once: a repeat of what came just before is allowed.
+            if received.last() != Some(&event) {
+                received.push(event);
+            }
+        }
+    }
+    assert_eq!(received, written, "every event, in order");
 }

@@ -4,33 +4,15 @@
 //! chosen incidents and nothing a client can forge.
 
 use pf_testkit::{run, temp_dir};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pf-sink");
 
-fn anomaly(
-    n: usize,
-    kind: &str,
-    fields: serde_json::Value,
-    severity: &str,
-    feature: &str,
-) -> String {
-    json!({
-        "raw": format!("line {n}"),
-        "kind": kind,
-        "program": "postfix/smtpd",
-        "ts": format!("2026-03-03T22:{:02}:{:02}+00:00", n / 60, n % 60),
-        "fields": fields,
-        "detection": {
-            "score": -0.2, "is_anomaly": true, "severity": severity, "rarity": 200000.0,
-            "top_features": [{"feature": feature, "value": 9, "contribution": -3.0}]
-        }
-    })
-    .to_string()
-        + "\n"
+fn anomaly(n: usize, kind: &str, fields: Value, severity: &str, feature: &str) -> String {
+    pf_testkit::scored_anomaly(n, "+00:00", kind, fields, severity, feature)
 }
 
 #[test]

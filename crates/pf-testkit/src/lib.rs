@@ -186,3 +186,29 @@ pub fn run_with_private_mounts(script: &str, stdin: &[u8], dir: &Path) -> Option
     }
     Some(run("unshare", &["-m", "sh", "-c", script], stdin, dir))
 }
+
+/// One line of pf-score's output for pf-sink's tests: an anomaly of `kind`
+/// at second `n` of 22:00 (in `zone`), with `fields`, a severity and the
+/// one feature that explains it.
+pub fn scored_anomaly(
+    n: usize,
+    zone: &str,
+    kind: &str,
+    fields: Value,
+    severity: &str,
+    feature: &str,
+) -> String {
+    serde_json::json!({
+        "raw": format!("line {n}"),
+        "kind": kind,
+        "program": "postfix/smtpd",
+        "ts": format!("2026-03-03T22:{:02}:{:02}{zone}", n / 60, n % 60),
+        "fields": fields,
+        "detection": {
+            "score": -0.2, "is_anomaly": true, "severity": severity, "rarity": 200000.0,
+            "top_features": [{"feature": feature, "value": 9, "contribution": -3.0}]
+        }
+    })
+    .to_string()
+        + "\n"
+}
