@@ -149,7 +149,7 @@ impl Output {
             let mut lock = self.out.lock();
             lock.write_all(&self.buf)?;
             lock.flush()?;
-            self.lines_written += self.buf.iter().filter(|&&b| b == b'\n').count() as u64;
+            self.lines_written += memchr::memchr_iter(b'\n', &self.buf).count() as u64;
             self.buf.clear();
         }
         Ok(())

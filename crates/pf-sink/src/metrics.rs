@@ -39,13 +39,19 @@ const DAEMONS: &[&str] = &[
 ];
 const CLASSES: &[&str] = &["auth", "reject", "abuse", "probe"];
 
+/// Distinct kinds counted one by one; records of further kinds (not the
+/// parser's: it has fewer) count as `other`.
+const MAX_KINDS: usize = 512;
+
 /// pf-sink's own counts, kept by the read loop.
 #[derive(Debug, Default, Clone)]
 pub struct SinkCounts {
     pub records: u64,
     /// Input lines that were not records (reported on stderr).
     pub rejected: u64,
-    pub lines: BTreeMap<(&'static str, &'static str), u64>,
+    /// Lines per kind, with the kind's failure class; the daemon and class
+    /// labels are worked out per scrape, not per line.
+    pub kinds: std::collections::HashMap<String, (u64, Option<String>)>,
     pub unscorable: u64,
     pub anomalies: BTreeMap<&'static str, u64>,
     pub incident_events: BTreeMap<(&'static str, &'static str), u64>,
@@ -60,24 +66,21 @@ impl SinkCounts {
             .get("kind")
             .and_then(Value::as_str)
             .unwrap_or("unknown");
-        let daemon = kind.split('.').next().unwrap_or("");
-        let daemon =
-            DAEMONS
-                .iter()
-                .find(|d| **d == daemon)
-                .copied()
-                .unwrap_or(if kind == "unknown" {
-                    "unknown"
+        match self.kinds.get_mut(kind) {
+            Some((n, _)) => *n += 1,
+            None => {
+                let failure = record
+                    .get("failure")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                let kind = if self.kinds.len() < MAX_KINDS {
+                    kind
                 } else {
                     "other"
-                });
-        let failure = record.get("failure").and_then(Value::as_str);
-        let class = match failure.and_then(|f| CLASSES.iter().find(|c| **c == f)) {
-            Some(c) => c,
-            None if kind == "unknown" => "unknown",
-            None => "routine",
-        };
-        *self.lines.entry((daemon, class)).or_default() += 1;
+                };
+                self.kinds.entry(kind.to_string()).or_insert((0, failure)).0 += 1;
+            }
+        }
         let Some(detection) = record.get("detection") else {
             return;
         };
@@ -95,6 +98,34 @@ impl SinkCounts {
                 self.model = Some(model.chars().take(64).collect());
             }
         }
+    }
+
+    /// Lines by (daemon, class), from the lines per kind.
+    fn lines(&self) -> BTreeMap<(&'static str, &'static str), u64> {
+        let mut lines = BTreeMap::new();
+        for (kind, (n, failure)) in &self.kinds {
+            let daemon = kind.split('.').next().unwrap_or("");
+            let daemon =
+                DAEMONS
+                    .iter()
+                    .find(|d| **d == daemon)
+                    .copied()
+                    .unwrap_or(if kind == "unknown" {
+                        "unknown"
+                    } else {
+                        "other"
+                    });
+            let class = match failure
+                .as_deref()
+                .and_then(|f| CLASSES.iter().find(|c| **c == f))
+            {
+                Some(c) => c,
+                None if kind == "unknown" => "unknown",
+                None => "routine",
+            };
+            *lines.entry((daemon, class)).or_default() += n;
+        }
+        lines
     }
 
     pub fn note_incident_event(&mut self, event: &pf_incident::IncidentEvent) {
@@ -121,7 +152,7 @@ impl SinkCounts {
             &label,
             rejected,
         );
-        for ((daemon, class), n) in &self.lines {
+        for ((daemon, class), n) in &self.lines() {
             into.add(
                 "postfix_anomaly_lines_total",
                 &[("daemon", daemon), ("class", class)],
