@@ -76,7 +76,10 @@ if [ "$mode" = kafka ]; then
 else
     # A replay is a finished story: its incidents close at the end, and
     # each is printed once, as it ended.
-    sink_args+=(--close-incidents --print closed)
+    # Its incidents are history: they are not delivered (webhook, mail,
+    # syslog) and it serves no /metrics, so a live detector beside it is
+    # left alone.
+    sink_args+=(--close-incidents --print closed --no-deliveries)
 fi
 
 fifos="$(mktemp -d "${TMPDIR:-/tmp}/live-detector.XXXXXX")"

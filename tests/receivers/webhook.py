@@ -39,6 +39,8 @@ def main():
                     f.write(json.dumps(entry) + "\n")
             reply = b"ok" if code == 200 else b"not now"
             self.send_response(code)
+            if 300 <= code < 400:
+                self.send_header("Location", "https://elsewhere.example/hook")
             self.send_header("Content-Length", str(len(reply)))
             self.end_headers()
             self.wfile.write(reply)

@@ -178,7 +178,7 @@ impl Destination for Mail {
         "mail"
     }
 
-    fn deliver(&mut self, events: &[IncidentEvent]) -> Result<usize, Failure> {
+    fn deliver(&mut self, events: &[IncidentEvent]) -> Result<(), Failure> {
         let message = self.message(events, chrono::Local::now());
         let mut child = Command::new(&self.sendmail)
             .arg("-i")
@@ -196,16 +196,12 @@ impl Destination for Mail {
                     self.sendmail.display()
                 ))
             })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            if let Err(e) = stdin.write_all(message.as_bytes()) {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(Failure::Retry(format!(
-                    "{} did not take the message: {e}",
-                    self.sendmail.display()
-                )));
-            }
-        }
+        // Written from a thread, so a sendmail that never reads cannot hold
+        // this one past the timeout (killing it ends the write).
+        let writer = child
+            .stdin
+            .take()
+            .map(|mut stdin| std::thread::spawn(move || stdin.write_all(message.as_bytes())));
         let started = std::time::Instant::now();
         let status = loop {
             match child.try_wait() {
@@ -225,8 +221,14 @@ impl Destination for Mail {
                 Err(e) => return Err(Failure::Retry(format!("cannot wait for sendmail: {e}"))),
             }
         };
+        if let Some(Ok(Err(e))) = writer.map(|w| w.join()) {
+            return Err(Failure::Retry(format!(
+                "{} did not take the whole message: {e}",
+                self.sendmail.display()
+            )));
+        }
         if status.success() {
-            return Ok(events.len());
+            return Ok(());
         }
         let mut said = String::new();
         if let Some(mut stderr) = child.stderr.take() {

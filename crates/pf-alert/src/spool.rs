@@ -43,9 +43,12 @@ pub enum Failure {
 pub trait Destination: Send + 'static {
     /// `webhook`, `mail`: the spool's file name and the word in messages.
     fn name(&self) -> &str;
-    /// Sends events from the front of `events` (never none of them on
-    /// success) and says how many went.
-    fn deliver(&mut self, events: &[IncidentEvent]) -> Result<usize, Failure>;
+    /// How many events from the front of `events` go in one delivery (at least one).
+    fn batch_len(&self, events: &[IncidentEvent]) -> usize {
+        events.len()
+    }
+    /// Sends these events (as [`Destination::batch_len`] chose them), all or none.
+    fn deliver(&mut self, events: &[IncidentEvent]) -> Result<(), Failure>;
     fn batch_max(&self) -> usize;
     /// Least time between two deliveries (the mail rate limit).
     fn min_interval(&self) -> Duration {
@@ -319,7 +322,10 @@ fn write_offset(shared: &Shared, state: &State) {
     let path = offset_path(&shared.dir, &shared.name);
     let text = format!("{} {seconds}\n", state.offset);
     if let Err(e) = pf_record::atomic::write_private_atomically(&path, text.as_bytes(), FILE_MODE) {
-        // The events stay spooled: at worst they are sent again.
+        // An old offset must not outlive the lines it counted (after the
+        // file was emptied it could skip new ones): without it, everything
+        // spooled is sent again, nothing skipped.
+        let _ = std::fs::remove_file(&path);
         eprintln!(
             "pf-sink: {}: cannot write {}: {e} (delivered events may be sent again)",
             shared.name,
@@ -376,7 +382,9 @@ fn commit(shared: &Shared, bytes: u64, events: u64, delivered: bool) {
         state.last_sent = Some(SystemTime::now());
     }
     if state.offset >= state.len {
-        match state.file.set_len(0) {
+        // Emptied durably before the offset says 0, or a power cut brings
+        // back the delivered lines with offset 0 (sent again, not lost).
+        match state.file.set_len(0).and_then(|()| state.file.sync_data()) {
             Ok(()) => {
                 state.len = 0;
                 state.offset = 0;
@@ -481,9 +489,12 @@ fn deliver_forever<D: Destination>(shared: &Shared, mut destination: D) {
         if events.is_empty() {
             continue;
         }
+        let n = destination.batch_len(&events).clamp(1, events.len());
+        events.truncate(n);
+        sizes.truncate(n);
         match destination.deliver(&events) {
-            Ok(sent) => {
-                let sent = sent.clamp(1, events.len());
+            Ok(()) => {
+                let sent = events.len();
                 shared
                     .counters
                     .sent
@@ -496,7 +507,7 @@ fn deliver_forever<D: Destination>(shared: &Shared, mut destination: D) {
                     );
                 }
                 backoff = Duration::from_secs(1);
-                commit(shared, sizes[..sent].iter().sum(), sent as u64, true);
+                commit(shared, sizes.iter().sum(), sent as u64, true);
             }
             Err(Failure::Reject(reason)) => {
                 let refused: Vec<String> = lines[..events.len()]

@@ -22,7 +22,8 @@ pub struct Webhook {
     url: String,
     headers: Vec<(String, String)>,
     agent: ureq::Agent,
-    batch_max: usize,
+    /// Events per POST: `delivery.webhook.batch_max`, halved by each HTTP 413.
+    limit: usize,
     retry_max: Duration,
     receiver: String,
     host: String,
@@ -51,7 +52,7 @@ impl Webhook {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             agent,
-            batch_max: config.batch_max,
+            limit: config.batch_max,
             retry_max: Duration::from_secs_f64(config.retry_max_seconds),
             receiver: config.receiver.clone(),
             host: host.to_string(),
@@ -64,9 +65,12 @@ impl Destination for Webhook {
         "webhook"
     }
 
-    fn deliver(&mut self, events: &[IncidentEvent]) -> Result<usize, Failure> {
-        let batch = one_event_per_incident(events);
-        let body = payload(&events[..batch], &self.receiver, &self.host).to_string();
+    fn batch_len(&self, events: &[IncidentEvent]) -> usize {
+        one_event_per_incident(events).min(self.limit)
+    }
+
+    fn deliver(&mut self, events: &[IncidentEvent]) -> Result<(), Failure> {
+        let body = payload(events, &self.receiver, &self.host).to_string();
         let mut request = self
             .agent
             .post(&self.url)
@@ -74,31 +78,45 @@ impl Destination for Webhook {
         for (name, value) in &self.headers {
             request = request.set(name, value);
         }
-        match request.send_string(&body) {
-            Ok(_) => Ok(batch),
-            Err(ureq::Error::Status(code, response)) => {
-                let text: String = response
-                    .into_string()
-                    .unwrap_or_default()
-                    .chars()
-                    .take(200)
-                    .map(|c| if c.is_control() { ' ' } else { c })
-                    .collect();
-                let reason = format!("{} answered HTTP {code}: {}", self.url, text.trim());
-                match code {
-                    408 | 429 | 500..=599 => Err(Failure::Retry(reason)),
-                    300..=399 => Err(Failure::Reject(format!(
-                        "{reason} (a redirect: set delivery.webhook.url to where it points)"
-                    ))),
-                    _ => Err(Failure::Reject(reason)),
-                }
+        let (code, response) = match request.send_string(&body) {
+            Ok(response) => (response.status(), response),
+            Err(ureq::Error::Status(code, response)) => (code, response),
+            Err(e) => return Err(Failure::Retry(format!("cannot POST to {}: {e}", self.url))),
+        };
+        if (200..300).contains(&code) {
+            return Ok(());
+        }
+        let text: String = response
+            .into_string()
+            .unwrap_or_default()
+            .chars()
+            .take(200)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let reason = format!("{} answered HTTP {code}: {}", self.url, text.trim());
+        match code {
+            // Too large: smaller batches, down to one event.
+            413 if self.limit > 1 => {
+                self.limit = (self.limit / 2).max(1);
+                Err(Failure::Retry(format!(
+                    "{reason}; sending {} at a time",
+                    self.limit
+                )))
             }
-            Err(e) => Err(Failure::Retry(format!("cannot POST to {}: {e}", self.url))),
+            // A wrong token or path is the admin's to fix: keep the events.
+            401 | 403 | 404 => Err(Failure::Retry(format!(
+                "{reason} (check delivery.webhook.url and headers; the events wait)"
+            ))),
+            408 | 429 | 500..=599 => Err(Failure::Retry(reason)),
+            300..=399 => Err(Failure::Reject(format!(
+                "{reason} (a redirect: set delivery.webhook.url to where it points)"
+            ))),
+            _ => Err(Failure::Reject(reason)),
         }
     }
 
     fn batch_max(&self) -> usize {
-        self.batch_max
+        self.limit
     }
 
     fn retry_max(&self) -> Duration {

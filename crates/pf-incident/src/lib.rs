@@ -486,12 +486,16 @@ impl Tracker {
         if let Some(t) = obs.time {
             events.extend(self.close_idle(t));
         }
-        // Every line of an open incident's entity counts towards its span.
+        // Every line of an open incident's entity counts towards its span
+        // (a campaign's entity is its kind).
         if !self.open.is_empty() {
             for (entity, value) in &obs.entities {
                 if let Some(incident) = self.open.get_mut(&key_of(*entity, value)) {
                     incident.lines += 1;
                 }
+            }
+            if let Some(incident) = self.open.get_mut(&format!("campaign {}", obs.kind)) {
+                incident.lines += 1;
             }
         }
         let Some(anomaly) = &obs.anomaly else {
@@ -606,7 +610,8 @@ impl Tracker {
         if !spread || self.policy.campaign_after == 0 || self.open.contains_key(&key) {
             return (key, entity, value);
         }
-        let campaign = key_of(Entity::Kind, kind);
+        // Its own key: a server-wide incident of the kind is not a campaign.
+        let campaign = format!("campaign {kind}");
         let others = || {
             self.open
                 .values()

@@ -702,6 +702,14 @@ fn consume<W: Write + Send>(
                     sink.read_acks(consumer, false, &context.reporter);
                 }
                 messages += 1;
+                // A backlog never lets the queue run dry: report from here too.
+                if messages & 4095 == 0 {
+                    if let Some(textfile) = &mut textfile {
+                        // `sink` is held here: its summary, not a second lock.
+                        let summary = sink.summary;
+                        textfile.maybe_write(false, || metric_samples(consumer, &summary));
+                    }
+                }
                 if settings.max_messages.is_some_and(|max| messages >= max) {
                     return Ok(());
                 }

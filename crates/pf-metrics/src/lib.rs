@@ -415,20 +415,32 @@ pub fn serve(
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                // One scrape at a time; a client that stalls is cut off.
-                let _ = answer(stream, &*render);
+            for stream in listener.incoming() {
+                match stream {
+                    // One scrape at a time; a client that stalls is cut off.
+                    Ok(stream) => {
+                        let _ = answer(stream, &*render);
+                    }
+                    // Out of descriptors, say: wait rather than spin.
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
             }
         })?;
     Ok(bound)
 }
 
 fn answer(mut stream: TcpStream, render: &dyn Fn() -> String) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    // The whole request head within 5 s, however slowly it trickles in.
+    let deadline = Instant::now() + Duration::from_secs(5);
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
     let mut head = Vec::new();
     let mut chunk = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        stream.set_read_timeout(Some(left))?;
         let n = stream.read(&mut chunk)?;
         if n == 0 || head.len() > 8192 {
             break;

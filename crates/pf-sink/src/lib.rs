@@ -153,15 +153,23 @@ pub struct Deliveries {
 }
 
 impl Deliveries {
-    pub fn new(config: &pf_config::Config) -> anyhow::Result<Deliveries> {
+    /// The configured destinations; with `enabled` false none (a replay:
+    /// old incidents must not reach the live receivers or their spools).
+    pub fn new(config: &pf_config::Config, enabled: bool) -> anyhow::Result<Deliveries> {
         let host = pf_alert::host_name();
         let spool_dir = config.delivery.spool_dir(&config.paths);
-        Ok(Deliveries {
-            syslog: pf_alert::SyslogSender::new(&config.delivery.syslog),
-            spools: pf_alert::start_spools(&config.delivery, &spool_dir, &host)?,
+        let mut deliveries = Deliveries {
+            syslog: None,
+            spools: Vec::new(),
             host,
             tag: config.delivery.syslog.tag.clone(),
-        })
+        };
+        if enabled {
+            deliveries.syslog = pf_alert::SyslogSender::new(&config.delivery.syslog);
+            deliveries.spools =
+                pf_alert::start_spools(&config.delivery, &spool_dir, &deliveries.host)?;
+        }
+        Ok(deliveries)
     }
 
     /// A refused datagram is reported, not fatal: the files have the event.
@@ -299,17 +307,23 @@ pub fn write_incidents(
 
 /// Syncs the output files and records the written Kafka positions, if
 /// they moved: what kafka-tail may commit.
+///
+/// The order is what makes a restart safe: the files and spools first, then
+/// the incident state (`save_state`: what it says was taken is on disk),
+/// then the positions.
 pub fn acknowledge(
     path: &Path,
     files: &Files,
     deliveries: &Deliveries,
     acks: &mut (Acks, bool),
+    save_state: impl FnOnce() -> io::Result<()>,
 ) -> io::Result<()> {
     if !acks.1 {
         return Ok(());
     }
     files.sync()?;
     deliveries.sync()?;
+    save_state()?;
     acks.0.write(path).map_err(|e| {
         io::Error::new(
             e.kind(),

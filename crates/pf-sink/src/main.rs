@@ -90,6 +90,10 @@ struct Args {
     /// Print one line per anomalous record instead of one per incident event.
     #[arg(long)]
     every_anomaly: bool,
+    /// Write the files only: no syslog, webhook, mail or /metrics (a replay
+    /// uses it, so old incidents never reach the live receivers or spools).
+    #[arg(long)]
+    no_deliveries: bool,
     /// The incident events printed on stdout (all are written to the files):
     /// `closed` alone gives one line per incident, as it ended.
     #[arg(
@@ -148,8 +152,11 @@ fn main() -> ExitCode {
         let tracker = std::cell::RefCell::new(
             load_incidents(args.incident_state.as_deref(), policy).map_err(Fatal::usage)?,
         );
-        let deliveries = Deliveries::new(&config).map_err(Fatal::usage)?;
-        let metrics = pf_sink::metrics::start(&config, &deliveries).map_err(Fatal::usage)?;
+        let deliveries = Deliveries::new(&config, !args.no_deliveries).map_err(Fatal::usage)?;
+        let metrics = match args.no_deliveries {
+            true => None,
+            false => pf_sink::metrics::start(&config, &deliveries).map_err(Fatal::usage)?,
+        };
         let deliveries = std::cell::RefCell::new(deliveries);
         let incidents_saved = std::cell::Cell::new(std::time::Instant::now());
         let alerts = !args.quiet;
@@ -212,15 +219,12 @@ fn main() -> ExitCode {
                     if let (Ok(()), Some(path)) = (&written, &args.ack_file) {
                         if acked_at.get().elapsed() >= ACK_EVERY {
                             acked_at.set(std::time::Instant::now());
-                            written = save_incidents_before_ack(&args, &tracker.borrow()).and_then(
-                                |()| {
-                                    acknowledge(
-                                        path,
-                                        &files,
-                                        &deliveries.borrow(),
-                                        &mut acks.borrow_mut(),
-                                    )
-                                },
+                            written = acknowledge(
+                                path,
+                                &files,
+                                &deliveries.borrow(),
+                                &mut acks.borrow_mut(),
+                                || save_incidents_before_ack(&args, &tracker.borrow()),
                             );
                         }
                     }
@@ -235,14 +239,12 @@ fn main() -> ExitCode {
                     return Err(e);
                 }
                 if let Some(path) = &args.ack_file {
-                    if acks.borrow().1 {
-                        save_incidents_before_ack(&args, &tracker.borrow())?;
-                    }
                     acknowledge(
                         path,
                         &files_cell.borrow(),
                         &deliveries.borrow(),
                         &mut acks.borrow_mut(),
+                        || save_incidents_before_ack(&args, &tracker.borrow()),
                     )?;
                 } else if let Some(path) = &args.incident_state {
                     if incidents_saved.get().elapsed() >= ACK_EVERY {
@@ -282,7 +284,14 @@ fn main() -> ExitCode {
             );
         }
         pf_sink::metrics::publish(&metrics, &counts.totals, tracker.open_count(), errors.count);
+        // Files and spools on disk, then the incident state, then the positions.
         let mut flushed = flushed.and_then(|()| files_cell.borrow_mut().flush());
+        if let (Ok(()), false) = (&flushed, failed.get()) {
+            flushed = files_cell
+                .borrow()
+                .sync()
+                .and_then(|()| deliveries.borrow().sync());
+        }
         if let (Some(path), Ok(()), false) = (&args.incident_state, &flushed, failed.get()) {
             flushed = save_incidents(path, &tracker, true);
         }
@@ -292,6 +301,7 @@ fn main() -> ExitCode {
                 &files_cell.borrow(),
                 &deliveries.borrow(),
                 &mut acks.borrow_mut(),
+                || Ok(()),
             );
         }
         out.flush().context("cannot write the alert lines")?;

@@ -283,27 +283,37 @@ fn a_webhook_down_for_a_while_gets_every_event_in_order_when_it_is_back() {
     assert!(!r.stdout.contains("s3cret"));
 }
 
+/// A refusal for good (400, a redirect) sets the events aside; a wrong
+/// token (401) is the admin's to fix, so the events wait in the spool.
 #[test]
 fn events_a_receiver_refuses_are_kept_aside_not_retried_forever() {
-    let dir = temp_dir("pf-sink-webhook-refused");
-    let port = free_port();
-    let _receiver = Receiver::start(&dir, port, &["--status", "400"]);
-    write_config(&dir, &webhook_config(port, 30, ""));
-    let r = sink(&dir, &attacks());
-    assert_eq!(r.status, 0, "{}", r.stderr);
-    assert!(r.stderr.contains("answered HTTP 400"), "{}", r.stderr);
-    assert!(r.stderr.contains("they are kept in"), "{}", r.stderr);
-    let events = lines(&dir.join("out/incidents.jsonl"));
-    assert_eq!(
-        lines(&dir.join("state/spool/webhook.rejected.jsonl")),
-        events
-    );
-    assert_eq!(
-        std::fs::metadata(dir.join("state/spool/webhook.jsonl"))
-            .unwrap()
-            .len(),
-        0
-    );
+    for (status, refused) in [("400", true), ("301", true), ("401", false)] {
+        let dir = temp_dir(&format!("pf-sink-webhook-refused-{status}"));
+        let port = free_port();
+        let _receiver = Receiver::start(&dir, port, &["--status", status]);
+        write_config(
+            &dir,
+            &webhook_config(port, if refused { 30 } else { 2 }, ""),
+        );
+        let r = sink(&dir, &attacks());
+        assert_eq!(r.status, 0, "{}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!("answered HTTP {status}")),
+            "{}",
+            r.stderr
+        );
+        let events = lines(&dir.join("out/incidents.jsonl"));
+        let spool = dir.join("state/spool/webhook.jsonl");
+        let aside = lines(&dir.join("state/spool/webhook.rejected.jsonl"));
+        if refused {
+            assert!(r.stderr.contains("they are kept in"), "{}", r.stderr);
+            assert_eq!(aside, events, "HTTP {status}");
+            assert_eq!(std::fs::metadata(&spool).unwrap().len(), 0);
+        } else {
+            assert!(aside.is_empty(), "HTTP {status}: {aside:?}");
+            assert_eq!(lines(&spool), events, "HTTP {status}: the events wait");
+        }
+    }
 }
 
 #[test]
