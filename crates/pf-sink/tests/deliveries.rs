@@ -398,7 +398,7 @@ fn mail_goes_through_sendmail_at_most_as_often_as_configured_with_a_digest() {
     // The first incident, then the rest once its mail went: as they come live.
     let input = attacks();
     let (first, rest) = input.split_once('\n').unwrap();
-    let (mut child, mut stdin) = live_sink(&dir);
+    let (child, mut stdin) = live_sink(&dir);
     writeln!(stdin, "{first}").unwrap();
     let started = Instant::now();
     while !dir.join("mails/0.eml").exists() || mails(&dir).is_empty() {
@@ -497,7 +497,7 @@ fn a_receiver_killed_mid_run_gets_everything_when_it_is_back() {
     let dir = temp_dir("pf-sink-webhook-mid-run");
     let port = free_port();
     write_config(&dir, &webhook_config(port, 30, ""));
-    let (mut child, mut stdin) = live_sink(&dir);
+    let (child, mut stdin) = live_sink(&dir);
     let by_ip = "auth_failures_1h_by_ip";
     let client = |n: usize| {
         anomaly(
