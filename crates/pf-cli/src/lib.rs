@@ -392,18 +392,37 @@ fn record_line(
     }
 }
 
+/// Reads one record line as `T` (usually a borrowed view of the fields a
+/// stage needs); a line that is not a JSON object is refused, with why in
+/// words. (serde would read an array into a struct field by field.)
+pub fn read_record<'a, T: serde::Deserialize<'a>>(text: &'a str) -> Result<T, String> {
+    if let Some(what) = not_an_object(text) {
+        return Err(what);
+    }
+    serde_json::from_str(text).map_err(|e| not_a_record(&e, text))
+}
+
+fn not_an_object(text: &str) -> Option<String> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') {
+        return None;
+    }
+    let what = match trimmed.as_bytes().first() {
+        Some(b'[') => "a JSON array",
+        Some(b'"') => "a JSON string",
+        Some(b'-' | b'0'..=b'9') => "a number",
+        _ => "text",
+    };
+    Some(format!(
+        "{what}, not a record (each line must be one JSON object)"
+    ))
+}
+
 /// Why a line is not a record, in words: what was wrong and what a record
 /// looks like, from the JSON parser's error.
 pub fn not_a_record(error: &serde_json::Error, text: &str) -> String {
-    let trimmed = text.trim_start();
-    if !trimmed.starts_with('{') {
-        let what = match trimmed.as_bytes().first() {
-            Some(b'[') => "a JSON array",
-            Some(b'"') => "a JSON string",
-            Some(b'-' | b'0'..=b'9') => "a number",
-            _ => "text",
-        };
-        return format!("{what}, not a record (each line must be one JSON object)");
+    if let Some(what) = not_an_object(text) {
+        return what;
     }
     use serde_json::error::Category;
     match error.classify() {

@@ -232,9 +232,9 @@ impl Stage {
         errors: &mut LineErrors,
         out: &mut Vec<u8>,
     ) {
-        let record: ScoreRecord = match serde_json::from_str(text) {
+        let record: ScoreRecord = match pf_cli::read_record(text) {
             Ok(r) => r,
-            Err(e) => return errors.report(origin, number, pf_cli::not_a_record(&e, text)),
+            Err(problem) => return errors.report(origin, number, problem),
         };
         if self.batch.records.is_empty() {
             self.maybe_reload();

@@ -126,9 +126,9 @@ fn main() -> ExitCode {
             &mut out,
             &mut errors,
             |text, number, origin, buf, errors| {
-                let view: RecordView = match serde_json::from_str(text) {
+                let view: RecordView = match pf_cli::read_record(text) {
                     Ok(v) => v,
-                    Err(e) => return errors.report(origin, number, pf_cli::not_a_record(&e, text)),
+                    Err(problem) => return errors.report(origin, number, problem),
                 };
                 let replace = view.features.is_some() || view.feature_set.is_some();
                 value.clear();

@@ -14,7 +14,7 @@ pub mod window;
 use anyhow::{bail, Context, Result};
 use behaviour::{Behaviour, Event, Measure, Observed};
 use chrono::{DateTime, Datelike, FixedOffset, Timelike};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use std::borrow::Cow;
 use std::path::Path;
 
@@ -29,7 +29,7 @@ pub struct RecordView<'a> {
     pub program: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "lenient")]
+    #[serde(borrow, default, deserialize_with = "pf_record::view::lenient_str")]
     pub failure: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub fields: Option<FieldsView<'a>>,
@@ -40,97 +40,7 @@ pub struct RecordView<'a> {
     pub feature_set: Option<serde::de::IgnoredAny>,
 }
 
-/// The `fields` the behavioural features key on. A value of another type
-/// than expected (say a number for `user`) counts as absent rather than
-/// making the whole record unreadable.
-#[derive(Debug, Default, Deserialize)]
-pub struct FieldsView<'a> {
-    #[serde(borrow, default, deserialize_with = "lenient")]
-    pub client_ip: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "lenient")]
-    pub sasl_username: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "lenient")]
-    pub user: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "lenient")]
-    pub from: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "lenient")]
-    pub to: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "lenient")]
-    pub queue_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "lenient")]
-    pub status: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "lenient")]
-    pub reject_dsn: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "lenient")]
-    pub reject_reason: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "lenient")]
-    pub message_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "lenient")]
-    pub relay_ip: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "lenient")]
-    pub level: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "lenient")]
-    pub notification_queue_id: Option<Cow<'a, str>>,
-}
-
-/// A string, or `None` for any other JSON value.
-fn lenient<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
-    struct Visitor;
-    impl<'de> serde::de::Visitor<'de> for Visitor {
-        type Value = Option<Cow<'de, str>>;
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("any JSON value")
-        }
-        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-            Ok(Some(Cow::Borrowed(v)))
-        }
-        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Some(Cow::Owned(v.to_string())))
-        }
-        fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-            Ok(Some(Cow::Owned(v)))
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_any(self)
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut a: A,
-        ) -> Result<Self::Value, A::Error> {
-            while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-            Ok(None)
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(
-            self,
-            mut a: A,
-        ) -> Result<Self::Value, A::Error> {
-            while a
-                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                .is_some()
-            {}
-            Ok(None)
-        }
-    }
-    d.deserialize_option(Visitor)
-}
+pub use pf_record::view::FieldsView;
 
 /// One computed value.
 #[derive(Debug, Clone, PartialEq)]

@@ -11,6 +11,7 @@
 //! after it; it escalates when a line is more severe than any before.
 
 use chrono::DateTime;
+use pf_record::view::ScoredView;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -108,68 +109,66 @@ pub struct Flagged {
 impl Observation {
     /// Reads a record as pf-score wrote it; fields of the wrong type count
     /// as absent.
-    pub fn from_record(record: &Map<String, Value>) -> Observation {
-        let str_at = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
-        let fields = record.get("fields").and_then(Value::as_object);
-        let field = |k: &str| fields.and_then(|f| f.get(k)).and_then(Value::as_str);
+    pub fn from_view(record: &ScoredView<'_>) -> Observation {
+        let fields = record.fields.as_ref();
         let mut entities = BTreeMap::new();
-        if let Some(ip) = field("client_ip").and_then(client_key) {
+        if let Some(ip) = fields
+            .and_then(|f| f.client_ip.as_deref())
+            .and_then(client_key)
+        {
             entities.insert(Entity::Client, ip);
         }
-        if let Some(user) = field("sasl_username").or(field("user")) {
+        if let Some(user) = fields.and_then(|f| f.sasl_username.as_deref().or(f.user.as_deref())) {
             entities.insert(Entity::User, user.to_string());
         }
-        if let Some(from) = field("from").filter(|f| !f.is_empty()) {
+        if let Some(from) = fields
+            .and_then(|f| f.from.as_deref())
+            .filter(|f| !f.is_empty())
+        {
             entities.insert(Entity::Sender, from.to_string());
         }
-        if let Some(domain) = field("to").and_then(|t| t.rsplit_once('@')).map(|(_, d)| d) {
+        if let Some(domain) = fields
+            .and_then(|f| f.to.as_deref())
+            .and_then(|t| t.rsplit_once('@'))
+            .map(|(_, d)| d)
+        {
             entities.insert(Entity::Domain, domain.trim_end_matches('>').to_lowercase());
         }
-        if let Some(queue) = field("queue_id") {
+        if let Some(queue) = fields.and_then(|f| f.queue_id.as_deref()) {
             entities.insert(Entity::Queue, queue.to_string());
         }
-        let kind = str_at(record.get("kind")).unwrap_or_else(|| "unknown".into());
+        let kind = record.kind.as_deref().unwrap_or("unknown").to_string();
         entities.insert(Entity::Kind, kind.clone());
-        let ts = str_at(record.get("ts"));
+        let ts = record.ts.as_deref().map(str::to_string);
         let time = ts
             .as_deref()
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.timestamp_micros());
-        let detection = record.get("detection").and_then(Value::as_object);
-        let anomaly = detection
-            .filter(|d| d.get("is_anomaly").and_then(Value::as_bool) == Some(true))
+        let anomaly = record
+            .detection
+            .as_ref()
+            .filter(|d| d.is_anomaly == Some(true))
             .map(|d| Flagged {
-                severity: severity_rank(d.get("severity").and_then(Value::as_str).unwrap_or("low"))
-                    .max(1),
-                rarity: d.get("rarity").and_then(Value::as_f64).unwrap_or(0.0),
+                severity: severity_rank(d.severity.as_deref().unwrap_or("low")).max(1),
+                rarity: d.rarity.unwrap_or(0.0),
                 top_features: d
-                    .get("top_features")
-                    .and_then(Value::as_array)
-                    .map(|tops| {
-                        tops.iter()
-                            .filter_map(|t| {
-                                Some((
-                                    t.get("feature")?.as_str()?.to_string(),
-                                    t.get("contribution")?.as_f64()?,
-                                ))
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                    .top_features
+                    .iter()
+                    .filter_map(|t| Some((t.feature.as_deref()?.to_string(), t.contribution?)))
+                    .collect(),
             });
         let kafka = kafka_position(record);
         let from_kafka = kafka.is_some();
         let location = kafka.or_else(|| {
-            let source = record.get("source").and_then(Value::as_object)?;
-            let file = source.get("file").and_then(Value::as_str);
+            let source = record.source.as_ref()?;
             Some((
-                file.unwrap_or("stdin").to_string(),
-                source.get("line").and_then(Value::as_i64)?,
+                source.file.as_deref().unwrap_or("stdin").to_string(),
+                source.line?,
             ))
         });
         // Only an anomaly's line can become a sample.
         let raw = match anomaly {
-            Some(_) => str_at(record.get("raw")).unwrap_or_default(),
+            Some(_) => record.raw.as_deref().unwrap_or_default().to_string(),
             None => String::new(),
         };
         Observation {
@@ -182,6 +181,12 @@ impl Observation {
             location,
             from_kafka,
         }
+    }
+
+    /// [`Observation::from_view`] of a record held as a map.
+    pub fn from_record(record: &Map<String, Value>) -> Observation {
+        let value = Value::Object(record.clone());
+        Observation::from_view(&ScoredView::deserialize(&value).unwrap_or_default())
     }
 
     /// The entity that explains this anomaly: the first of its strongest
@@ -204,11 +209,8 @@ impl Observation {
 }
 
 /// `("topic/partition", offset)` of a record read from Kafka.
-fn kafka_position(record: &Map<String, Value>) -> Option<(String, i64)> {
-    let source = record.get("source").and_then(Value::as_object)?;
-    let topic = source.get("topic").and_then(Value::as_str)?;
-    let partition = source.get("partition").and_then(Value::as_i64)?;
-    let offset = source.get("offset").and_then(Value::as_i64)?;
+fn kafka_position(record: &ScoredView<'_>) -> Option<(String, i64)> {
+    let (topic, partition, offset) = record.source.as_ref()?.kafka()?;
     Some((format!("{topic}/{partition}"), offset))
 }
 
@@ -417,6 +419,10 @@ pub struct Tracker {
     /// campaign's key and how many.
     #[serde(default)]
     in_campaign: BTreeMap<String, (String, u32)>,
+    /// Where `topic/partition` is written for a lookup, so a normal record
+    /// costs no allocation.
+    #[serde(skip)]
+    place: String,
 }
 
 /// Kinds counted per incident; a line of any further kind counts as [`OTHER_KIND`].
@@ -459,17 +465,12 @@ impl Tracker {
     /// [`Tracker::observe`] for a record as pf-score wrote it. Most records
     /// are normal and arrive while nothing is open: for those only the Kafka
     /// position is noted, without reading the rest of the record.
-    pub fn observe_record(&mut self, record: &Map<String, Value>) -> Vec<IncidentEvent> {
-        let anomalous = record
-            .get("detection")
-            .and_then(|d| d.get("is_anomaly"))
-            .and_then(Value::as_bool)
-            == Some(true);
-        if anomalous || !self.open.is_empty() {
-            return self.observe(&Observation::from_record(record));
+    pub fn observe_record(&mut self, record: &ScoredView<'_>) -> Vec<IncidentEvent> {
+        if record.is_anomaly() || !self.open.is_empty() {
+            return self.observe(&Observation::from_view(record));
         }
-        if let Some((place, offset)) = kafka_position(record) {
-            self.is_redelivery(&place, offset);
+        if let Some((topic, partition, offset)) = record.source.as_ref().and_then(|s| s.kafka()) {
+            self.is_kafka_redelivery(topic, partition, offset);
         }
         Vec::new()
     }
@@ -643,6 +644,16 @@ impl Tracker {
     /// Whether the line at `offset` of `place` was taken before. The lines
     /// of one multi-line message share its offset, so the state counts the
     /// lines taken at the highest offset, and this run counts them again.
+    fn is_kafka_redelivery(&mut self, topic: &str, partition: i64, offset: i64) -> bool {
+        use std::fmt::Write as _;
+        let mut place = std::mem::take(&mut self.place);
+        place.clear();
+        let _ = write!(place, "{topic}/{partition}");
+        let seen = self.is_redelivery(&place, offset);
+        self.place = place;
+        seen
+    }
+
     fn is_redelivery(&mut self, place: &str, offset: i64) -> bool {
         if !self.seen_at_taken.contains_key(place) {
             self.seen_at_taken.insert(place.to_string(), 0);

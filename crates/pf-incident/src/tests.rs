@@ -1,6 +1,13 @@
 use super::*;
 use serde_json::json;
 
+impl Tracker {
+    fn observe_map(&mut self, record: &Map<String, Value>) -> Vec<IncidentEvent> {
+        let value = Value::Object(record.clone());
+        self.observe_record(&ScoredView::deserialize(&value).unwrap())
+    }
+}
+
 fn record(
     ts: &str,
     kind: &str,
@@ -337,7 +344,7 @@ fn an_incident_is_named_by_the_kind_most_of_its_lines_are() {
     .enumerate()
     {
         let severity = ["low", "low", "high"][i];
-        last = t.observe_record(&record(
+        last = t.observe_map(&record(
             &at(0, i as u32),
             kind,
             ip.clone(),
@@ -350,7 +357,7 @@ fn an_incident_is_named_by_the_kind_most_of_its_lines_are() {
     assert_eq!(escalated.kinds["smtpd.connect"], 1);
     // A flood of ever new kinds stays bounded.
     for i in 0..100 {
-        t.observe_record(&record(
+        t.observe_map(&record(
             &at(1, i % 60),
             &format!("made.up{i}"),
             ip.clone(),
@@ -369,7 +376,7 @@ fn an_incident_is_named_by_the_kind_most_of_its_lines_are() {
 #[test]
 fn an_incidents_jsonl_line_reads_back_as_its_event() {
     let mut t = Tracker::new(Policy::default());
-    let events = t.observe_record(&record(
+    let events = t.observe_map(&record(
         &at(0, 0),
         "smtpd.sasl_auth_failed",
         json!({"client_ip": "203.0.113.7"}),

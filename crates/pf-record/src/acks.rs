@@ -14,6 +14,7 @@
 //! written. A message holding several lines counts only once its last line
 //! (the one without `source.more_lines`) is written.
 
+use crate::view::SourceView;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::io;
@@ -28,18 +29,14 @@ pub struct Acks {
 impl Acks {
     /// Notes a written record from its `source` object; records without
     /// Kafka coordinates are ignored. Returns whether anything changed.
-    pub fn note_source(&mut self, source: &Value) -> bool {
-        let (Some(topic), Some(partition), Some(offset)) = (
-            source.get("topic").and_then(Value::as_str),
-            source
-                .get("partition")
-                .and_then(Value::as_i64)
-                .and_then(|p| i32::try_from(p).ok()),
-            source.get("offset").and_then(Value::as_i64),
-        ) else {
+    pub fn note_source(&mut self, source: &SourceView<'_>) -> bool {
+        let Some((topic, partition, offset)) = source.kafka() else {
             return false;
         };
-        let complete = source.get("more_lines").and_then(Value::as_bool) != Some(true);
+        let Ok(partition) = i32::try_from(partition) else {
+            return false;
+        };
+        let complete = source.more_lines != Some(true);
         let next = if complete { offset + 1 } else { offset };
         // A handful of partitions: searched in place, no key allocated per record.
         match self
@@ -126,17 +123,21 @@ impl Acks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn src(text: &str) -> SourceView<'_> {
+        serde_json::from_str(text).unwrap()
+    }
 
     #[test]
     fn a_message_counts_once_its_last_line_is_written() {
         let mut acks = Acks::default();
-        assert!(acks
-            .note_source(&json!({"topic":"postfix","partition":0,"offset":5,"more_lines":true})));
+        assert!(acks.note_source(&src(
+            r#"{"topic":"postfix","partition":0,"offset":5,"more_lines":true}"#
+        )));
         assert_eq!(acks.next[&("postfix".into(), 0)], 5);
-        assert!(acks.note_source(&json!({"topic":"postfix","partition":0,"offset":5})));
+        assert!(acks.note_source(&src(r#"{"topic":"postfix","partition":0,"offset":5}"#)));
         assert_eq!(acks.next[&("postfix".into(), 0)], 6);
-        assert!(!acks.note_source(&json!({"file":"x.log","line":3})));
+        assert!(!acks.note_source(&src(r#"{"file":"x.log","line":3}"#)));
     }
 
     #[test]
@@ -146,8 +147,8 @@ mod tests {
         let path = dir.join("acks.json");
         assert_eq!(Acks::read(&path).unwrap(), None);
         let mut acks = Acks::default();
-        acks.note_source(&json!({"topic":"postfix","partition":1,"offset":41}));
-        acks.note_source(&json!({"topic":"mail_login","partition":0,"offset":6}));
+        acks.note_source(&src(r#"{"topic":"postfix","partition":1,"offset":41}"#));
+        acks.note_source(&src(r#"{"topic":"mail_login","partition":0,"offset":6}"#));
         acks.write(&path).unwrap();
         assert_eq!(Acks::read(&path).unwrap(), Some(acks));
         std::fs::write(&path, "{\"next\":{\"postfix\":{\"x\":1}}}").unwrap();

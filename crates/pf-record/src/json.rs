@@ -154,6 +154,156 @@ pub fn write_with_fields(
     Ok(())
 }
 
+/// Writes `record` (the text of one JSON object) to `out` without the
+/// top-level members named in `drop`, and a newline: the other members'
+/// bytes as they were, joined by commas. Fails (writing nothing) if
+/// `record` is not one JSON object; values inside are matched by their
+/// brackets and strings only, so call it on text that parsed as JSON.
+pub fn write_without(out: &mut Vec<u8>, record: &str, drop: &[&str]) -> Result<(), String> {
+    let start = out.len();
+    let result = copy_without(out, record.as_bytes(), drop);
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
+fn copy_without(out: &mut Vec<u8>, text: &[u8], drop: &[&str]) -> Result<(), String> {
+    let bad = |what: &str, at: usize| Err(format!("not a JSON object: {what} at byte {at}"));
+    let mut at = skip_space(text, 0);
+    if text.get(at) != Some(&b'{') {
+        return bad("expected `{`", at);
+    }
+    out.push(b'{');
+    at = skip_space(text, at + 1);
+    let mut kept = 0;
+    if text.get(at) == Some(&b'}') {
+        at += 1;
+    } else {
+        loop {
+            if text.get(at) != Some(&b'"') {
+                return bad("expected a member name", at);
+            }
+            let Some(key_end) = skip_string(text, at) else {
+                return bad("unterminated member name", at);
+            };
+            let colon = skip_space(text, key_end);
+            if text.get(colon) != Some(&b':') {
+                return bad("expected `:`", colon);
+            }
+            let value = skip_space(text, colon + 1);
+            let Some(value_end) = skip_value(text, value) else {
+                return bad("bad value", value);
+            };
+            if !key_is_one_of(&text[at..key_end], drop) {
+                if kept > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&text[at..value_end]);
+                kept += 1;
+            }
+            let after = skip_space(text, value_end);
+            match text.get(after) {
+                Some(b',') => at = skip_space(text, after + 1),
+                Some(b'}') => {
+                    at = after + 1;
+                    break;
+                }
+                _ => return bad("expected `,` or `}`", after),
+            }
+        }
+    }
+    if skip_space(text, at) != text.len() {
+        return bad("text after the object", at);
+    }
+    out.extend_from_slice(b"}\n");
+    Ok(())
+}
+
+fn skip_space(text: &[u8], mut at: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = text.get(at) {
+        at += 1;
+    }
+    at
+}
+
+/// The end of the string starting at `at` (its opening quote).
+fn skip_string(text: &[u8], at: usize) -> Option<usize> {
+    let mut i = at + 1;
+    loop {
+        i += memchr::memchr2(b'"', b'\\', text.get(i..)?)?;
+        if text[i] == b'"' {
+            return Some(i + 1);
+        }
+        i += 2;
+    }
+}
+
+/// Values nested deeper than this are refused rather than followed.
+const MAX_DEPTH: usize = 128;
+
+/// The end of the JSON value starting at `at`. Inside an object or array
+/// only strings and brackets are followed (the stages call this on text
+/// serde_json has parsed already); numbers and literals are checked only
+/// for their characters.
+fn skip_value(text: &[u8], at: usize) -> Option<usize> {
+    match *text.get(at)? {
+        b'"' => skip_string(text, at),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = at;
+            loop {
+                match *text.get(i)? {
+                    b'"' => {
+                        i = skip_string(text, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => {
+                        depth += 1;
+                        if depth > MAX_DEPTH {
+                            return None;
+                        }
+                    }
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
+            let len = text[at..]
+                .iter()
+                .position(
+                    |b| !matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E' | b'a'..=b'z'),
+                )
+                .unwrap_or(text.len() - at);
+            Some(at + len)
+        }
+        _ => None,
+    }
+}
+
+/// Whether the quoted member name `quoted` is one of `names` (an escaped
+/// name is unescaped first, so `"feat\u0075res"` is `features`).
+fn key_is_one_of(quoted: &[u8], names: &[&str]) -> bool {
+    let inner = &quoted[1..quoted.len() - 1];
+    if !inner.contains(&b'\\') {
+        return names.iter().any(|n| n.as_bytes() == inner);
+    }
+    match std::str::from_utf8(quoted)
+        .ok()
+        .and_then(|q| serde_json::from_str::<String>(q).ok())
+    {
+        Some(name) => names.contains(&name.as_str()),
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +332,60 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "{\"a\":1,\"b\":2}\n{\"c\":3,\"a\":1,\"b\":2}\n"
         );
+    }
+
+    #[test]
+    fn members_are_cut_out_and_the_rest_kept_as_it_was() {
+        let cut = |text: &str| {
+            let mut out = b"x".to_vec();
+            let result = write_without(&mut out, text, &["features", "detection"]);
+            (result.is_ok(), String::from_utf8(out).unwrap())
+        };
+        let line = r#"{"raw":"a \"}\\","features":{"x":[1,{"y":"}"}]},"n":-1.5e3,"detection":{},"z":null}"#;
+        assert_eq!(
+            cut(line),
+            (
+                true,
+                r#"x{"raw":"a \"}\\","n":-1.5e3,"z":null}"#.to_string() + "\n"
+            )
+        );
+        assert_eq!(
+            cut(r#" { "features" : 1 , "a" : [ ] } "#),
+            (true, "x{\"a\" : [ ]}\n".into())
+        );
+        assert_eq!(
+            cut(r#"{"a":true,"detection":{"k":[]}}"#),
+            (true, "x{\"a\":true}\n".into())
+        );
+        assert_eq!(
+            cut(r#"{"feat\u0075res":1,"b":2}"#),
+            (true, "x{\"b\":2}\n".into())
+        );
+        assert_eq!(cut("{}"), (true, "x{}\n".into()));
+        assert_eq!(cut(r#"{"features":1}"#), (true, "x{}\n".into()));
+        for bad in [
+            "",
+            "[1]",
+            r#"{"a":1"#,
+            r#"{"a":1}x"#,
+            r#"{"a" 1}"#,
+            r#"{"a":"x}"#,
+            r#"{"a":[1}"#,
+            r#"{"a":1,}"#,
+        ] {
+            assert_eq!(cut(bad), (false, "x".into()), "{bad}");
+        }
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
+        assert!(!cut(&deep).0);
+        // What is kept parses to the same values as the original minus the cut members.
+        let mut out = Vec::new();
+        write_without(&mut out, line, &["features", "detection"]).unwrap();
+        let mut want: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(line).unwrap();
+        want.remove("features");
+        want.remove("detection");
+        let got: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&out).unwrap();
+        assert_eq!(got, want);
     }
 
     fn enc(s: &str) -> String {

@@ -13,6 +13,7 @@ pub mod json;
 pub mod lines;
 pub mod rarity;
 pub mod record;
+pub mod view;
 
 pub use lines::{Line, LineReader, MAX_LINE_BYTES, MAX_RECORD_BYTES};
 pub use record::{Flag, Origin, Record, Source};

@@ -6,7 +6,9 @@ use anyhow::Context;
 use pf_incident::{IncidentEvent, Policy, Tracker};
 use pf_record::acks::Acks;
 use pf_record::append::AppendFile;
-use serde_json::{Map, Value};
+use pf_record::view::ScoredView;
+use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,8 @@ pub const DIR_MODE: u32 = 0o750;
 pub struct Files {
     dir: PathBuf,
     open: BTreeMap<String, AppendFile>,
+    /// Each topic's stream file name.
+    topics: BTreeMap<String, String>,
 }
 
 impl Files {
@@ -30,26 +34,27 @@ impl Files {
         Files {
             dir,
             open: BTreeMap::new(),
+            topics: BTreeMap::new(),
         }
     }
 
     pub fn get(&mut self, name: &str) -> io::Result<&mut AppendFile> {
-        if !self.open.contains_key(name) {
-            let path = self.dir.join(name);
-            let file = AppendFile::open(&path, FILE_MODE).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
-            })?;
-            if file.cut_back() > 0 {
-                eprintln!(
-                    "pf-sink: {} ended in an unfinished line ({} bytes) from a write cut short; \
-                     removed it (on Kafka that record was never acknowledged and is read again)",
-                    path.display(),
-                    file.cut_back()
-                );
+        open_file(&self.dir, &mut self.open, name)
+    }
+
+    /// The stream file of a record (the file name of a topic looked up once).
+    pub fn stream(&mut self, stream: Stream<'_>) -> io::Result<&mut AppendFile> {
+        let name = match stream {
+            Stream::Topic(topic) => {
+                if !self.topics.contains_key(topic) {
+                    self.topics.insert(topic.to_string(), topic_file(topic));
+                }
+                &self.topics[topic]
             }
-            self.open.insert(name.to_string(), file);
-        }
-        Ok(self.open.get_mut(name).expect("inserted above"))
+            Stream::Logins => "mail_login_logs.json",
+            Stream::Postfix => "postfix_logs.json",
+        };
+        open_file(&self.dir, &mut self.open, name)
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
@@ -71,6 +76,29 @@ impl Files {
         }
         Ok(())
     }
+}
+
+fn open_file<'f>(
+    dir: &Path,
+    open: &'f mut BTreeMap<String, AppendFile>,
+    name: &str,
+) -> io::Result<&'f mut AppendFile> {
+    if !open.contains_key(name) {
+        let path = dir.join(name);
+        let file = AppendFile::open(&path, FILE_MODE).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
+        })?;
+        if file.cut_back() > 0 {
+            eprintln!(
+                "pf-sink: {} ended in an unfinished line ({} bytes) from a write cut short; \
+                 removed it (on Kafka that record was never acknowledged and is read again)",
+                path.display(),
+                file.cut_back()
+            );
+        }
+        open.insert(name.to_string(), file);
+    }
+    Ok(open.get_mut(name).expect("inserted above"))
 }
 
 pub mod metrics;
@@ -370,60 +398,62 @@ pub fn create_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Appends one record to its files and, for an anomaly, an alert line.
+/// The stream file gets the record without `features` and `detection`,
+/// cut out of its text: every other byte passes through as it came.
 pub fn route(
     text: &str,
-    mut record: Map<String, Value>,
+    record: &ScoredView<'_>,
     files: &mut Files,
     counts: &mut Counts,
     alert: Option<(&mut Vec<u8>, bool)>,
 ) -> io::Result<()> {
-    counts.totals.note_record(&record);
-    let is_anomaly = record
-        .get("detection")
-        .and_then(|d| d.get("is_anomaly"))
-        .and_then(Value::as_bool)
-        == Some(true);
+    counts.totals.note_record(record);
+    let is_anomaly = record.is_anomaly();
     counts.note(is_anomaly);
-    push_line(files.get("all_detections.jsonl")?.buf(), text);
+    push_line(files.get(ALL_DETECTIONS)?.buf(), text);
     if is_anomaly {
-        if let Some(ts) = record.get("ts").and_then(Value::as_str) {
+        if let Some(ts) = record.ts.as_deref() {
             let severity = record
-                .get("detection")
-                .and_then(|d| d.get("severity"))
-                .and_then(Value::as_str)
+                .detection
+                .as_ref()
+                .and_then(|d| d.severity.as_deref())
                 .unwrap_or("low");
             counts.timeline.add(ts, severity);
         }
-        push_line(files.get("anomalies.jsonl")?.buf(), text);
+        push_line(files.get(ANOMALIES)?.buf(), text);
         if let Some((buf, colour)) = alert {
-            write_alert(buf, &record, colour);
+            write_alert(buf, record, colour);
         }
     }
-    let stream = stream_file(&record);
-    record.remove("features");
-    record.remove("detection");
-    let parsed = serde_json::to_string(&record).map_err(io::Error::other)?;
-    push_line(files.get(&stream)?.buf(), &parsed);
-    Ok(())
+    let stream = files.stream(stream_of(record))?;
+    pf_record::json::write_without(stream.buf(), text, &["features", "detection"])
+        .map_err(io::Error::other)
 }
+
+pub const ALL_DETECTIONS: &str = "all_detections.jsonl";
+pub const ANOMALIES: &str = "anomalies.jsonl";
 
 pub fn push_line(buf: &mut Vec<u8>, text: &str) {
     buf.extend_from_slice(text.as_bytes());
     buf.push(b'\n');
 }
 
-/// `<topic>_logs.json`, or for records read from files the old system's
-/// split: logins (Dovecot, Roundcube) apart from Postfix.
-pub fn stream_file(record: &Map<String, Value>) -> String {
-    let topic = record
-        .get("source")
-        .and_then(|s| s.get("topic"))
-        .and_then(Value::as_str);
+/// The stream file of a record: `<topic>_logs.json` for a record read
+/// from Kafka, else the old system's split of files: logins (Dovecot,
+/// Roundcube) apart from Postfix.
+pub enum Stream<'r> {
+    Topic(&'r str),
+    Logins,
+    Postfix,
+}
+
+pub fn stream_of<'r>(record: &'r ScoredView<'_>) -> Stream<'r> {
+    let topic = record.source.as_ref().and_then(|s| s.topic.as_deref());
     match topic {
-        Some(t) if !t.is_empty() => topic_file(t),
-        _ => match record.get("program").and_then(Value::as_str) {
-            Some("dovecot" | "roundcube") => topic_file("mail_login"),
-            _ => topic_file("postfix"),
+        Some(t) if !t.is_empty() => Stream::Topic(t),
+        _ => match record.program.as_deref() {
+            Some("dovecot" | "roundcube") => Stream::Logins,
+            _ => Stream::Postfix,
         },
     }
 }
@@ -444,18 +474,14 @@ pub fn topic_file(topic: &str) -> String {
 }
 
 /// `HIGH   1 in 250,000   -9.1234  2026-03-02T08:15:03+01:00  smtpd.reject  hour=3 (-0.061), ...  | raw`
-pub fn write_alert(buf: &mut Vec<u8>, record: &Map<String, Value>, colour: bool) {
+pub fn write_alert(buf: &mut Vec<u8>, record: &ScoredView<'_>, colour: bool) {
     use std::fmt::Write as _;
-    let detection = record.get("detection");
+    let detection = record.detection.as_ref();
     let severity = detection
-        .and_then(|d| d.get("severity"))
-        .and_then(Value::as_str)
+        .and_then(|d| d.severity.as_deref())
         .unwrap_or("low");
-    let score = detection
-        .and_then(|d| d.get("score"))
-        .and_then(Value::as_f64)
-        .unwrap_or(f64::NAN);
-    let text_of = |key: &str| record.get(key).and_then(Value::as_str).unwrap_or("-");
+    let score = detection.and_then(|d| d.score).unwrap_or(f64::NAN);
+    let text_of = |v: &Option<Cow<'_, str>>| v.as_deref().unwrap_or("-").to_string();
     let mut line = String::new();
     let (on, off) = match (colour, severity) {
         (true, "high") => ("\x1b[1;31m", "\x1b[0m"),
@@ -465,35 +491,27 @@ pub fn write_alert(buf: &mut Vec<u8>, record: &Map<String, Value>, colour: bool)
     };
     let _ = write!(line, "{on}{:<6}{off} ", severity.to_uppercase());
     // How rare, in words ("1 in 250,000"), when the model is calibrated.
-    if let Some(rarity) = detection
-        .and_then(|d| d.get("rarity"))
-        .and_then(Value::as_f64)
-    {
+    if let Some(rarity) = detection.and_then(|d| d.rarity) {
         let _ = write!(line, "{:<14} ", pf_record::rarity::describe(rarity));
     }
     let _ = write!(
         line,
         "{score:>8.4}  {}  {}  ",
-        text_of("ts"),
-        text_of("kind")
+        text_of(&record.ts),
+        text_of(&record.kind)
     );
-    if let Some(top) = detection
-        .and_then(|d| d.get("top_features"))
-        .and_then(Value::as_array)
-    {
-        let parts: Vec<String> = top
+    if let Some(detection) = detection {
+        let parts: Vec<String> = detection
+            .top_features
             .iter()
             .map(|f| {
-                let name = f.get("feature").and_then(Value::as_str).unwrap_or("?");
-                let value = match f.get("value") {
+                let name = f.feature.as_deref().unwrap_or("?");
+                let value = match &f.value {
                     Some(Value::String(s)) => s.clone(),
                     Some(v) => v.to_string(),
                     None => "null".into(),
                 };
-                let contribution = f
-                    .get("contribution")
-                    .and_then(Value::as_f64)
-                    .unwrap_or(f64::NAN);
+                let contribution = f.contribution.unwrap_or(f64::NAN);
                 format!("{name}={value} ({contribution:+.3})")
             })
             .collect();
@@ -502,7 +520,7 @@ pub fn write_alert(buf: &mut Vec<u8>, record: &Map<String, Value>, colour: bool)
     line.push_str("  | ");
     // The raw line is attacker-controlled: no terminal control characters.
     line.extend(
-        text_of("raw")
+        text_of(&record.raw)
             .chars()
             .map(|c| if c.is_control() { '?' } else { c }),
     );

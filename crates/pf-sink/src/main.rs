@@ -3,12 +3,12 @@ use clap::Parser;
 use pf_cli::{CommonArgs, Fatal, LineErrors, Output, EXIT_INPUT, EXIT_OK};
 use pf_incident::{Change, Policy};
 use pf_record::acks::Acks;
+use pf_record::view::ScoredView;
 use pf_sink::{
     acknowledge, create_dir, load_incidents, route, save_incidents, topic_file, write_incidents,
     write_stats, Counts, Deliveries, Files, ACK_EVERY, FLUSH_AT, INCIDENTS_FILE, INCIDENTS_LOG,
     STATS_EVERY,
 };
-use serde_json::{Map, Value};
 use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -177,15 +177,15 @@ fn main() -> ExitCode {
             &mut out,
             &mut errors,
             |text, number, origin, alert_buf, errors| {
-                let record: Map<String, Value> = match serde_json::from_str(text) {
+                let record: ScoredView = match pf_cli::read_record(text).and_then(scored) {
                     Ok(r) => r,
-                    Err(e) => {
-                        errors.report(origin, number, pf_cli::not_a_record(&e, text));
+                    Err(problem) => {
+                        errors.report(origin, number, problem);
                         rejected.set(errors.count);
                         return;
                     }
                 };
-                if let Some(source) = record.get("source") {
+                if let Some(source) = &record.source {
                     let mut acks = acks.borrow_mut();
                     if acks.0.note_source(source) {
                         acks.1 = true;
@@ -207,7 +207,7 @@ fn main() -> ExitCode {
                 if written.is_ok() {
                     written = route(
                         text,
-                        record,
+                        &record,
                         &mut files,
                         &mut counts.borrow_mut(),
                         (alerts && args.every_anomaly).then_some((alert_buf, colour)),
@@ -346,6 +346,19 @@ fn main() -> ExitCode {
             EXIT_OK
         })
     })
+}
+
+/// pf-sink takes pf-score's output: a record without its `detection`
+/// object was never scored (and its other fields were never checked).
+fn scored(record: ScoredView<'_>) -> Result<ScoredView<'_>, String> {
+    match record.detection {
+        Some(_) => Ok(record),
+        None => Err(
+            "not a scored record: no `detection` object (pf-sink takes what \
+                     pf-score writes: ... | pf-score | pf-sink)"
+                .into(),
+        ),
+    }
 }
 
 fn parse_change(word: &str) -> Result<Change, String> {

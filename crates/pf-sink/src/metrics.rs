@@ -4,7 +4,7 @@
 
 use pf_alert::spool::Monitor;
 use pf_metrics::Samples;
-use serde_json::{Map, Value};
+use pf_record::view::ScoredView;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -60,19 +60,13 @@ pub struct SinkCounts {
 }
 
 impl SinkCounts {
-    pub fn note_record(&mut self, record: &Map<String, Value>) {
+    pub fn note_record(&mut self, record: &ScoredView<'_>) {
         self.records += 1;
-        let kind = record
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown");
+        let kind = record.kind.as_deref().unwrap_or("unknown");
         match self.kinds.get_mut(kind) {
             Some((n, _)) => *n += 1,
             None => {
-                let failure = record
-                    .get("failure")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
+                let failure = record.failure.as_deref().map(str::to_string);
                 let kind = if self.kinds.len() < MAX_KINDS {
                     kind
                 } else {
@@ -81,19 +75,19 @@ impl SinkCounts {
                 self.kinds.entry(kind.to_string()).or_insert((0, failure)).0 += 1;
             }
         }
-        let Some(detection) = record.get("detection") else {
+        let Some(detection) = &record.detection else {
             return;
         };
-        if detection.get("error").is_some() {
+        if detection.error.is_some() {
             self.unscorable += 1;
         }
-        if detection.get("is_anomaly").and_then(Value::as_bool) == Some(true) {
+        if detection.is_anomaly == Some(true) {
             *self
                 .anomalies
-                .entry(severity(detection.get("severity")))
+                .entry(severity(detection.severity.as_deref()))
                 .or_default() += 1;
         }
-        if let Some(model) = detection.get("model").and_then(Value::as_str) {
+        if let Some(model) = detection.model.as_deref() {
             if self.model.as_deref() != Some(model) {
                 self.model = Some(model.chars().take(64).collect());
             }
@@ -129,7 +123,7 @@ impl SinkCounts {
     }
 
     pub fn note_incident_event(&mut self, event: &pf_incident::IncidentEvent) {
-        let severity = severity(Some(&Value::from(event.incident.severity.as_str())));
+        let severity = severity(Some(event.incident.severity.as_str()));
         *self
             .incident_events
             .entry((event.change.as_str(), severity))
@@ -197,8 +191,8 @@ impl SinkCounts {
     }
 }
 
-fn severity(value: Option<&Value>) -> &'static str {
-    match value.and_then(Value::as_str) {
+fn severity(value: Option<&str>) -> &'static str {
+    match value {
         Some("high") => "high",
         Some("medium") => "medium",
         _ => "low",
