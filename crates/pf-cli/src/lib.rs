@@ -402,7 +402,9 @@ pub fn read_record<'a, T: serde::Deserialize<'a>>(text: &'a str) -> Result<T, St
     serde_json::from_str(text).map_err(|e| not_a_record(&e, text))
 }
 
-fn not_an_object(text: &str) -> Option<String> {
+/// Why `text` cannot be a record when it does not even begin as a JSON
+/// object (serde would read an array into a struct field by field).
+pub fn not_an_object(text: &str) -> Option<String> {
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') {
         return None;

@@ -10,7 +10,7 @@ use pf_cli::{LineErrors, Origin};
 use pf_model::{Detector, Grade, Grading, Model, ModelsDir, SeverityPolicy};
 use pf_record::json::{write_f64, write_str, write_with_field};
 use pf_report::{Anomaly, Contribution, ScoreReport};
-use serde::de::IgnoredAny;
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -61,14 +61,101 @@ struct ReportView {
 
 const REPORT_EVERY: Duration = Duration::from_secs(60);
 
-#[derive(Deserialize)]
-struct ScoreRecord {
-    #[serde(default)]
-    features: Option<Map<String, Value>>,
-    #[serde(default)]
-    feature_set: Option<String>,
-    #[serde(default)]
-    detection: Option<IgnoredAny>,
+/// What pf-score reads of a record: its features, encoded into the batch's
+/// row as they are read ([`pf_model::RowSeed`]), the feature set's name,
+/// and whether it was scored before. Everything else is skipped.
+struct ScoreRecord<'a> {
+    /// `None` when the record has no `features` object (or it is null).
+    features: Option<Result<(), pf_model::EncodeError>>,
+    feature_set: Option<Cow<'a, str>>,
+    had_detection: bool,
+}
+
+struct RecordSeed<'s> {
+    encoder: &'s pf_model::Encoder,
+    row: &'s mut [f32],
+    unseen: &'s mut Vec<usize>,
+}
+
+impl<'de> DeserializeSeed<'de> for RecordSeed<'_> {
+    type Value = ScoreRecord<'de>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RecordSeed<'_> {
+    type Value = ScoreRecord<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a record (a JSON object)")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut record = ScoreRecord {
+            features: None,
+            feature_set: None,
+            had_detection: false,
+        };
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "features" => {
+                    record.features = map.next_value_seed(OptionalRow(pf_model::RowSeed {
+                        encoder: self.encoder,
+                        row: &mut *self.row,
+                        unseen: &mut *self.unseen,
+                    }))?;
+                }
+                "feature_set" => record.feature_set = map.next_value()?,
+                "detection" => {
+                    let detection: Option<IgnoredAny> = map.next_value()?;
+                    record.had_detection = detection.is_some();
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(record)
+    }
+}
+
+/// `features: null` reads as no features.
+struct OptionalRow<'e>(pf_model::RowSeed<'e>);
+
+impl<'de> DeserializeSeed<'de> for OptionalRow<'_> {
+    type Value = Option<Result<(), pf_model::EncodeError>>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for OptionalRow<'_> {
+    type Value = Option<Result<(), pf_model::EncodeError>>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a `features` object")
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        self.0.deserialize(d).map(Some)
+    }
+}
+
+/// The `features` of an anomalous record, for the values its explanation
+/// names (read again from its text: only anomalies need them).
+fn feature_values(text: &str) -> Map<String, Value> {
+    #[derive(Deserialize)]
+    struct Features {
+        #[serde(default)]
+        features: Option<Map<String, Value>>,
+    }
+    serde_json::from_str::<Features>(text)
+        .ok()
+        .and_then(|f| f.features)
+        .unwrap_or_default()
 }
 
 pub struct Stage {
@@ -140,6 +227,8 @@ const RELOAD_CHECK: Duration = Duration::from_secs(1);
 #[derive(Default)]
 struct Batch {
     records: Vec<Pending>,
+    /// The records' texts, one after another.
+    texts: String,
     /// Encoded rows of the scorable records, one after another.
     rows: Vec<f32>,
     scores: Vec<f64>,
@@ -155,7 +244,8 @@ struct Batch {
 const BATCH_ROWS: usize = 1024;
 
 struct Pending {
-    text: String,
+    /// Where the record's text is in [`Batch::texts`].
+    text: std::ops::Range<usize>,
     had_detection: bool,
     outcome: Outcome,
 }
@@ -165,7 +255,6 @@ enum Outcome {
     /// features whose category the model has not seen.
     Row {
         index: usize,
-        features: Map<String, Value>,
         unseen: Vec<usize>,
     },
     Error(String),
@@ -232,13 +321,33 @@ impl Stage {
         errors: &mut LineErrors,
         out: &mut Vec<u8>,
     ) {
-        let record: ScoreRecord = match pf_cli::read_record(text) {
-            Ok(r) => r,
-            Err(problem) => return errors.report(origin, number, problem),
-        };
+        if let Some(problem) = pf_cli::not_an_object(text) {
+            return errors.report(origin, number, problem);
+        }
         if self.batch.records.is_empty() {
             self.maybe_reload();
         }
+        let encoder = &self.loaded.detector.encoder;
+        let d = encoder.names().len();
+        let rows = &mut self.batch.rows;
+        let start = rows.len();
+        rows.resize(start + d, 0.0);
+        let mut unseen = Vec::new();
+        let mut de = serde_json::Deserializer::from_str(text);
+        let parsed = RecordSeed {
+            encoder,
+            row: &mut rows[start..],
+            unseen: &mut unseen,
+        }
+        .deserialize(&mut de)
+        .and_then(|record| de.end().map(|()| record));
+        let record = match parsed {
+            Ok(r) => r,
+            Err(e) => {
+                rows.truncate(start);
+                return errors.report(origin, number, pf_cli::not_a_record(&e, text));
+            }
+        };
         let model = &self.loaded.detector.model;
         let wrong_set = match (&record.feature_set, &model.feature_set) {
             (Some(got), Some(want)) if got != want => Some(format!(
@@ -250,6 +359,10 @@ impl Stage {
             _ => None,
         };
         let outcome = match (wrong_set, record.features) {
+            (None, Some(Ok(()))) => Outcome::Row {
+                index: start / d.max(1),
+                unseen,
+            },
             (Some(problem), _) => {
                 errors.report(origin, number, &problem);
                 Outcome::Error(problem)
@@ -259,23 +372,26 @@ impl Stage {
                 errors.report(origin, number, problem);
                 Outcome::Error(problem.to_string())
             }
-            (None, Some(features)) => match self.encode(features) {
-                Ok(outcome) => outcome,
-                Err(problem) => {
-                    errors.report(origin, number, format_args!("cannot score: {problem}"));
-                    Outcome::Error(problem.to_string())
-                }
-            },
+            (None, Some(Err(problem))) => {
+                errors.report(origin, number, format_args!("cannot score: {problem}"));
+                Outcome::Error(problem.to_string())
+            }
         };
-        if matches!(outcome, Outcome::Error(_)) {
+        if let Outcome::Error(_) = outcome {
+            rows.truncate(start);
             self.unscorable += 1;
         }
+        let texts = &mut self.batch.texts;
+        let at = texts.len();
+        texts.push_str(text);
         self.batch.records.push(Pending {
-            text: text.to_string(),
-            had_detection: record.detection.is_some(),
+            text: at..texts.len(),
+            had_detection: record.had_detection,
             outcome,
         });
-        if self.batch.scores.len() + 1 >= BATCH_ROWS || self.batch.records.len() >= BATCH_ROWS {
+        if self.batch.rows.len() / d.max(1) + 1 >= BATCH_ROWS
+            || self.batch.records.len() >= BATCH_ROWS
+        {
             self.finish_batch(out);
         }
     }
@@ -336,29 +452,6 @@ impl Stage {
         }
     }
 
-    /// Encodes a record's features into the batch.
-    fn encode(&mut self, features: Map<String, Value>) -> Result<Outcome, pf_model::EncodeError> {
-        let d = self.loaded.detector.encoder.names().len();
-        let rows = &mut self.batch.rows;
-        let start = rows.len();
-        rows.resize(start + d, 0.0);
-        let mut unseen = Vec::new();
-        if let Err(e) =
-            self.loaded
-                .detector
-                .encoder
-                .encode(&features, &mut rows[start..], &mut unseen)
-        {
-            rows.truncate(start);
-            return Err(e);
-        }
-        Ok(Outcome::Row {
-            index: start / d,
-            features,
-            unseen,
-        })
-    }
-
     /// Scores, grades and explains the batch and appends its records, in
     /// input order, to `out`.
     fn finish_batch(&mut self, out: &mut Vec<u8>) {
@@ -402,11 +495,12 @@ impl Stage {
                 .explain_many(&batch.explain_rows, &mut batch.phi);
         }
         let mut detection = Vec::with_capacity(512);
-        for mut pending in batch.records.drain(..) {
+        for pending in batch.records.drain(..) {
             detection.clear();
+            let mut text = Cow::Borrowed(&batch.texts[pending.text.clone()]);
             if let Some(p) = &self.pseudonymiser {
-                if let Cow::Owned(text) = p.record_text(&pending.text) {
-                    pending.text = text;
+                if let Cow::Owned(changed) = p.record_text(&text) {
+                    text = Cow::Owned(changed);
                 }
             }
             let is_anomaly = match &pending.outcome {
@@ -417,22 +511,20 @@ impl Stage {
                     }
                     false
                 }
-                Outcome::Row {
-                    index,
-                    features,
-                    unseen,
-                } => {
+                Outcome::Row { index, unseen } => {
                     let phi = (explained[*index] != usize::MAX).then(|| {
                         let at = explained[*index] * d;
                         &batch.phi[at..at + d]
                     });
+                    let values = (batch.grades[*index].is_anomaly() && phi.is_some())
+                        .then(|| feature_values(&text));
                     let score = batch.scores[*index];
                     if let Some(report) = &mut self.report {
                         report.scores.add(score);
                         let grade = batch.grades[*index];
                         if let (true, Some(phi)) = (grade.is_anomaly(), phi) {
                             let view: ReportView =
-                                serde_json::from_str(&pending.text).unwrap_or(ReportView {
+                                serde_json::from_str(&text).unwrap_or(ReportView {
                                     raw: None,
                                     ts: None,
                                     kind: None,
@@ -450,8 +542,9 @@ impl Stage {
                                     top_features: top_order(phi, options.top)
                                         .map(|i| Contribution {
                                             feature: names[i].clone(),
-                                            value: features
-                                                .get(&names[i])
+                                            value: values
+                                                .as_ref()
+                                                .and_then(|v| v.get(&names[i]))
                                                 .map_or("null".into(), Value::to_string),
                                             contribution: phi[i],
                                         })
@@ -464,7 +557,7 @@ impl Stage {
                         batch.scores[*index],
                         batch.grades[*index],
                         phi,
-                        features,
+                        values.as_ref(),
                         unseen,
                         &mut detection,
                     )
@@ -472,17 +565,13 @@ impl Stage {
             };
             if is_anomaly || !options.only_anomalies {
                 // The text parsed as a JSON object before, so this cannot fail.
-                let _ = write_with_field(
-                    out,
-                    &pending.text,
-                    "detection",
-                    &detection,
-                    pending.had_detection,
-                );
+                let _ =
+                    write_with_field(out, &text, "detection", &detection, pending.had_detection);
             }
         }
         batch.rows.clear();
         batch.scores.clear();
+        batch.texts.clear();
         self.batch = batch;
     }
 
@@ -492,7 +581,7 @@ impl Stage {
         score: f64,
         grade: Grade,
         phi: Option<&[f64]>,
-        features: &Map<String, Value>,
+        values: Option<&Map<String, Value>>,
         unseen: &[usize],
         out: &mut Vec<u8>,
     ) -> bool {
@@ -522,7 +611,7 @@ impl Stage {
                 out.extend_from_slice(b"{\"feature\":");
                 write_str(out, &names[i]);
                 out.extend_from_slice(b",\"value\":");
-                match features.get(&names[i]) {
+                match values.and_then(|v| v.get(&names[i])) {
                     Some(v) => out.extend_from_slice(v.to_string().as_bytes()),
                     None => out.extend_from_slice(b"null"),
                 }
