@@ -321,11 +321,28 @@ impl FeatureList {
 pub struct Featurizer {
     pub list: FeatureList,
     pub behaviour: Behaviour,
+    /// Each feature's `"name":` (after the first, `,"name":`), written once.
+    keys: Vec<Vec<u8>>,
 }
 
 impl Featurizer {
     pub fn new(list: FeatureList, behaviour: Behaviour) -> Featurizer {
-        Featurizer { list, behaviour }
+        let keys = list
+            .features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let mut key = if i > 0 { vec![b','] } else { Vec::new() };
+                pf_record::json::write_str(&mut key, f.name());
+                key.push(b':');
+                key
+            })
+            .collect();
+        Featurizer {
+            list,
+            behaviour,
+            keys,
+        }
     }
 
     /// Appends the `features` object `{...}` for the record (and updates
@@ -360,12 +377,8 @@ impl Featurizer {
             None
         };
         out.push(b'{');
-        for (i, f) in self.list.features.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            pf_record::json::write_str(out, f.name());
-            out.push(b':');
+        for (f, key) in self.list.features.iter().zip(&self.keys) {
+            out.extend_from_slice(key);
             match f.compute(r, time.as_ref(), observed.as_ref()) {
                 FeatureValue::Number(n) => pf_record::json::write_i64(out, n),
                 FeatureValue::Float(v) => pf_record::json::write_f64(out, v),

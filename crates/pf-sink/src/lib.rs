@@ -14,7 +14,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 /// Write the output files once this much is buffered, even if input never pauses.
-pub const FLUSH_AT: usize = 256 * 1024;
+pub const FLUSH_AT: usize = 1024 * 1024;
 /// While input never pauses, acknowledge at most this often (each one syncs the files).
 pub const ACK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
