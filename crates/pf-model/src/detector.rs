@@ -138,7 +138,7 @@ impl Detector {
     pub fn new(model: Model) -> Result<Detector> {
         let d = model.features.len();
         let scoring = match (&model.tails, &model.forest) {
-            (Some(tails), _) => Scoring::Tails(tails.clone()),
+            (Some(tails), _) => Scoring::Tails(tails.clone().compiled()),
             (None, Some(forest)) => Scoring::Forest {
                 scorer: Scorer::new(forest, d)?,
                 explainer: Box::new(Explainer::new(forest, d)),
