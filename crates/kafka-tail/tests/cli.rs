@@ -326,6 +326,118 @@ fn two_instances_split_the_partitions() {
     eprintln!("split: {} and {} messages", va.len(), vb.len());
 }
 
+/// The layout that keeps a mail host's history on one instance
+/// (docs/operations.md, "Scaling out"): both topics keyed by the host with
+/// the producer's default partitioner, the same partition count, and
+/// librdkafka's default range assignor, which gives each member the same
+/// partition numbers of every topic. Two instances in one group: each
+/// holds partition i of both topics or of neither, and every line of a
+/// host, from either topic, reaches the same instance.
+#[test]
+fn a_hosts_lines_of_both_topics_reach_one_instance() {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let broker = Broker::start("copartition");
+    let d = dir("copartition");
+    // Creates both topics, with tansu's partition count each.
+    for topic in ["postfix", "mail_login"] {
+        produce_unbatched(&broker.addr(), topic, &lines(&format!("warmup-{topic}"), 8));
+    }
+    let args = [
+        "-b",
+        &broker.addr(),
+        "-G",
+        "copartition",
+        "-t",
+        "postfix",
+        "-t",
+        "mail_login",
+        "-o",
+        "end",
+    ];
+    let a = kafka_tail(&args, &d);
+    a.wait_for(60, "the first assignment", |_, err| {
+        err.contains("assigned")
+    });
+    let b = kafka_tail(&args, &d);
+    b.wait_for(60, "the second assignment", |_, err| {
+        err.contains("assigned")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    // What rsyslog's omkafka (librdkafka) does with `key="%hostname%"`.
+    let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .set("partitioner", "consistent_random")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    let hosts: Vec<String> = (0..12).map(|h| format!("mx{h}.example.org")).collect();
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        for host in &hosts {
+            for topic in ["postfix", "mail_login"] {
+                let line = format!("{host} {topic} line {i}");
+                let record = BaseRecord::to(topic)
+                    .key(host.as_str())
+                    .payload(line.as_str());
+                producer.send(record).map_err(|(e, _)| e).expect("queued");
+                sent.push(line.into_bytes());
+            }
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("all acknowledged");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while a.lines_so_far() + b.lines_so_far() < sent.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a: {}\nb: {}",
+            a.stderr(),
+            b.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a.signal("TERM");
+    b.signal("TERM");
+    let (_, got_a, err_a) = a.finish(30);
+    let (_, got_b, err_b) = b.finish(30);
+    let mut all = values(&got_a);
+    all.extend(values(&got_b));
+    assert_same_lines(all, &sent, "each line once across the group");
+    let mut instance_of_host: BTreeMap<String, usize> = BTreeMap::new();
+    for (instance, got) in [&got_a, &got_b].into_iter().enumerate() {
+        let mut partitions: BTreeMap<&str, HashSet<i64>> = BTreeMap::new();
+        for e in got {
+            let topic = e["topic"].as_str().expect("topic");
+            partitions
+                .entry(topic)
+                .or_default()
+                .insert(e["partition"].as_i64().expect("partition"));
+            let Some(host) = e["key"].as_str() else {
+                continue;
+            };
+            let first = *instance_of_host.entry(host.to_string()).or_insert(instance);
+            assert_eq!(
+                first, instance,
+                "{host}'s lines went to both instances:\n{err_a}\n{err_b}"
+            );
+        }
+        assert_eq!(
+            partitions.get("postfix"),
+            partitions.get("mail_login"),
+            "instance {instance} holds different partitions of the two topics"
+        );
+    }
+    assert_eq!(instance_of_host.len(), hosts.len());
+    let on_a = instance_of_host.values().filter(|&&i| i == 0).count();
+    assert!(
+        on_a > 0 && on_a < hosts.len(),
+        "all hosts on one instance ({on_a} of {} on the first):\n{err_a}\n{err_b}",
+        hosts.len()
+    );
+}
+
 /// A closed stdout ends kafka-tail quietly with status 0, and nothing is
 /// skipped: the next run continues, per partition, right after lines that
 /// were written into the pipe (what a pipe held when its reader died is
