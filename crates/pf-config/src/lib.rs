@@ -38,6 +38,10 @@ pub struct Kafka {
     pub topics: Vec<String>,
     /// librdkafka properties passed through verbatim (`security.protocol`, ...).
     pub properties: BTreeMap<String, String>,
+    /// A directory every instance of the consumer group can read and write:
+    /// pf-features keeps its behavioural state there per partition, so the
+    /// state follows a partition to the instance that takes it over.
+    pub partition_state_dir: Option<PathBuf>,
 }
 
 impl Default for Kafka {
@@ -47,6 +51,7 @@ impl Default for Kafka {
             consumer_group: "postfix-anomaly".into(),
             topics: vec!["postfix".into(), "mail_login".into()],
             properties: BTreeMap::new(),
+            partition_state_dir: None,
         }
     }
 }

@@ -2,6 +2,7 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 use pf_cli::{CommonArgs, Fatal, LineErrors, Output, EXIT_INPUT, EXIT_OK};
 use pf_featurize::behaviour::Behaviour;
+use pf_featurize::partitions::Partitioned;
 use pf_featurize::{Feature, FeatureList, Featurizer, RecordView};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -48,6 +49,13 @@ struct Args {
     /// there (atomically) at exit and every minute of idle input.
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
+    /// Keep the behavioural state of records read from Kafka per partition
+    /// in DIR, a directory every instance of the consumer group reaches, so
+    /// that it follows a partition to the instance that takes it over
+    /// (saved at exit and every minute of idle input) [default:
+    /// kafka.partition_state_dir].
+    #[arg(long, value_name = "DIR")]
+    partition_state: Option<PathBuf>,
     /// Print the features that can be computed, and exit.
     #[arg(long)]
     list: bool,
@@ -108,7 +116,18 @@ fn main() -> ExitCode {
             v
         };
         let mut featurizer = Featurizer::new(list, behaviour);
-        let save = |featurizer: &Featurizer| -> anyhow::Result<()> {
+        let partition_state = args
+            .partition_state
+            .clone()
+            .or(config.kafka.partition_state_dir.clone())
+            .filter(|_| featurizer.list.is_stateful());
+        if let Some(dir) = &partition_state {
+            featurizer.partitions = Some(Partitioned::open(dir).map_err(Fatal::usage)?);
+        }
+        let save = |featurizer: &mut Featurizer| -> anyhow::Result<()> {
+            if let Some(parts) = &mut featurizer.partitions {
+                parts.save()?;
+            }
             match &args.state {
                 Some(path) if featurizer.list.is_stateful() => featurizer.behaviour.save(path),
                 _ => Ok(()),
@@ -143,7 +162,7 @@ fn main() -> ExitCode {
             |_| {
                 if last_save.elapsed() >= SAVE_EVERY {
                     last_save = Instant::now();
-                    if let Err(e) = save(&featurizer_cell.borrow()) {
+                    if let Err(e) = save(&mut featurizer_cell.borrow_mut()) {
                         eprintln!("pf-features: {e:#}; will try again");
                     }
                 }
@@ -151,7 +170,7 @@ fn main() -> ExitCode {
             },
         )?;
         errors.summary("skipped (not records)");
-        save(&featurizer)
+        save(&mut featurizer)
             .context("saving the behavioural state at exit")
             .map_err(Fatal::usage)?;
         Ok(if stats.unreadable > 0 || errors.count > 0 {

@@ -533,6 +533,11 @@ impl Behaviour {
         Ok(state)
     }
 
+    /// Whether the state was written in this build's format.
+    pub fn is_current_format(&self) -> bool {
+        self.format == STATE_FORMAT
+    }
+
     /// Writes the state atomically (temp file + rename), mode 0640.
     pub fn save(&self, path: &Path) -> Result<()> {
         // Streamed to the file: a copy in memory would be as large as the

@@ -9,6 +9,7 @@
 //! record's client address, user, sender and recipient have been doing.
 
 pub mod behaviour;
+pub mod partitions;
 pub mod window;
 
 use anyhow::{bail, Context, Result};
@@ -33,6 +34,9 @@ pub struct RecordView<'a> {
     pub failure: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub fields: Option<FieldsView<'a>>,
+    /// Kafka coordinates: which partition's state the record belongs to.
+    #[serde(borrow, default, deserialize_with = "pf_record::view::lenient_object")]
+    pub source: Option<pf_record::view::SourceView<'a>>,
     /// Present when an earlier pass already added features.
     #[serde(default)]
     pub features: Option<serde::de::IgnoredAny>,
@@ -321,6 +325,8 @@ impl FeatureList {
 pub struct Featurizer {
     pub list: FeatureList,
     pub behaviour: Behaviour,
+    /// State per Kafka partition, when the instances of a group share it.
+    pub partitions: Option<partitions::Partitioned>,
     /// Each feature's `"name":` (after the first, `,"name":`), written once.
     keys: Vec<Vec<u8>>,
 }
@@ -341,6 +347,7 @@ impl Featurizer {
         Featurizer {
             list,
             behaviour,
+            partitions: None,
             keys,
         }
     }
@@ -372,7 +379,14 @@ impl Featurizer {
                 relay_ip: f.and_then(|f| f.relay_ip.as_deref()),
                 notification_queue_id: f.and_then(|f| f.notification_queue_id.as_deref()),
             };
-            Some(self.behaviour.observe(&event))
+            let kafka = r.source.as_ref().and_then(|s| s.kafka());
+            let state = match (&mut self.partitions, kafka) {
+                (Some(parts), Some((topic, partition, offset))) => {
+                    parts.state(topic, partition, offset)
+                }
+                _ => &mut self.behaviour,
+            };
+            Some(state.observe(&event))
         } else {
             None
         };
