@@ -98,6 +98,8 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             match key.as_ref() {
                 "features" => {
+                    // A second `features` member replaces the first, as in a map.
+                    self.unseen.clear();
                     record.features = map.next_value_seed(OptionalRow(pf_model::RowSeed {
                         encoder: self.encoder,
                         row: &mut *self.row,
@@ -106,8 +108,9 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
                 }
                 "feature_set" => record.feature_set = map.next_value()?,
                 "detection" => {
-                    let detection: Option<IgnoredAny> = map.next_value()?;
-                    record.had_detection = detection.is_some();
+                    // Even `null`: it is replaced, not written a second time.
+                    map.next_value::<IgnoredAny>()?;
+                    record.had_detection = true;
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -147,15 +150,15 @@ impl<'de> Visitor<'de> for OptionalRow<'_> {
 /// The `features` of an anomalous record, for the values its explanation
 /// names (read again from its text: only anomalies need them).
 fn feature_values(text: &str) -> Map<String, Value> {
-    #[derive(Deserialize)]
-    struct Features {
-        #[serde(default)]
-        features: Option<Map<String, Value>>,
+    // The whole record as a map: a `features` member given twice counts
+    // with its last value, as it was scored.
+    match serde_json::from_str::<Map<String, Value>>(text) {
+        Ok(mut record) => match record.remove("features") {
+            Some(Value::Object(features)) => features,
+            _ => Map::new(),
+        },
+        Err(_) => Map::new(),
     }
-    serde_json::from_str::<Features>(text)
-        .ok()
-        .and_then(|f| f.features)
-        .unwrap_or_default()
 }
 
 pub struct Stage {

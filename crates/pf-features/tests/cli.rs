@@ -49,6 +49,23 @@ fn adds_the_seed_features_in_order_and_keeps_the_record() {
     assert_eq!(again.stdout.matches("\"features\"").count(), 1);
     assert_eq!(again.stdout.matches("\"feature_set\"").count(), 1);
     assert_eq!(again.records()[0]["feature_set"], "list");
+    // A `null` left by some other tool is replaced too, not followed by a second member.
+    let nulled = r
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .replacen("\"features\":{", "\"features\":null,\"old\":{", 1)
+        .replacen("\"feature_set\":\"seed\"", "\"feature_set\":null", 1);
+    let third = run(BIN, &["--features", "list.json"], nulled.as_bytes(), &dir);
+    assert_eq!(
+        third.stdout.matches("\"features\"").count(),
+        1,
+        "{}",
+        third.stdout
+    );
+    assert_eq!(third.stdout.matches("\"feature_set\"").count(), 1);
+    assert_eq!(third.records()[0]["features"]["hour"], 23);
 }
 
 #[test]

@@ -37,10 +37,11 @@ pub struct RecordView<'a> {
     /// Kafka coordinates: which partition's state the record belongs to.
     #[serde(borrow, default, deserialize_with = "pf_record::view::lenient_object")]
     pub source: Option<pf_record::view::SourceView<'a>>,
-    /// Present when an earlier pass already added features.
-    #[serde(default)]
+    /// Present (even as `null`) when an earlier pass already added features:
+    /// they are replaced, never added a second time.
+    #[serde(default, deserialize_with = "pf_record::view::present")]
     pub features: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "pf_record::view::present")]
     pub feature_set: Option<serde::de::IgnoredAny>,
 }
 

@@ -32,11 +32,14 @@ struct Part {
     checkpoint: Checkpoint,
     /// Records taken since the last save.
     changed: bool,
-    /// `through` as the checkpoint was loaded: Kafka delivers again what
-    /// was not committed, and records below it are already in the state.
-    loaded_through: BTreeMap<String, i64>,
-    /// What such records are observed into instead: a copy of the state
-    /// as loaded, so they get features and the state counts them once.
+    /// The file's `through` as this instance last read or wrote it: if the
+    /// file says otherwise at the next save, another instance has had the
+    /// partition meanwhile, and its file wins.
+    base: BTreeMap<String, i64>,
+    /// Kafka delivers again what was not committed; such records (below
+    /// `through`) are already in the state. They are observed into a copy
+    /// of the state taken when the first of them arrives, so they get
+    /// features and the state counts them once.
     replay: Option<Behaviour>,
 }
 
@@ -83,6 +86,23 @@ impl Partitioned {
     /// record at `offset` of `topic` noted as taken. A checkpoint that does
     /// not load is reported and the partition starts afresh.
     pub fn state(&mut self, topic: &str, partition: i64, offset: i64) -> &mut Behaviour {
+        // A record beyond the next offset this instance expects: the
+        // partition may have been elsewhere meanwhile; a file carried
+        // further replaces what is held here.
+        let moved_on = self.parts.get(&partition).is_some_and(|part| {
+            part.checkpoint
+                .through
+                .get(topic)
+                .is_some_and(|&next| offset > next)
+                && newer_elsewhere(&self.path(partition), &part.checkpoint.through).unwrap_or(false)
+        });
+        if moved_on {
+            eprintln!(
+                "pf-features: partition {partition} was carried further by another instance; \
+                 reading its state again"
+            );
+            self.parts.remove(&partition);
+        }
         if !self.parts.contains_key(&partition) {
             let path = self.path(partition);
             let checkpoint = match load(&path) {
@@ -105,7 +125,7 @@ impl Partitioned {
             self.parts.insert(
                 partition,
                 Part {
-                    loaded_through: checkpoint.through.clone(),
+                    base: checkpoint.through.clone(),
                     checkpoint,
                     changed: false,
                     replay: None,
@@ -113,10 +133,16 @@ impl Partitioned {
             );
         }
         let part = self.parts.get_mut(&partition).expect("inserted above");
-        if part.loaded_through.get(topic).is_some_and(|&t| offset < t) {
+        if part
+            .checkpoint
+            .through
+            .get(topic)
+            .is_some_and(|&next| offset < next)
+        {
             let state = &part.checkpoint.behaviour;
             return part.replay.get_or_insert_with(|| state.clone());
         }
+        part.replay = None;
         part.changed = true;
         let next = offset.saturating_add(1);
         match part.checkpoint.through.get_mut(topic) {
@@ -143,7 +169,7 @@ impl Partitioned {
             }
             let path = self.dir.join(format!("partition-{partition}.json"));
             // A file that cannot be read back is replaced.
-            if let Ok(true) = newer_elsewhere(&path, &part.checkpoint.through) {
+            if on_disk(&path).is_ok_and(|theirs| theirs != part.base) {
                 eprintln!(
                     "pf-features: {} was carried further by another instance; \
                      keeping it and letting go of partition {partition}",
@@ -157,7 +183,10 @@ impl Partitioned {
             })
             .with_context(|| format!("cannot write the partition state {}", path.display()));
             match written {
-                Ok(()) => part.changed = false,
+                Ok(()) => {
+                    part.changed = false;
+                    part.base = part.checkpoint.through.clone();
+                }
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
@@ -187,16 +216,20 @@ fn load(path: &Path) -> Result<Option<Checkpoint>> {
     Ok(Some(checkpoint))
 }
 
-/// Whether the checkpoint on disk has seen further into some topic than `ours`.
-fn newer_elsewhere(path: &Path, ours: &BTreeMap<String, i64>) -> Result<bool> {
+/// The `through` of the checkpoint on disk (empty when there is none).
+fn on_disk(path: &Path) -> Result<BTreeMap<String, i64>> {
     let text = match std::fs::read(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
         Err(e) => return Err(e.into()),
     };
     let theirs: Through = serde_json::from_slice(&text)?;
-    Ok(theirs
-        .through
+    Ok(theirs.through)
+}
+
+/// Whether the checkpoint on disk has seen further into some topic than `ours`.
+fn newer_elsewhere(path: &Path, ours: &BTreeMap<String, i64>) -> Result<bool> {
+    Ok(on_disk(path)?
         .iter()
         .any(|(topic, &next)| ours.get(topic).is_none_or(|&o| next > o)))
 }
@@ -252,12 +285,31 @@ mod tests {
         // Another partition starts with no history.
         assert_eq!(failure(new.state("postfix", 1, 0), t + 5), 1.0);
         new.save().unwrap();
-        // The old instance, still holding partition 3 from before, must not
-        // put its older state back.
-        let _ = failure(old.state("postfix", 3, 4), t + 4);
+        // The old instance, still holding partition 3 from before, takes one
+        // more record and must not put its older state back.
+        let _ = failure(old.state("postfix", 3, 5), t + 5);
         old.save().unwrap();
         let mut again = Partitioned::open(&d).unwrap();
         assert_eq!(failure(again.state("postfix", 3, 6), t + 6), 7.0);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A partition that comes back after another instance carried it on
+    /// is read again, not continued from what was held here.
+    #[test]
+    fn a_partition_that_comes_back_is_read_again() {
+        let d = dir("back");
+        let t = 1_800_000_000;
+        let mut a = Partitioned::open(&d).unwrap();
+        for offset in 0..3 {
+            let _ = failure(a.state("postfix", 0, offset), t + offset);
+        }
+        a.save().unwrap();
+        let mut b = Partitioned::open(&d).unwrap();
+        assert_eq!(failure(b.state("postfix", 0, 3), t + 3), 4.0);
+        assert_eq!(failure(b.state("postfix", 0, 4), t + 4), 5.0);
+        b.save().unwrap();
+        assert_eq!(failure(a.state("postfix", 0, 5), t + 5), 6.0);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

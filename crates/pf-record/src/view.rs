@@ -285,6 +285,13 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
     }
 }
 
+/// `Some` whenever the member is there, whatever its value (`null`
+/// included): for a stage that must replace a member rather than add a
+/// second one of the same name.
+pub fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IgnoredAny>, D::Error> {
+    IgnoredAny::deserialize(d).map(Some)
+}
+
 /// An object read as `T`, or `None` for any other JSON value.
 pub fn lenient_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,

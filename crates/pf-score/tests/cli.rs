@@ -122,6 +122,16 @@ fn rescoring_replaces_the_old_detection() {
     let twice = run(BIN, &[], once.as_bytes(), &dir);
     assert_eq!(twice.stdout, once, "scoring is idempotent");
     assert_eq!(twice.stdout.matches("\"detection\"").count(), 1);
+    // A `null` detection is replaced as well, not followed by a second one.
+    let nulled: String = ODD
+        .lines()
+        .map(|l| {
+            let body = l.trim_end().strip_suffix('}').expect("a JSON object");
+            format!("{body},\"detection\":null}}\n")
+        })
+        .collect();
+    let r = run(BIN, &[], nulled.as_bytes(), &dir);
+    assert_eq!(r.stdout, once, "{}", r.stderr);
 }
 
 #[test]
