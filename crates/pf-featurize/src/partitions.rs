@@ -11,9 +11,10 @@
 //! partition's checkpoint when its first record arrives. Records Kafka
 //! delivers again (below the checkpoint's `through`: taken, not committed)
 //! are already counted: they are described from a copy of the state and
-//! leave the state as it is. A checkpoint that another instance has carried
-//! further is never overwritten with an older state. Records without Kafka
-//! coordinates use the ordinary state.
+//! leave the state as it is. A checkpoint another instance has written since
+//! this one read it is never overwritten, and is read again when the
+//! partition comes back. Records without Kafka coordinates use the ordinary
+//! state.
 
 use crate::behaviour::Behaviour;
 use anyhow::{Context, Result};
