@@ -95,7 +95,7 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
             feature_set: None,
             had_detection: false,
         };
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(pf_model::Key(key)) = map.next_key::<pf_model::Key<'de>>()? {
             match key.as_ref() {
                 "features" => {
                     // A second `features` member replaces the first, as in a map.

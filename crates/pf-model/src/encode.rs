@@ -208,7 +208,7 @@ impl<'de> serde::de::Visitor<'de> for RowSeed<'_> {
         // pf-features writes the features in the model's order: the next
         // expected name is tried before searching.
         let mut next = 0;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let index = if next < n && same_name(&encoder.names[next], &key) {
                 Some(next)
             } else {
@@ -306,6 +306,32 @@ impl Column {
             Some(c) => Slot::Raw(*c as f64, false),
             None => Slot::Raw(*unseen as f64, true),
         }
+    }
+}
+
+/// A member name, borrowed from the text unless it holds escapes (serde's
+/// own `Cow<str>` always copies: one allocation per feature per record).
+pub struct Key<'a>(pub std::borrow::Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -442,6 +468,7 @@ mod tests {
                 r#"{"rate":-1e300,"hour":18446744073709551615,"service":"nobody","x":[1,{"a":2}]}"#,
                 r#"{"service":7,"hour":-4,"rate":1.5,"service":true}"#,
                 r#"{"service":"post\u0066ix/smtpd","hour":1,"rate":2}"#,
+                r#"{"serv\u0069ce":"postfix/smtpd","ho\"ur":1,"hour":1,"rate":2}"#,
                 r#"{"service":1.5,"hour":1,"rate":2}"#,
                 r#"{"service":"postfix/smtpd","hour":null,"rate":2}"#,
                 r#"{"service":"postfix/smtpd","hour":"3","rate":2}"#,

@@ -21,7 +21,7 @@ pub mod train;
 
 pub use calibration::Calibration;
 pub use detector::{Detector, Grade, Grading, RarityCuts, ScoreThresholds, SeverityPolicy};
-pub use encode::{EncodeError, Encoder, RowSeed};
+pub use encode::{EncodeError, Encoder, Key, RowSeed};
 pub use fit::{fit_detector, Fitted, Method};
 pub use forest::{average_path_length, Contamination, Forest, Tree};
 pub use model::{FeatureKind, FeatureSpec, Model, ModelsDir, Scaler};
