@@ -270,6 +270,21 @@ fn broker_down_at_start() {
     assert_same_lines(values(&got), &msgs, &stderr);
 }
 
+/// Two kafka-tail instances in one group, each holding partitions once
+/// the group has settled after the second one's join.
+fn two_members(args: &[&str], d: &std::path::Path) -> (Tail, Tail) {
+    let a = kafka_tail(args, d);
+    a.wait_for(60, "the first assignment", |_, err| {
+        err.contains("assigned")
+    });
+    let b = kafka_tail(args, d);
+    b.wait_for(60, "the second assignment", |_, err| {
+        err.contains("assigned")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    (a, b)
+}
+
 /// Two instances in one group share the partitions and together see every
 /// message once.
 #[test]
@@ -289,16 +304,7 @@ fn two_instances_split_the_partitions() {
         "-o",
         "end",
     ];
-    let a = kafka_tail(&args, &d);
-    a.wait_for(60, "the first assignment", |_, err| {
-        err.contains("assigned")
-    });
-    let b = kafka_tail(&args, &d);
-    b.wait_for(60, "the second assignment", |_, err| {
-        err.contains("assigned")
-    });
-    // Both hold partitions once the group has settled after b's join.
-    std::thread::sleep(Duration::from_secs(3));
+    let (a, b) = two_members(&args, &d);
     let msgs = lines("split", 400);
     produce(&broker.addr(), "postfix", &msgs);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -354,15 +360,7 @@ fn a_hosts_lines_of_both_topics_reach_one_instance() {
         "-o",
         "end",
     ];
-    let a = kafka_tail(&args, &d);
-    a.wait_for(60, "the first assignment", |_, err| {
-        err.contains("assigned")
-    });
-    let b = kafka_tail(&args, &d);
-    b.wait_for(60, "the second assignment", |_, err| {
-        err.contains("assigned")
-    });
-    std::thread::sleep(Duration::from_secs(3));
+    let (a, b) = two_members(&args, &d);
     // What rsyslog's omkafka (librdkafka) does with `key="%hostname%"`.
     let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", broker.addr())

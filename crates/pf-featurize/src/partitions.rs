@@ -79,7 +79,7 @@ impl Partitioned {
     }
 
     fn path(&self, partition: i64) -> PathBuf {
-        self.dir.join(format!("partition-{partition}.json"))
+        checkpoint_path(&self.dir, partition)
     }
 
     /// The state of `partition`, loaded from its checkpoint the first time
@@ -168,7 +168,7 @@ impl Partitioned {
                 idle.push(partition);
                 continue;
             }
-            let path = self.dir.join(format!("partition-{partition}.json"));
+            let path = checkpoint_path(&self.dir, partition);
             // A file that cannot be read back is replaced.
             if on_disk(&path).is_ok_and(|theirs| theirs != part.base) {
                 eprintln!(
@@ -198,6 +198,10 @@ impl Partitioned {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+fn checkpoint_path(dir: &Path, partition: i64) -> PathBuf {
+    dir.join(format!("partition-{partition}.json"))
 }
 
 fn load(path: &Path) -> Result<Option<Checkpoint>> {
