@@ -119,6 +119,7 @@ scored+=("default=$work/scored-default.jsonl")
 python3 tests/traffic/evaluate.py report --labels "$work/labels.csv" --train-days "$train_days" \
     "${report_args[@]}" "${scored[@]}"
 # What the admin is told: the default model's anomalies as pf-sink's incidents.
+rm -rf "$work/sink"
 "$bin/pf-sink" --output-dir "$work/sink" --quiet --close-incidents --stats - \
     < "$work/scored-default.jsonl" 2> "$work/sink.log"
 echo "incidents of the default model (pf-sink, incidents.gap_minutes from the config):"

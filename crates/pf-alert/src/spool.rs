@@ -69,6 +69,7 @@ pub struct Filter {
 impl Filter {
     pub fn wants(&self, event: &IncidentEvent) -> bool {
         pf_incident::severity_rank(&event.incident.severity) >= self.min_severity
+            && event.change != pf_incident::Change::Member
             && (self.closed || event.change != pf_incident::Change::Closed)
     }
 }

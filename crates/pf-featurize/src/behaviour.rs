@@ -170,6 +170,10 @@ pub struct Event<'a> {
     pub relay_ip: Option<&'a str>,
     /// The bounce a `bounce.notification` line created for the message.
     pub notification_queue_id: Option<&'a str>,
+    /// The process that logged the line (host and pid): an `smtpd`
+    /// process serves one client session at a time, so its end-of-session
+    /// lines belong to the session's last message.
+    pub process: Option<u64>,
 }
 
 /// How many entities each table may hold; past its cap the least recently
@@ -301,6 +305,9 @@ struct QueueEntry {
     sender: Option<String>,
     /// Submitted locally (sendmail/pickup).
     local: bool,
+    /// The smtpd process whose session queued it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    session: Option<u64>,
 }
 
 /// A successful login's first and last time.
@@ -315,6 +322,35 @@ struct Global {
     pickups_10m: Window,
     new_client_connections_10m: Window,
     new_destination_deliveries_10m: Window,
+}
+
+/// An smtpd process's current session: the last message it queued, and
+/// what was known of it if the message left the queue before the session
+/// ended.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Session {
+    last: i64,
+    queue: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    removed: Option<QueueEntry>,
+}
+
+/// The key of the process that logged a line: its host and pid.
+pub fn process_key(host: &str, pid: i64) -> u64 {
+    (hash(&[host]) ^ pid as u64).wrapping_mul(0x0100_0000_01b3)
+}
+
+/// The lines an smtpd session ends with: they name the client at most, and
+/// belong to the session's message.
+fn ends_session(kind: &str) -> bool {
+    matches!(
+        kind,
+        "smtpd.disconnect"
+            | "smtpd.disconnect_auth_failed"
+            | "smtpd.lost_connection"
+            | "smtpd.timeout"
+            | "smtpd.too_many_errors"
+    )
 }
 
 /// A Message-ID's queue (from `cleanup`).
@@ -347,7 +383,8 @@ last_seen!(
     RecipientState,
     QueueEntry,
     Known,
-    MessageRef
+    MessageRef,
+    Session
 );
 
 /// The detector's memory of recent behaviour.
@@ -364,6 +401,8 @@ pub struct Behaviour {
     domains: HashMap<u64, RecipientState>,
     queues: HashMap<u64, QueueEntry>,
     message_ids: HashMap<u64, MessageRef>,
+    #[serde(default)]
+    sessions: HashMap<u64, Session>,
     destinations: HashMap<u64, Known>,
     known_ips: HashMap<u64, Known>,
     known_networks: HashMap<u64, Known>,
@@ -385,6 +424,7 @@ impl Default for Behaviour {
             domains: HashMap::new(),
             queues: HashMap::new(),
             message_ids: HashMap::new(),
+            sessions: HashMap::new(),
             destinations: HashMap::new(),
             known_ips: HashMap::new(),
             known_networks: HashMap::new(),
@@ -550,7 +590,7 @@ impl Behaviour {
     }
 
     /// Entities remembered, per table, for progress and tests.
-    pub fn sizes(&self) -> [(&'static str, usize); 10] {
+    pub fn sizes(&self) -> [(&'static str, usize); 11] {
         [
             ("ips", self.ips.len()),
             ("users", self.users.len()),
@@ -559,6 +599,7 @@ impl Behaviour {
             ("domains", self.domains.len()),
             ("queues", self.queues.len()),
             ("message_ids", self.message_ids.len()),
+            ("sessions", self.sessions.len()),
             ("destinations", self.destinations.len()),
             ("known_ips", self.known_ips.len()),
             ("known_networks", self.known_networks.len()),
@@ -641,7 +682,42 @@ impl Behaviour {
                 }
             }
         }
-        let queued = queue_key.and_then(|k| self.queues.get(&k)).cloned();
+        // The session's end belongs to its last message (a content
+        // filter's re-injection, a spam run's connection): its sender and
+        // account, as the message's other lines are.
+        let session = match ev.process {
+            Some(p) if kind == "smtpd.connect" => {
+                self.sessions.remove(&p);
+                None
+            }
+            Some(p) if smtpd_client => {
+                if let Some(q) = queue_key {
+                    let s = entry(&mut self.sessions, p, LIMITS.queues);
+                    s.last = now;
+                    s.queue = q;
+                    s.removed = None;
+                    if let Some(entry) = self.queues.get_mut(&q) {
+                        entry.session = Some(p);
+                    }
+                }
+                None
+            }
+            Some(p) if ev.queue_id.is_none() && ends_session(kind) => {
+                if kind.starts_with("smtpd.disconnect") {
+                    self.sessions.remove(&p)
+                } else {
+                    self.sessions.get(&p).cloned()
+                }
+            }
+            _ => None,
+        };
+        let queued = queue_key
+            .and_then(|k| self.queues.get(&k))
+            .cloned()
+            .or_else(|| {
+                let s = session?;
+                self.queues.get(&s.queue).cloned().or(s.removed)
+            });
         // A bounce belongs to whoever sent the message that bounced.
         if let (Some(original), Some(dsn)) = (&queued, ev.notification_queue_id) {
             let q = entry(&mut self.queues, hash(&[dsn]), LIMITS.queues);
@@ -912,7 +988,13 @@ impl Behaviour {
 
         if kind == "qmgr.removed" {
             if let Some(key) = queue_key {
-                self.queues.remove(&key);
+                if let Some(q) = self.queues.remove(&key) {
+                    if let Some(s) = q.session.and_then(|p| self.sessions.get_mut(&p)) {
+                        if s.queue == key {
+                            s.removed = Some(q);
+                        }
+                    }
+                }
             }
         }
         out
@@ -931,6 +1013,7 @@ impl Behaviour {
         self.queues.retain(|_, s| now - s.last < QUEUE_RETENTION);
         self.message_ids
             .retain(|_, s| now - s.last < QUEUE_RETENTION);
+        self.sessions.retain(|_, s| now - s.last < DAY.seconds());
         self.destinations.retain(|_, s| now - s.last < day);
         self.known_ips
             .retain(|_, s| now - s.last < KNOWN_LOGIN_RETENTION);
@@ -1108,6 +1191,55 @@ mod tests {
         assert!(b.queues.is_empty(), "a removed message is forgotten");
     }
 
+    /// A content filter's re-injection: `connect`, `client=`, the message's
+    /// lines, `disconnect`, all from loopback. The disconnect names no queue
+    /// id, but its process's session queued the message, so it carries the
+    /// message's sender, even when qmgr removed the message first. Another
+    /// process's disconnect, or the same process's next session, does not.
+    #[test]
+    fn a_sessions_disconnect_belongs_to_the_message_it_queued() {
+        let mut b = Behaviour::new();
+        let smtpd = |t: i64, kind: &'static str, process: u64| Event {
+            time: Some(t),
+            kind,
+            client_ip: Some("127.0.0.1"),
+            process: Some(process),
+            ..Event::default()
+        };
+        let spam = |b: &mut Behaviour, t: i64, queue: &'static str, removed: bool| {
+            b.observe(&smtpd(t, "smtpd.connect", 7));
+            b.observe(&Event {
+                queue_id: Some(queue),
+                ..smtpd(t, "smtpd.client", 7)
+            });
+            b.observe(&Event {
+                queue_id: Some(queue),
+                from: Some("flood@example.org"),
+                ..line(t, "qmgr.queued")
+            });
+            if removed {
+                b.observe(&Event {
+                    queue_id: Some(queue),
+                    ..line(t, "qmgr.removed")
+                });
+            }
+            b.observe(&smtpd(t, "smtpd.disconnect", 7))
+        };
+        let first = spam(&mut b, 100, "4BC1F2A0B1", false);
+        assert_eq!(first.get(Measure::Messages1hBySender), 1.0);
+        let second = spam(&mut b, 101, "4BC1F2A0B2", true);
+        assert_eq!(
+            second.get(Measure::Messages1hBySender),
+            2.0,
+            "after removal"
+        );
+        assert!(b.sessions.is_empty(), "the disconnect ends the session");
+        let other = b.observe(&smtpd(102, "smtpd.disconnect", 8));
+        assert_eq!(other.get(Measure::Messages1hBySender), 0.0);
+        b.observe(&smtpd(103, "smtpd.connect", 7));
+        let next = b.observe(&smtpd(104, "smtpd.disconnect", 7));
+        assert_eq!(next.get(Measure::Messages1hBySender), 0.0, "a new session");
+    }
     #[test]
     fn a_burst_above_the_users_usual_hour() {
         let mut b = Behaviour::new();

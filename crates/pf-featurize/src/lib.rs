@@ -28,6 +28,10 @@ pub struct RecordView<'a> {
     pub ts: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub program: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "pf_record::view::lenient_str")]
+    pub host: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "pf_record::view::lenient_i64")]
+    pub pid: Option<i64>,
     #[serde(borrow, default)]
     pub kind: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "pf_record::view::lenient_str")]
@@ -379,6 +383,9 @@ impl Featurizer {
                 message_id: f.and_then(|f| f.message_id.as_deref()),
                 relay_ip: f.and_then(|f| f.relay_ip.as_deref()),
                 notification_queue_id: f.and_then(|f| f.notification_queue_id.as_deref()),
+                process: r
+                    .pid
+                    .map(|pid| behaviour::process_key(r.host.as_deref().unwrap_or(""), pid)),
             };
             let kafka = r.source.as_ref().and_then(|s| s.kafka());
             let state = match (&mut self.partitions, kafka) {

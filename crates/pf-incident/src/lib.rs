@@ -33,6 +33,9 @@ pub enum Entity {
     Queue,
     /// A server-wide event: the record's kind.
     Kind,
+    /// Many clients or accounts doing one thing (the key says what:
+    /// `logins`, `refusals`, `sending`, `bounces`, `new_clients`, or a kind).
+    Campaign,
 }
 
 impl Entity {
@@ -44,6 +47,7 @@ impl Entity {
             Entity::Domain => "domain",
             Entity::Queue => "queue",
             Entity::Kind => "kind",
+            Entity::Campaign => "campaign",
         }
     }
 
@@ -64,6 +68,46 @@ impl Entity {
             None
         }
     }
+}
+
+/// What an anomaly is evidence of, by its feature: an attack spread over
+/// many addresses and accounts shows in one of these, whichever line of
+/// the session (connect, failure, disconnect) carries it. `None` for the
+/// features of the line itself (its kind, wording, level, hour).
+pub fn class_of_feature(name: &str) -> Option<&'static str> {
+    const CLASSES: [(&str, &[&str]); 5] = [
+        (
+            "logins",
+            &[
+                "auth_failures",
+                "users_tried",
+                "ips_1d_by_user",
+                "new_ip_for",
+                "new_network_for",
+            ],
+        ),
+        (
+            "refusals",
+            &["reject", "unknown_recipients", "relay_denied"],
+        ),
+        ("bounces", &["null_sender"]),
+        (
+            "sending",
+            &[
+                "messages_",
+                "recipients_",
+                "pickups",
+                "new_destinations",
+                "bounce_ratio",
+                "deferral_ratio",
+            ],
+        ),
+        ("new_clients", &["new_client_connections"]),
+    ];
+    CLASSES
+        .iter()
+        .find(|(_, prefixes)| prefixes.iter().any(|p| name.starts_with(p)))
+        .map(|(class, _)| *class)
 }
 
 /// `none` < `low` < `medium` < `high`.
@@ -191,19 +235,42 @@ impl Observation {
 
     /// The entity that explains this anomaly: the first of its strongest
     /// features that names an entity the record has.
+    /// A server-wide rate (`pickups_10m`) names the server's campaign of its
+    /// class, whatever line of the flood carries it.
     pub fn named_key(&self) -> Option<(Entity, &str)> {
         self.anomaly
             .iter()
             .flat_map(|a| &a.top_features)
-            .filter_map(|(f, _)| Entity::of_feature(f))
-            .find_map(|e| self.entities.get(&e).map(|v| (e, v.as_str())))
+            .find_map(|(f, _)| match Entity::of_feature(f)? {
+                Entity::Kind => class_of_feature(f).map(|class| (Entity::Campaign, class)),
+                e => self.entities.get(&e).map(|v| (e, v.as_str())),
+            })
     }
 
-    /// The client or account the line names, else its kind.
+    /// What the anomaly is evidence of: the class of its strongest feature
+    /// that has one, else its kind.
+    pub fn campaign_class(&self) -> String {
+        self.anomaly
+            .iter()
+            .flat_map(|a| &a.top_features)
+            .find_map(|(f, _)| class_of_feature(f))
+            .map_or_else(|| self.kind.clone(), str::to_string)
+    }
+
+    /// The client or account the line names; else the campaign of what it
+    /// is evidence of (a delivery line explained by its sender's volume,
+    /// which it does not name); else its kind.
     pub fn fallback_key(&self) -> (Entity, &str) {
         [Entity::Client, Entity::User]
             .into_iter()
             .find_map(|e| self.entities.get(&e).map(|v| (e, v.as_str())))
+            .or_else(|| {
+                self.anomaly
+                    .iter()
+                    .flat_map(|a| &a.top_features)
+                    .find_map(|(f, _)| class_of_feature(f))
+                    .map(|class| (Entity::Campaign, class))
+            })
             .unwrap_or((Entity::Kind, &self.kind))
     }
 }
@@ -268,6 +335,13 @@ pub struct Incident {
     /// The kind most of its anomalous lines are (`smtpd.sasl_auth_failed`).
     #[serde(default)]
     pub kind: String,
+    /// What its first anomaly was evidence of ([`class_of_feature`], else
+    /// the kind): incidents of one class form a campaign.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub class: String,
+    /// A campaign's clients and accounts.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub members: u64,
     /// Its anomalous lines by kind (at most [`MAX_KINDS`] kinds, the rest as `other`).
     #[serde(default)]
     pub kinds: BTreeMap<String, u64>,
@@ -280,6 +354,10 @@ pub struct Incident {
     pub records: BTreeMap<String, (i64, i64)>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// What happened to an incident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -287,6 +365,11 @@ pub enum Change {
     Opened,
     Escalated,
     Closed,
+    /// A client (or account) of a campaign sent enough anomalies to act on
+    /// (a ban), or more severe ones than reported before: the incident is
+    /// the campaign's, seen from that member. For the files fail2ban reads,
+    /// not for the admin's inbox.
+    Member,
 }
 
 impl Change {
@@ -295,6 +378,7 @@ impl Change {
             Change::Opened => "opened",
             Change::Escalated => "escalated",
             Change::Closed => "closed",
+            Change::Member => "member",
         }
     }
 }
@@ -419,6 +503,10 @@ pub struct Tracker {
     /// campaign's key and how many.
     #[serde(default)]
     in_campaign: BTreeMap<String, (String, u32)>,
+    /// Per member of [`Tracker::in_campaign`]: the highest severity of its
+    /// anomalies and the highest reported in a [`Change::Member`] event.
+    #[serde(default)]
+    member_severity: BTreeMap<String, (u8, u8)>,
     /// Where `topic/partition` is written for a lookup, so a normal record
     /// costs no allocation.
     #[serde(skip)]
@@ -431,9 +519,26 @@ const OTHER_KIND: &str = "other";
 
 /// Messages remembered for [`Tracker::messages`], so a flood cannot grow it without end.
 const MAX_MESSAGES: usize = 200_000;
-/// A client whose anomalies joined a campaign this many times is attacking
-/// on its own: its next one opens its own incident (the one a ban acts on).
-const ON_ITS_OWN_AFTER: u32 = 3;
+/// A client whose anomalies joined a campaign this many times is reported
+/// as a [`Change::Member`] (what a ban acts on)...
+const MEMBER_AFTER: u32 = 3;
+/// ...and past this many, and [`OUTLIER`] times the campaign's anomalies
+/// per member, it is an attack of its own (a brute force that began while
+/// a campaign was open): its next anomaly opens its own incident. A
+/// campaign's addresses send a few lines each.
+const ON_ITS_OWN_AFTER: u32 = 10;
+const OUTLIER: f64 = 5.0;
+
+/// Where an anomaly goes: its own incident, or a campaign as a member.
+enum Joins {
+    Own(String, Entity, String),
+    Campaign {
+        key: String,
+        class: String,
+        member: (String, Entity, String),
+        anomalies: u32,
+    },
+}
 
 fn key_of(entity: Entity, value: &str) -> String {
     format!("{} {value}", entity.as_str())
@@ -495,8 +600,14 @@ impl Tracker {
                     incident.lines += 1;
                 }
             }
-            if let Some(incident) = self.open.get_mut(&format!("campaign {}", obs.kind)) {
-                incident.lines += 1;
+            for (entity, value) in &obs.entities {
+                let campaign = self
+                    .in_campaign
+                    .get(&key_of(*entity, value))
+                    .map(|(c, _)| c);
+                if let Some(incident) = campaign.and_then(|c| self.open.get_mut(c)) {
+                    incident.lines += 1;
+                }
             }
         }
         let Some(anomaly) = &obs.anomaly else {
@@ -522,7 +633,17 @@ impl Tracker {
                 }
             },
         };
-        let (key, entity, value) = self.campaign_of(key, entity, value, &obs.kind);
+        let class = obs.campaign_class();
+        let (key, entity, value, member) = match self.campaign_of(key, entity, value, &class) {
+            Joins::Own(key, entity, value) => (key, entity, value, None),
+            Joins::Campaign {
+                key,
+                class,
+                member,
+                anomalies,
+            } => (key, Entity::Campaign, class, Some((member, anomalies))),
+        };
+        let new_member = matches!(member, Some((_, 1)));
         if let Some(queue) = queue {
             if self.messages.len() < MAX_MESSAGES {
                 self.messages.insert(queue.clone(), key.clone());
@@ -541,6 +662,8 @@ impl Tracker {
             severity: SEVERITIES[0].into(),
             rarity: 0.0,
             kind: obs.kind.clone(),
+            class: class.clone(),
+            members: 0,
             kinds: BTreeMap::new(),
             top_features: Vec::new(),
             feature_sums: BTreeMap::new(),
@@ -548,6 +671,9 @@ impl Tracker {
             records: BTreeMap::new(),
         });
         incident.anomalies += 1;
+        if new_member {
+            incident.members += 1;
+        }
         // Times as the log wrote them (with its offset); compared as instants.
         if obs.time >= incident.last_micros || incident.last_seen.is_empty() {
             incident.last_micros = obs.time.or(incident.last_micros);
@@ -593,37 +719,54 @@ impl Tracker {
             };
             events.push(IncidentEvent::new(change, incident.clone()));
         }
+        if let Some(((member_key, entity, value), anomalies)) = member {
+            let (highest, reported) = self.member_severity.entry(member_key).or_insert((0, 0));
+            *highest = (*highest).max(anomaly.severity.min(3));
+            if anomalies >= MEMBER_AFTER && *highest > *reported {
+                *reported = *highest;
+                let mut seen_from = incident.clone();
+                seen_from.entity = entity;
+                seen_from.key = value;
+                seen_from.severity = SEVERITIES[usize::from(*highest)].into();
+                seen_from.anomalies = u64::from(anomalies);
+                seen_from.lines = u64::from(anomalies);
+                seen_from.samples = vec![obs.raw.clone()];
+                seen_from.first_seen = obs.ts.clone().unwrap_or_default();
+                seen_from.last_seen = seen_from.first_seen.clone();
+                seen_from.records = obs
+                    .location
+                    .iter()
+                    .map(|(place, at)| (place.clone(), (*at, *at)))
+                    .collect();
+                events.push(IncidentEvent::new(Change::Member, seen_from));
+            }
+        }
         events
     }
 
     /// The incident a client's (or account's) anomaly joins: its own, or,
-    /// when [`Policy::campaign_after`] others of its kind are open, the
-    /// kind's campaign, until it has sent [`ON_ITS_OWN_AFTER`] there. An
-    /// incident already open keeps its lines.
-    fn campaign_of(
-        &mut self,
-        key: String,
-        entity: Entity,
-        value: String,
-        kind: &str,
-    ) -> (String, Entity, String) {
+    /// once [`Policy::campaign_after`] clients or accounts have incidents of
+    /// its class open, the class's campaign, as a member, until it has
+    /// sent [`ON_ITS_OWN_AFTER`] there. An incident already open keeps its
+    /// lines.
+    fn campaign_of(&mut self, key: String, entity: Entity, value: String, class: &str) -> Joins {
         let spread = matches!(entity, Entity::Client | Entity::User);
         if !spread || self.policy.campaign_after == 0 || self.open.contains_key(&key) {
-            return (key, entity, value);
+            return Joins::Own(key, entity, value);
         }
-        // Its own key: a server-wide incident of the kind is not a campaign.
-        let campaign = format!("campaign {kind}");
-        let others = || {
-            self.open
+        let campaign = format!("campaign {class}");
+        if !self.open.contains_key(&campaign) {
+            let others = self
+                .open
                 .values()
-                .filter(|i| i.entity == entity && i.kind == kind)
-                .count()
-        };
-        if !self.open.contains_key(&campaign) && others() < self.policy.campaign_after {
-            return (key, entity, value);
+                .filter(|i| matches!(i.entity, Entity::Client | Entity::User) && i.class == class)
+                .count();
+            if others < self.policy.campaign_after {
+                return Joins::Own(key, entity, value);
+            }
         }
         let full = self.in_campaign.len() >= MAX_MESSAGES;
-        let joined = match self.in_campaign.get_mut(&key) {
+        let anomalies = match self.in_campaign.get_mut(&key) {
             Some((c, n)) if *c == campaign => {
                 *n += 1;
                 *n
@@ -631,14 +774,26 @@ impl Tracker {
             _ if full => 1,
             _ => {
                 self.in_campaign.insert(key.clone(), (campaign.clone(), 1));
+                self.member_severity.remove(&key);
                 1
             }
         };
-        if joined > ON_ITS_OWN_AFTER {
+        // The other members' anomalies, each on average.
+        let per_member = self.open.get(&campaign).map_or(f64::INFINITY, |c| {
+            let others = c.anomalies.saturating_sub(u64::from(anomalies) - 1);
+            others as f64 / c.members.saturating_sub(1).max(1) as f64
+        });
+        if anomalies > ON_ITS_OWN_AFTER && f64::from(anomalies) > OUTLIER * per_member {
             self.in_campaign.remove(&key);
-            return (key, entity, value);
+            self.member_severity.remove(&key);
+            return Joins::Own(key, entity, value);
         }
-        (campaign, Entity::Kind, kind.to_string())
+        Joins::Campaign {
+            key: campaign,
+            class: class.to_string(),
+            member: (key, entity, value),
+            anomalies,
+        }
     }
 
     /// Whether the line at `offset` of `place` was taken before. The lines
@@ -689,6 +844,8 @@ impl Tracker {
         if !idle.is_empty() {
             self.messages.retain(|_, k| !idle.contains(k));
             self.in_campaign.retain(|_, (k, _)| !idle.contains(k));
+            let members = &self.in_campaign;
+            self.member_severity.retain(|k, _| members.contains_key(k));
         }
         idle.into_iter()
             .filter_map(|k| self.open.remove(&k))
@@ -701,6 +858,7 @@ impl Tracker {
     pub fn close_all(&mut self) -> Vec<IncidentEvent> {
         self.messages.clear();
         self.in_campaign.clear();
+        self.member_severity.clear();
         std::mem::take(&mut self.open)
             .into_values()
             .map(|incident| IncidentEvent::new(Change::Closed, incident))

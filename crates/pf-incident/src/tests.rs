@@ -316,7 +316,7 @@ fn a_messages_later_lines_join_its_incident_and_server_wide_rates_group_by_kind(
         changes(&events),
         [
             (Change::Opened, "user mallory".to_string()),
-            (Change::Opened, "kind pickup.pickup".to_string()),
+            (Change::Opened, "campaign sending".to_string()),
         ]
     );
     let closed = t.close_all();
@@ -327,7 +327,7 @@ fn a_messages_later_lines_join_its_incident_and_server_wide_rates_group_by_kind(
             .map(|e| e.incident.anomalies)
     };
     assert_eq!(count("mallory"), Some(60));
-    assert_eq!(count("pickup.pickup"), Some(40));
+    assert_eq!(count("sending"), Some(40));
 }
 
 #[test]
@@ -391,15 +391,20 @@ fn an_incidents_jsonl_line_reads_back_as_its_event() {
 }
 
 /// Credential stuffing from many addresses: the first clients get their
-/// own incidents (what fail2ban bans), the rest join one campaign of the
-/// kind; a client already open keeps its own; with campaign_after 0 every
-/// client is its own incident.
+/// own incidents, the rest join one campaign of what they are evidence of
+/// (failed logins), whatever the line (a failure, a disconnect); a client
+/// already open keeps its own; with campaign_after 0 every client is its
+/// own incident.
 #[test]
 fn an_attack_from_many_addresses_is_one_campaign_after_the_first_few() {
     let stuffing = |n: usize| {
         record(
             &at(1, n as u32),
-            "roundcube.login_failed",
+            if n.is_multiple_of(2) {
+                "roundcube.login_failed"
+            } else {
+                "smtpd.disconnect_auth_failed"
+            },
             json!({"client_ip": format!("198.51.100.{}", 10 + n % 8), "user": format!("user{n}")}),
             Some(("medium", BY_IP)),
             n as i64,
@@ -426,43 +431,63 @@ fn an_attack_from_many_addresses_is_one_campaign_after_the_first_few() {
             "client 198.51.100.10",
             "client 198.51.100.11",
             "client 198.51.100.12",
-            "kind roundcube.login_failed"
+            "campaign logins"
         ]
     );
-    let closed = |key: &str| {
+    let closed = |events: &[IncidentEvent], key: &str| {
         events
             .iter()
             .find(|e| {
                 e.change == Change::Closed
                     && format!("{} {}", e.incident.entity.as_str(), e.incident.key) == key
             })
-            .map(|e| e.incident.anomalies)
+            .map(|e| (e.incident.anomalies, e.incident.members))
     };
     // Clients 10..12 come back (n = 8..10) and stay in their own incidents.
-    assert_eq!(closed("client 198.51.100.10"), Some(2));
-    assert_eq!(closed("kind roundcube.login_failed"), Some(10));
-    // A client that keeps trying inside a campaign gets its own incident
-    // after its third anomaly there (a ban can act on it).
+    assert_eq!(closed(&events, "client 198.51.100.10"), Some((2, 0)));
+    assert_eq!(closed(&events, "campaign logins"), Some((10, 5)));
+    assert!(
+        events.iter().all(|e| e.change != Change::Member),
+        "two anomalies each: no member to act on"
+    );
+    // A client that keeps trying inside the campaign is reported as its
+    // member at its third anomaly (what a ban acts on), again when it gets
+    // more severe; past ten, and five times the campaign's anomalies per
+    // member, it is an attack of its own.
     let mut t = Tracker::new(Policy::default());
     let mut events = Vec::new();
     for n in 0..16 {
         events.extend(t.observe(&Observation::from_record(&stuffing(n))));
     }
-    for n in 16..20 {
+    for n in 16..40 {
         let mut r = stuffing(n);
         r["fields"]["client_ip"] = json!("192.0.2.99");
+        if n >= 20 {
+            r["detection"]["severity"] = json!("high");
+        }
         events.extend(t.observe(&Observation::from_record(&r)));
     }
-    let own: Vec<(Change, String)> = changes(&events)
-        .into_iter()
-        .filter(|(_, k)| k == "client 192.0.2.99")
-        .collect();
-    assert_eq!(own, [(Change::Opened, "client 192.0.2.99".to_string())]);
-    let own = events
+    let own: Vec<(Change, String, String)> = events
         .iter()
-        .find(|e| e.incident.key == "192.0.2.99")
+        .filter(|e| e.incident.key == "192.0.2.99")
+        .map(|e| (e.change, e.incident.severity.clone(), e.incident.id.clone()))
+        .collect();
+    let campaign_id = &events
+        .iter()
+        .find(|e| e.incident.key == "logins")
+        .unwrap()
+        .incident
+        .id;
+    assert_eq!(own.len(), 3, "{own:?}");
+    assert_eq!((own[0].0, own[0].1.as_str()), (Change::Member, "medium"));
+    assert_eq!((own[1].0, own[1].1.as_str()), (Change::Member, "high"));
+    assert_eq!(&own[0].2, campaign_id, "a member event is the campaign's");
+    assert_eq!(own[2].0, Change::Opened);
+    let opened = events
+        .iter()
+        .find(|e| e.change == Change::Opened && e.incident.key == "192.0.2.99")
         .unwrap();
-    assert_eq!(own.incident.anomalies, 1, "its fourth line opened it");
+    assert_eq!(opened.incident.anomalies, 1, "its eleventh line opened it");
     let every_client = run(Policy {
         campaign_after: 0,
         ..Policy::default()

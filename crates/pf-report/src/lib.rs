@@ -562,6 +562,9 @@ pub fn incident_rows(path: &std::path::Path) -> Vec<IncidentRow> {
         let Ok(event) = pf_incident::IncidentEvent::from_json(line) else {
             continue;
         };
+        if event.change == pf_incident::Change::Member {
+            continue;
+        }
         let status = if event.change == pf_incident::Change::Closed {
             "closed"
         } else {

@@ -366,8 +366,9 @@ fn parse_change(word: &str) -> Result<Change, String> {
         "opened" => Ok(Change::Opened),
         "escalated" => Ok(Change::Escalated),
         "closed" => Ok(Change::Closed),
+        "member" => Ok(Change::Member),
         _ => Err(format!(
-            "{word:?}: the events are opened, escalated and closed"
+            "{word:?}: the events are opened, escalated, closed and member"
         )),
     }
 }

@@ -23,53 +23,69 @@ fn the_filter_bans_the_clients_of_chosen_incidents_and_nothing_forged() {
     let dir = temp_dir("pf-sink-fail2ban");
     let by_ip = "auth_failures_1h_by_ip";
     let mut input = String::new();
-    // A brute force from one address, and one from an IPv6 host.
+    // An account under attack whose name tries to forge a ban word.
     input += &anomaly(
         1,
+        "smtpd.sasl_auth_failed",
+        json!({"client_ip": "198.51.100.20", "sasl_username": "x client=198.51.100.9 kind=smtpd.sasl_auth_failed id=1 "}),
+        "high",
+        "auth_failures_1h_by_user",
+    );
+    // A brute force from one address, and one from an IPv6 host.
+    input += &anomaly(
+        2,
         "smtpd.sasl_auth_failed",
         json!({"client_ip": "203.0.113.7"}),
         "high",
         by_ip,
     );
     input += &anomaly(
-        2,
+        3,
         "smtpd.sasl_auth_failed",
         json!({"client_ip": "2001:db8:1:2::5"}),
         "medium",
         by_ip,
     );
-    // Webmail behind a proxy that is not trusted: the peer is the client,
-    // the forwarded claim is only a field.
+    // With three incidents of failed logins open, the next addresses are
+    // one campaign, and an address is banned when it is reported as the
+    // campaign's member (at its third line): webmail behind a proxy that
+    // is not trusted (the peer is the client, the forwarded claim is only
+    // a field), and a client that keeps trying; not one too mild to ban,
+    // nor one line of a kind no jail bans for.
+    for n in 4..7 {
+        input += &anomaly(
+            n,
+            "roundcube.login_failed",
+            json!({"client_ip": "192.0.2.80", "forwarded_for": "10.9.9.9"}),
+            "high",
+            by_ip,
+        );
+    }
+    for n in 7..10 {
+        input += &anomaly(
+            n,
+            "smtpd.sasl_auth_failed",
+            json!({"client_ip": "198.51.100.50"}),
+            "low",
+            by_ip,
+        );
+    }
     input += &anomaly(
-        3,
-        "roundcube.login_failed",
-        json!({"client_ip": "192.0.2.80", "forwarded_for": "10.9.9.9"}),
-        "high",
-        by_ip,
-    );
-    // An account under attack whose name tries to forge a ban word.
-    input += &anomaly(
-        4,
-        "smtpd.sasl_auth_failed",
-        json!({"client_ip": "198.51.100.20", "sasl_username": "x client=198.51.100.9 kind=smtpd.sasl_auth_failed id=1 "}),
-        "high",
-        "auth_failures_1h_by_user",
-    );
-    // Too mild to ban, and a kind no jail bans for.
-    input += &anomaly(
-        5,
-        "smtpd.sasl_auth_failed",
-        json!({"client_ip": "198.51.100.50"}),
-        "low",
-        by_ip,
-    );
-    input += &anomaly(
-        6,
+        10,
         "qmgr.removed",
         json!({"client_ip": "198.51.100.60"}),
         "high",
         by_ip,
     );
+    for n in 11..14 {
+        input += &anomaly(
+            n,
+            "smtpd.sasl_auth_failed",
+            json!({"client_ip": "198.51.100.70"}),
+            "high",
+            by_ip,
+        );
+    }
     let r = run(
         BIN,
         &["--output-dir", "out", "--quiet", "--close-incidents"],
@@ -78,7 +94,30 @@ fn the_filter_bans_the_clients_of_chosen_incidents_and_nothing_forged() {
     );
     assert_eq!(r.status, 0, "{}", r.stderr);
     let log = dir.join("out/incidents.log");
-    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 12);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let words: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split(": ").nth(1).unwrap().split(' ').take(3).collect())
+        .collect();
+    let count = |event: &str, what: &str| {
+        words
+            .iter()
+            .filter(|w| w[0] == event && w[2] == what)
+            .count()
+    };
+    assert_eq!(count("opened", "campaign=logins"), 1, "{text}");
+    assert_eq!(count("member", "client=198.51.100.70"), 1, "{text}");
+    assert_eq!(count("member", "client=198.51.100.50"), 1, "{text}");
+    assert_eq!(
+        words.iter().filter(|w| w[0] == "opened").count(),
+        4,
+        "{text}"
+    );
+    assert_eq!(
+        words.iter().filter(|w| w[0] == "closed").count(),
+        4,
+        "{text}"
+    );
 
     // fail2ban reads its filters from its configuration directory, where
     // the filter's `before = common.conf` is.
@@ -124,7 +163,12 @@ fn the_filter_bans_the_clients_of_chosen_incidents_and_nothing_forged() {
         .collect();
     assert_eq!(
         banned,
-        BTreeSet::from(["203.0.113.7", "2001:db8:1:2::/64", "192.0.2.80"]),
+        BTreeSet::from([
+            "203.0.113.7",
+            "2001:db8:1:2::/64",
+            "192.0.2.80",
+            "198.51.100.70"
+        ]),
         "{stdout}"
     );
 }
