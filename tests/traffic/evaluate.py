@@ -204,12 +204,12 @@ def incidents(args):
     for scenario, episode, day in labels.values():
         if day >= args.train_days and scenario != "normal":
             episodes.setdefault(scenario, set()).add(episode)
-    opened = {}
+    opened, members = {}, {}
     unmatched = 0
     with open(args.incidents) as f:
         for text in f:
             event = json.loads(text)
-            if event.get("event") != "opened":
+            if event.get("event") not in ("opened", "member"):
                 continue
             spans = list((event.get("records") or {}).values())
             label = labels.get(spans[0][0]) if spans else None
@@ -218,16 +218,20 @@ def incidents(args):
                 continue
             scenario, episode, day = label
             if day >= args.train_days:
-                opened.setdefault(scenario, []).append(episode)
+                into = opened if event["event"] == "opened" else members
+                into.setdefault(scenario, []).append(episode)
     rows = []
     for scenario in sorted(episodes):
         mine = opened.get(scenario, [])
         eps = episodes[scenario]
         hit = len(set(mine) & eps)
+        reported = len((set(mine) | set(members.get(scenario, []))) & eps)
         rows.append([scenario + (" (slow)" if scenario in SLOW else ""), str(len(mine)), str(len(eps)),
-                     f"{len(mine) / len(eps):.1f}", f"{100 * hit / len(eps):.0f}%"])
+                     f"{len(mine) / len(eps):.1f}", f"{100 * hit / len(eps):.0f}%",
+                     str(len(members.get(scenario, []))), f"{100 * reported / len(eps):.0f}%"])
     normal = len(opened.get("normal", []))
-    print_table(["scenario", "incidents", "episodes", "incidents per episode", "episodes with an incident"],
+    print_table(["scenario", "incidents", "episodes", "incidents per episode", "episodes with an incident",
+                 "member events", "episodes opening or a member"],
                 rows, args.markdown)
     print(f"normal traffic: {normal} incidents in {len(test_days)} test days "
           f"({normal / max(len(test_days), 1):.1f} a day)")

@@ -165,8 +165,8 @@ pub struct Incidents {
     pub gap_minutes: f64,
     /// Sample lines kept per incident.
     pub samples: usize,
-    /// Incidents of one kind open for different clients or accounts before
-    /// the next ones join a campaign incident of the kind; 0: never.
+    /// Incidents of one class open for different clients or accounts
+    /// before the next ones join a campaign incident of the class; 0: never.
     pub campaign_after: usize,
 }
 

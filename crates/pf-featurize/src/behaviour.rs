@@ -105,7 +105,7 @@ impl Measure {
             Measure::UnknownRecipients1hByIp => ("unknown_recipients_1h_by_ip", "recipients rejected as unknown users for the client address, last hour (directory harvesting)"),
             Measure::RelayDenied1hByIp => ("relay_denied_1h_by_ip", "\"Relay access denied\" for the client address, last hour (open-relay probing)"),
             Measure::Messages1hByIp => ("messages_1h_by_ip", "messages the client address handed over, last hour"),
-            Measure::AuthFailures1hByUser => ("auth_failures_1h_by_user", "failed logins for the user name from anywhere, last hour"),
+            Measure::AuthFailures1hByUser => ("auth_failures_1h_by_user", "failed logins for the user name from anywhere, last hour (not shown on the user's lines from an address or network it has logged in from before the last 24 hours, other than failures)"),
             Measure::Ips1dByUser => ("ips_1d_by_user", "distinct client addresses that logged in or tried to as the user, last 24 hours"),
             Measure::NewIpForUser => ("new_ip_for_user", "1 if the user has not logged in successfully from this address before the last 24 hours, else 0"),
             Measure::NewNetworkForUser => ("new_network_for_user", "1 if the user has not logged in successfully from this network (/24, IPv6 /48) before the last 24 hours, else 0"),
@@ -883,10 +883,22 @@ impl Behaviour {
                     }
                 }
             }
-            out.set(
-                Measure::AuthFailures1hByUser,
-                s.auth_failures_1h.count(HOUR, now),
-            );
+            // Others' failures for the name do not make the user's own
+            // login suspect: from an address or network it has logged in
+            // from for a day, they are not shown.
+            let known = |map: &HashMap<u64, Known>, key: u64| {
+                map.get(&key).is_some_and(|k| now - k.first >= NEW_FOR)
+            };
+            let usual_origin = ip_text.is_some_and(|ip| {
+                known(&self.known_ips, hash(&[name, ip]))
+                    || known(&self.known_networks, hash(&[name, network(ip)]))
+            });
+            if auth_failure || !usual_origin {
+                out.set(
+                    Measure::AuthFailures1hByUser,
+                    s.auth_failures_1h.count(HOUR, now),
+                );
+            }
             out.set(Measure::Ips1dByUser, s.ips.count(now, DAY.seconds()));
             out.set(Measure::Messages1hByUser, sent);
             out.set(
@@ -1189,6 +1201,40 @@ mod tests {
             ..line(107, "qmgr.removed")
         });
         assert!(b.queues.is_empty(), "a removed message is forgotten");
+    }
+
+    /// An account under a password attack: the failures show on the
+    /// failures and on a login from an address the user never used (the
+    /// attacker getting in), not on the user's own login from home.
+    #[test]
+    fn others_failures_for_a_user_do_not_mark_the_users_usual_login() {
+        let mut b = Behaviour::new();
+        let login = |t: i64, ip: &'static str| Event {
+            time: Some(t),
+            kind: "dovecot.login",
+            client_ip: Some(ip),
+            user: Some("alice"),
+            ..Event::default()
+        };
+        b.observe(&login(0, "192.0.2.10"));
+        let day = 86_400 + 60;
+        for i in 0..5 {
+            b.observe(&Event {
+                user: Some("alice"),
+                ..auth_failure(day + i, "203.0.113.66")
+            });
+        }
+        let failure = b.observe(&Event {
+            user: Some("alice"),
+            ..auth_failure(day + 5, "203.0.113.67")
+        });
+        assert_eq!(failure.get(Measure::AuthFailures1hByUser), 6.0);
+        let home = b.observe(&login(day + 6, "192.0.2.10"));
+        assert_eq!(home.get(Measure::AuthFailures1hByUser), 0.0);
+        let same_network = b.observe(&login(day + 7, "192.0.2.11"));
+        assert_eq!(same_network.get(Measure::AuthFailures1hByUser), 0.0);
+        let stranger = b.observe(&login(day + 8, "203.0.113.67"));
+        assert_eq!(stranger.get(Measure::AuthFailures1hByUser), 6.0);
     }
 
     /// A content filter's re-injection: `connect`, `client=`, the message's

@@ -162,7 +162,12 @@ impl Observation {
         {
             entities.insert(Entity::Client, ip);
         }
-        if let Some(user) = fields.and_then(|f| f.sasl_username.as_deref().or(f.user.as_deref())) {
+        let kind = record.kind.as_deref().unwrap_or("unknown").to_string();
+        // Dovecot's delivery names the mailbox it delivered to, a recipient
+        // (as pf-features counts it), not a login.
+        let delivery = kind == "dovecot.delivery";
+        let user = fields.and_then(|f| f.sasl_username.as_deref().or(f.user.as_deref()));
+        if let Some(user) = user.filter(|_| !delivery) {
             entities.insert(Entity::User, user.to_string());
         }
         if let Some(from) = fields
@@ -173,6 +178,7 @@ impl Observation {
         }
         if let Some(domain) = fields
             .and_then(|f| f.to.as_deref())
+            .or(user.filter(|_| delivery))
             .and_then(|t| t.rsplit_once('@'))
             .map(|(_, d)| d)
         {
@@ -181,7 +187,6 @@ impl Observation {
         if let Some(queue) = fields.and_then(|f| f.queue_id.as_deref()) {
             entities.insert(Entity::Queue, queue.to_string());
         }
-        let kind = record.kind.as_deref().unwrap_or("unknown").to_string();
         entities.insert(Entity::Kind, kind.clone());
         let ts = record.ts.as_deref().map(str::to_string);
         let time = ts
@@ -236,13 +241,17 @@ impl Observation {
     /// The entity that explains this anomaly: the first of its strongest
     /// features that names an entity the record has.
     /// A server-wide rate (`pickups_10m`) names the server's campaign of its
-    /// class, whatever line of the flood carries it.
+    /// class, whatever line of the flood carries it; but a wave of new
+    /// clients is written on each new client's lines, and those go by the
+    /// client (or what else explains them).
     pub fn named_key(&self) -> Option<(Entity, &str)> {
         self.anomaly
             .iter()
             .flat_map(|a| &a.top_features)
             .find_map(|(f, _)| match Entity::of_feature(f)? {
-                Entity::Kind => class_of_feature(f).map(|class| (Entity::Campaign, class)),
+                Entity::Kind => class_of_feature(f)
+                    .filter(|class| *class != "new_clients")
+                    .map(|class| (Entity::Campaign, class)),
                 e => self.entities.get(&e).map(|v| (e, v.as_str())),
             })
     }
@@ -250,11 +259,21 @@ impl Observation {
     /// What the anomaly is evidence of: the class of its strongest feature
     /// that has one, else its kind.
     pub fn campaign_class(&self) -> String {
-        self.anomaly
-            .iter()
-            .flat_map(|a| &a.top_features)
-            .find_map(|(f, _)| class_of_feature(f))
+        self.class()
             .map_or_else(|| self.kind.clone(), str::to_string)
+    }
+
+    /// The class of its strongest feature about an entity, else of its
+    /// strongest server-wide rate: a failed login from a new address during
+    /// a wave of new clients is evidence of a login attack.
+    fn class(&self) -> Option<&'static str> {
+        let tops = || self.anomaly.iter().flat_map(|a| &a.top_features);
+        let about = |server_wide: bool| {
+            tops()
+                .filter(|(f, _)| (Entity::of_feature(f) == Some(Entity::Kind)) == server_wide)
+                .find_map(|(f, _)| class_of_feature(f))
+        };
+        about(false).or_else(|| about(true))
     }
 
     /// The client or account the line names; else the campaign of what it
@@ -264,13 +283,7 @@ impl Observation {
         [Entity::Client, Entity::User]
             .into_iter()
             .find_map(|e| self.entities.get(&e).map(|v| (e, v.as_str())))
-            .or_else(|| {
-                self.anomaly
-                    .iter()
-                    .flat_map(|a| &a.top_features)
-                    .find_map(|(f, _)| class_of_feature(f))
-                    .map(|class| (Entity::Campaign, class))
-            })
+            .or_else(|| self.class().map(|class| (Entity::Campaign, class)))
             .unwrap_or((Entity::Kind, &self.kind))
     }
 }

@@ -500,3 +500,30 @@ fn an_attack_from_many_addresses_is_one_campaign_after_the_first_few() {
         8
     );
 }
+
+/// Dovecot's delivery line names the mailbox it delivered to: a bounce
+/// storm's deliveries join the incident of the recipient domain, not one
+/// incident per mailbox as if each were a login.
+#[test]
+fn a_dovecot_delivery_is_about_its_recipients_domain_not_a_login() {
+    let by_domain: &[(&str, f64)] = &[("null_sender_mails_1h_to_domain", -9.0)];
+    let mut t = Tracker::new(Policy::default());
+    let mut events = Vec::new();
+    for (n, user) in ["bob@example.org", "laura@example.org", "nora@example.org"]
+        .iter()
+        .enumerate()
+    {
+        let r = record(
+            &at(1, n as u32),
+            "dovecot.delivery",
+            json!({"user": user}),
+            Some(("medium", by_domain)),
+            n as i64,
+        );
+        events.extend(t.observe(&Observation::from_record(&r)));
+    }
+    assert_eq!(
+        changes(&events),
+        [(Change::Opened, "domain example.org".to_string())]
+    );
+}
