@@ -258,8 +258,21 @@ impl Observation {
 
     /// What the anomaly is evidence of: the class of its strongest feature
     /// that has one, else its kind.
+    /// The class of the feature that names the entity it goes by comes
+    /// first: a client refused for unknown recipients during a wave of
+    /// null-sender mail is one of the refused.
     pub fn campaign_class(&self) -> String {
-        self.class()
+        let naming = self
+            .anomaly
+            .iter()
+            .flat_map(|a| &a.top_features)
+            .find(|(f, _)| {
+                Entity::of_feature(f)
+                    .is_some_and(|e| e != Entity::Kind && self.entities.contains_key(&e))
+            })
+            .and_then(|(f, _)| class_of_feature(f));
+        naming
+            .or_else(|| self.class())
             .map_or_else(|| self.kind.clone(), str::to_string)
     }
 
@@ -355,6 +368,10 @@ pub struct Incident {
     /// A campaign's clients and accounts.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub members: u64,
+    /// The anomalies its members sent (a campaign also takes lines that
+    /// name no client or account).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    member_anomalies: u64,
     /// Its anomalous lines by kind (at most [`MAX_KINDS`] kinds, the rest as `other`).
     #[serde(default)]
     pub kinds: BTreeMap<String, u64>,
@@ -485,6 +502,7 @@ impl IncidentEvent {
         if let Value::Object(m) = &mut v {
             m.remove("last_micros");
             m.remove("feature_sums");
+            m.remove("member_anomalies");
             let mut out = Map::new();
             out.insert("event".into(), Value::from(self.change.as_str()));
             out.extend(std::mem::take(m));
@@ -516,10 +534,9 @@ pub struct Tracker {
     /// campaign's key and how many.
     #[serde(default)]
     in_campaign: BTreeMap<String, (String, u32)>,
-    /// Per member of [`Tracker::in_campaign`]: the highest severity of its
-    /// anomalies and the highest reported in a [`Change::Member`] event.
+    /// Per member of [`Tracker::in_campaign`]: what its own anomalies were.
     #[serde(default)]
-    member_severity: BTreeMap<String, (u8, u8)>,
+    members: BTreeMap<String, Member>,
     /// Where `topic/partition` is written for a lookup, so a normal record
     /// costs no allocation.
     #[serde(skip)]
@@ -535,12 +552,23 @@ const MAX_MESSAGES: usize = 200_000;
 /// A client whose anomalies joined a campaign this many times is reported
 /// as a [`Change::Member`] (what a ban acts on)...
 const MEMBER_AFTER: u32 = 3;
-/// ...and past this many, and [`OUTLIER`] times the campaign's anomalies
-/// per member, it is an attack of its own (a brute force that began while
-/// a campaign was open): its next anomaly opens its own incident. A
-/// campaign's addresses send a few lines each.
+/// ...and past this many, and [`OUTLIER`] times the other members'
+/// anomalies on average, it is an attack of its own (a brute force that
+/// began while a campaign was open): that anomaly opens its own incident.
+/// A campaign's addresses send a few lines each.
 const ON_ITS_OWN_AFTER: u32 = 10;
 const OUTLIER: f64 = 5.0;
+
+/// A campaign's member as its own anomalies show it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Member {
+    /// The highest severity of its anomalies, and the highest reported in a
+    /// [`Change::Member`] event.
+    highest: u8,
+    reported: u8,
+    rarity: f64,
+    kinds: BTreeMap<String, u64>,
+}
 
 /// Where an anomaly goes: its own incident, or a campaign as a member.
 enum Joins {
@@ -549,7 +577,11 @@ enum Joins {
         key: String,
         class: String,
         member: (String, Entity, String),
-        anomalies: u32,
+        /// Its anomalies in the campaign, this one included; `None` when
+        /// the table of members is full (it joins, uncounted).
+        anomalies: Option<u32>,
+        /// This is its first anomaly there.
+        joined: bool,
     },
 }
 
@@ -605,21 +637,21 @@ impl Tracker {
         if let Some(t) = obs.time {
             events.extend(self.close_idle(t));
         }
-        // Every line of an open incident's entity counts towards its span
-        // (a campaign's entity is its kind).
+        // Every line of an open incident's entity (a campaign's: of its
+        // members) counts towards its span, once.
+        let mut counted: Vec<String> = Vec::new();
         if !self.open.is_empty() {
             for (entity, value) in &obs.entities {
-                if let Some(incident) = self.open.get_mut(&key_of(*entity, value)) {
-                    incident.lines += 1;
-                }
-            }
-            for (entity, value) in &obs.entities {
-                let campaign = self
-                    .in_campaign
-                    .get(&key_of(*entity, value))
-                    .map(|(c, _)| c);
-                if let Some(incident) = campaign.and_then(|c| self.open.get_mut(c)) {
-                    incident.lines += 1;
+                let key = key_of(*entity, value);
+                let campaign = self.in_campaign.get(&key).map(|(c, _)| c.clone());
+                for k in [Some(key), campaign].into_iter().flatten() {
+                    if counted.contains(&k) {
+                        continue;
+                    }
+                    if let Some(incident) = self.open.get_mut(&k) {
+                        incident.lines += 1;
+                        counted.push(k);
+                    }
                 }
             }
         }
@@ -654,9 +686,14 @@ impl Tracker {
                 class,
                 member,
                 anomalies,
-            } => (key, Entity::Campaign, class, Some((member, anomalies))),
+                joined,
+            } => (
+                key,
+                Entity::Campaign,
+                class,
+                Some((member, anomalies, joined)),
+            ),
         };
-        let new_member = matches!(member, Some((_, 1)));
         if let Some(queue) = queue {
             if self.messages.len() < MAX_MESSAGES {
                 self.messages.insert(queue.clone(), key.clone());
@@ -677,6 +714,7 @@ impl Tracker {
             kind: obs.kind.clone(),
             class: class.clone(),
             members: 0,
+            member_anomalies: 0,
             kinds: BTreeMap::new(),
             top_features: Vec::new(),
             feature_sums: BTreeMap::new(),
@@ -684,8 +722,12 @@ impl Tracker {
             records: BTreeMap::new(),
         });
         incident.anomalies += 1;
-        if new_member {
-            incident.members += 1;
+        if !opened && !counted.contains(&key) {
+            incident.lines += 1;
+        }
+        if let Some((_, _, joined)) = &member {
+            incident.member_anomalies += 1;
+            incident.members += u64::from(*joined);
         }
         // Times as the log wrote them (with its offset); compared as instants.
         if obs.time >= incident.last_micros || incident.last_seen.is_empty() {
@@ -732,15 +774,25 @@ impl Tracker {
             };
             events.push(IncidentEvent::new(change, incident.clone()));
         }
-        if let Some(((member_key, entity, value), anomalies)) = member {
-            let (highest, reported) = self.member_severity.entry(member_key).or_insert((0, 0));
-            *highest = (*highest).max(anomaly.severity.min(3));
-            if anomalies >= MEMBER_AFTER && *highest > *reported {
-                *reported = *highest;
+        if let Some(((member_key, entity, value), Some(anomalies), _)) = member {
+            let m = self.members.entry(member_key).or_default();
+            m.highest = m.highest.max(anomaly.severity.min(3));
+            m.rarity = m.rarity.max(anomaly.rarity);
+            if m.kinds.len() < MAX_KINDS || m.kinds.contains_key(&obs.kind) {
+                *m.kinds.entry(obs.kind.clone()).or_insert(0) += 1;
+            }
+            if anomalies >= MEMBER_AFTER && m.highest > m.reported {
+                m.reported = m.highest;
+                // The campaign's id and span, the member's own evidence:
+                // its severity, rarity, kinds (what a ban filter reads) and
+                // this line's features.
                 let mut seen_from = incident.clone();
                 seen_from.entity = entity;
                 seen_from.key = value;
-                seen_from.severity = SEVERITIES[usize::from(*highest)].into();
+                seen_from.severity = SEVERITIES[usize::from(m.highest)].into();
+                seen_from.rarity = m.rarity;
+                seen_from.kinds = m.kinds.clone();
+                seen_from.feature_sums = anomaly.top_features.iter().cloned().collect();
                 seen_from.anomalies = u64::from(anomalies);
                 seen_from.lines = u64::from(anomalies);
                 seen_from.samples = vec![obs.raw.clone()];
@@ -768,7 +820,10 @@ impl Tracker {
             return Joins::Own(key, entity, value);
         }
         let campaign = format!("campaign {class}");
-        if !self.open.contains_key(&campaign) {
+        // Joined at once only once formed by many: a server-wide incident
+        // of the class (a local flood's `campaign sending`) is not yet one.
+        let formed = self.open.get(&campaign).is_some_and(|c| c.members > 0);
+        if !formed {
             let others = self
                 .open
                 .values()
@@ -779,33 +834,36 @@ impl Tracker {
             }
         }
         let full = self.in_campaign.len() >= MAX_MESSAGES;
-        let anomalies = match self.in_campaign.get_mut(&key) {
+        let (anomalies, joined) = match self.in_campaign.get_mut(&key) {
             Some((c, n)) if *c == campaign => {
                 *n += 1;
-                *n
+                (Some(*n), false)
             }
-            _ if full => 1,
+            _ if full => (None, false),
             _ => {
                 self.in_campaign.insert(key.clone(), (campaign.clone(), 1));
-                self.member_severity.remove(&key);
-                1
+                self.members.remove(&key);
+                (Some(1), true)
             }
         };
-        // The other members' anomalies, each on average.
-        let per_member = self.open.get(&campaign).map_or(f64::INFINITY, |c| {
-            let others = c.anomalies.saturating_sub(u64::from(anomalies) - 1);
-            others as f64 / c.members.saturating_sub(1).max(1) as f64
-        });
-        if anomalies > ON_ITS_OWN_AFTER && f64::from(anomalies) > OUTLIER * per_member {
-            self.in_campaign.remove(&key);
-            self.member_severity.remove(&key);
-            return Joins::Own(key, entity, value);
+        if let Some(n) = anomalies {
+            // The other members' anomalies, each on average.
+            let per_member = self.open.get(&campaign).map_or(f64::INFINITY, |c| {
+                let others = c.member_anomalies.saturating_sub(u64::from(n) - 1);
+                others as f64 / c.members.saturating_sub(1).max(1) as f64
+            });
+            if n > ON_ITS_OWN_AFTER && f64::from(n) > OUTLIER * per_member {
+                self.in_campaign.remove(&key);
+                self.members.remove(&key);
+                return Joins::Own(key, entity, value);
+            }
         }
         Joins::Campaign {
             key: campaign,
             class: class.to_string(),
             member: (key, entity, value),
             anomalies,
+            joined,
         }
     }
 
@@ -857,8 +915,8 @@ impl Tracker {
         if !idle.is_empty() {
             self.messages.retain(|_, k| !idle.contains(k));
             self.in_campaign.retain(|_, (k, _)| !idle.contains(k));
-            let members = &self.in_campaign;
-            self.member_severity.retain(|k, _| members.contains_key(k));
+            let in_campaign = &self.in_campaign;
+            self.members.retain(|k, _| in_campaign.contains_key(k));
         }
         idle.into_iter()
             .filter_map(|k| self.open.remove(&k))
@@ -871,7 +929,7 @@ impl Tracker {
     pub fn close_all(&mut self) -> Vec<IncidentEvent> {
         self.messages.clear();
         self.in_campaign.clear();
-        self.member_severity.clear();
+        self.members.clear();
         std::mem::take(&mut self.open)
             .into_values()
             .map(|incident| IncidentEvent::new(Change::Closed, incident))

@@ -446,6 +446,11 @@ fn an_attack_from_many_addresses_is_one_campaign_after_the_first_few() {
     // Clients 10..12 come back (n = 8..10) and stay in their own incidents.
     assert_eq!(closed(&events, "client 198.51.100.10"), Some((2, 0)));
     assert_eq!(closed(&events, "campaign logins"), Some((10, 5)));
+    let campaign = events
+        .iter()
+        .find(|e| e.change == Change::Closed && e.incident.key == "logins")
+        .unwrap();
+    assert_eq!(campaign.incident.lines, 10, "each of its lines once");
     assert!(
         events.iter().all(|e| e.change != Change::Member),
         "two anomalies each: no member to act on"
@@ -525,5 +530,42 @@ fn a_dovecot_delivery_is_about_its_recipients_domain_not_a_login() {
     assert_eq!(
         changes(&events),
         [(Change::Opened, "domain example.org".to_string())]
+    );
+}
+
+/// A local flood's server-wide incident (`campaign sending`, no members)
+/// is not a campaign of many: an account sending spam meanwhile gets its
+/// own incident, not a member line the admin never reads.
+#[test]
+fn a_server_wide_incident_does_not_absorb_an_account() {
+    let pickups: &[(&str, f64)] = &[("pickups_10m", -9.0)];
+    let by_user: &[(&str, f64)] = &[("messages_1h_above_usual_by_user", -9.0)];
+    let mut t = Tracker::new(Policy::default());
+    let mut events = Vec::new();
+    let lines = [
+        record(
+            &at(1, 0),
+            "pickup.queued",
+            json!({"queue_id": "P1"}),
+            Some(("medium", pickups)),
+            1,
+        ),
+        record(
+            &at(1, 1),
+            "smtpd.client",
+            json!({"client_ip": "192.0.2.7", "sasl_username": "carol", "queue_id": "Q1"}),
+            Some(("high", by_user)),
+            2,
+        ),
+    ];
+    for r in &lines {
+        events.extend(t.observe(&Observation::from_record(r)));
+    }
+    assert_eq!(
+        changes(&events),
+        [
+            (Change::Opened, "campaign sending".to_string()),
+            (Change::Opened, "user carol".to_string())
+        ]
     );
 }

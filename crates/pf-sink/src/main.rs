@@ -26,7 +26,8 @@ Appends every scored record to files in the output directory:
                          records read from files go to mail_login_logs.json for
                          dovecot/roundcube and to postfix_logs.json otherwise
   incidents.jsonl        one line per incident event: opened, escalated
-                         (more severe than before), closed
+                         (more severe than before), closed, and member (an
+                         address of a campaign reported for a ban)
   incidents.log          the same events as syslog-style lines
                          (`<time> <host> postfix-anomaly[pid]: opened high
                          client=203.0.113.7 kind=... id=...`), which
