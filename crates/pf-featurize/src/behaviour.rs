@@ -54,10 +54,11 @@ pub enum Measure {
     NewDestinations10m,
     KindRarity,
     TemplateRarity,
+    LevelRarity,
 }
 
 impl Measure {
-    pub const ALL: [Measure; 26] = [
+    pub const ALL: [Measure; 27] = [
         Measure::AuthFailures10mByIp,
         Measure::AuthFailures1hByIp,
         Measure::UsersTried1hByIp,
@@ -84,6 +85,7 @@ impl Measure {
         Measure::NewDestinations10m,
         Measure::KindRarity,
         Measure::TemplateRarity,
+        Measure::LevelRarity,
     ];
 
     pub fn name(self) -> &'static str {
@@ -121,6 +123,7 @@ impl Measure {
             Measure::NewClientConnections10m => ("new_client_connections_10m", "on lines of a client address first seen within the hour: connections from such new addresses in the last 10 minutes (a wave of new senders: backscatter, botnets), else 0"),
             Measure::NewDestinations10m => ("new_destinations_10m", "on outbound lines to a mail server first contacted within the hour: deliveries to such new servers in the last 10 minutes (a spam run to harvested addresses), else 0"),
             Measure::KindRarity => ("kind_rarity", "how rare this kind of event has been: bits of surprise beyond one in 1,024 events (-log2 of its share so far, minus 10, at least 0); common kinds are 0"),
+            Measure::LevelRarity => ("level_rarity", "on warnings and worse: the same for the program and the level together, so a fatal error from a daemon that never logged one stands out on a server whose other programs do; 0 on informational lines"),
             Measure::TemplateRarity => ("template_rarity", "the same for the message's wording with addresses, names and numbers masked: a message never logged before stands out even when its kind is common"),
         }
     }
@@ -170,6 +173,10 @@ pub struct Event<'a> {
     pub relay_ip: Option<&'a str>,
     /// The bounce a `bounce.notification` line created for the message.
     pub notification_queue_id: Option<&'a str>,
+    /// The program (`postfix/smtpd`) and the line's level (0 informational,
+    /// 1 warning, 2 error, 3 fatal, 4 panic).
+    pub program: Option<&'a str>,
+    pub level: i64,
     /// The process that logged the line (host and pid): an `smtpd`
     /// process serves one client session at a time, so its end-of-session
     /// lines belong to the session's last message.
@@ -408,6 +415,8 @@ pub struct Behaviour {
     known_networks: HashMap<u64, Known>,
     kinds: Rarity,
     templates: Rarity,
+    #[serde(default)]
+    levels: Rarity,
     global: Global,
 }
 
@@ -430,6 +439,7 @@ impl Default for Behaviour {
             known_networks: HashMap::new(),
             kinds: Rarity::default(),
             templates: Rarity::default(),
+            levels: Rarity::default(),
             global: Global::default(),
         }
     }
@@ -625,6 +635,15 @@ impl Behaviour {
                 Measure::TemplateRarity,
                 self.templates.observe(template(message)),
             );
+        }
+        // Every line counts towards the shares, so a level is rare among
+        // all of its program's lines and the server's.
+        let level = self.levels.observe(hash(&[
+            ev.program.unwrap_or(""),
+            ["0", "1", "2", "3", "4"][ev.level.clamp(0, 4) as usize],
+        ]));
+        if ev.level > 0 {
+            out.set(Measure::LevelRarity, level);
         }
 
         let kind = ev.kind;
@@ -1201,6 +1220,33 @@ mod tests {
             ..line(107, "qmgr.removed")
         });
         assert!(b.queues.is_empty(), "a removed message is forgotten");
+    }
+
+    /// sendmail's usage errors are routine on this server; smtpd has never
+    /// logged a fatal: its first one is rare, the thousandth sendmail one is
+    /// not, and informational lines carry nothing.
+    #[test]
+    fn a_fatal_from_a_program_that_never_logged_one_is_rare() {
+        let mut b = Behaviour::new();
+        let line = |t: i64, program: &'static str, level: i64| Event {
+            time: Some(t),
+            kind: "postfix.fatal",
+            program: Some(program),
+            level,
+            ..Event::default()
+        };
+        for t in 0..3000 {
+            b.observe(&line(t, "postfix/smtpd", 0));
+            if t % 3 == 0 {
+                b.observe(&line(t, "postfix/sendmail", 3));
+            }
+        }
+        let routine = b.observe(&line(3000, "postfix/sendmail", 3));
+        assert_eq!(routine.get(Measure::LevelRarity), 0.0);
+        let first = b.observe(&line(3001, "postfix/smtpd", 3));
+        assert!(first.get(Measure::LevelRarity) > 1.5, "{first:?}");
+        let info = b.observe(&line(3002, "postfix/qmgr", 0));
+        assert_eq!(info.get(Measure::LevelRarity), 0.0, "a first info line too");
     }
 
     /// An account under a password attack: the failures show on the

@@ -158,7 +158,8 @@ impl Feature {
         match self {
             Feature::Event
             | Feature::Behaviour(Measure::KindRarity)
-            | Feature::Behaviour(Measure::TemplateRarity) => Some("kind"),
+            | Feature::Behaviour(Measure::TemplateRarity)
+            | Feature::Behaviour(Measure::LevelRarity) => Some("kind"),
             _ => None,
         }
     }
@@ -383,6 +384,8 @@ impl Featurizer {
                 message_id: f.and_then(|f| f.message_id.as_deref()),
                 relay_ip: f.and_then(|f| f.relay_ip.as_deref()),
                 notification_queue_id: f.and_then(|f| f.notification_queue_id.as_deref()),
+                program: r.program.as_deref(),
+                level: log_level(r),
                 process: r
                     .pid
                     .map(|pid| behaviour::process_key(r.host.as_deref().unwrap_or(""), pid)),
