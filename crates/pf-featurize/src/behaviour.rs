@@ -173,6 +173,9 @@ pub struct Event<'a> {
     pub relay_ip: Option<&'a str>,
     /// The bounce a `bounce.notification` line created for the message.
     pub notification_queue_id: Option<&'a str>,
+    /// Dovecot's session id: its login line names the client address, the
+    /// session's later lines (`imap(user)<pid><session>: Disconnected`) do not.
+    pub session: Option<&'a str>,
     /// The program (`postfix/smtpd`) and the line's level (0 informational,
     /// 1 warning, 2 error, 3 fatal, 4 panic).
     pub program: Option<&'a str>,
@@ -347,6 +350,13 @@ pub fn process_key(host: &str, pid: i64) -> u64 {
     (hash(&[host]) ^ pid as u64).wrapping_mul(0x0100_0000_01b3)
 }
 
+/// A Dovecot login's session: where it came from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct LoginSession {
+    last: i64,
+    ip: String,
+}
+
 /// The lines an smtpd session ends with: they name the client at most, and
 /// belong to the session's message.
 fn ends_session(kind: &str) -> bool {
@@ -391,7 +401,8 @@ last_seen!(
     QueueEntry,
     Known,
     MessageRef,
-    Session
+    Session,
+    LoginSession
 );
 
 /// The detector's memory of recent behaviour.
@@ -410,6 +421,8 @@ pub struct Behaviour {
     message_ids: HashMap<u64, MessageRef>,
     #[serde(default)]
     sessions: HashMap<u64, Session>,
+    #[serde(default)]
+    dovecot_sessions: HashMap<u64, LoginSession>,
     destinations: HashMap<u64, Known>,
     known_ips: HashMap<u64, Known>,
     known_networks: HashMap<u64, Known>,
@@ -434,6 +447,7 @@ impl Default for Behaviour {
             queues: HashMap::new(),
             message_ids: HashMap::new(),
             sessions: HashMap::new(),
+            dovecot_sessions: HashMap::new(),
             destinations: HashMap::new(),
             known_ips: HashMap::new(),
             known_networks: HashMap::new(),
@@ -600,7 +614,7 @@ impl Behaviour {
     }
 
     /// Entities remembered, per table, for progress and tests.
-    pub fn sizes(&self) -> [(&'static str, usize); 11] {
+    pub fn sizes(&self) -> [(&'static str, usize); 12] {
         [
             ("ips", self.ips.len()),
             ("users", self.users.len()),
@@ -610,6 +624,7 @@ impl Behaviour {
             ("queues", self.queues.len()),
             ("message_ids", self.message_ids.len()),
             ("sessions", self.sessions.len()),
+            ("dovecot_sessions", self.dovecot_sessions.len()),
             ("destinations", self.destinations.len()),
             ("known_ips", self.known_ips.len()),
             ("known_networks", self.known_networks.len()),
@@ -747,8 +762,25 @@ impl Behaviour {
             q.local = original.local;
             q.sender = Some(String::new());
         }
+        let login_session = ev.session.map(|s| hash(&[s]));
+        if let (Some(key), Some(ip), "dovecot.login") = (login_session, ev.client_ip, kind) {
+            let s = entry(&mut self.dovecot_sessions, key, LIMITS.queues);
+            s.last = now;
+            s.ip = ip.to_string();
+        }
+        let session_ip = match login_session {
+            Some(key) if ev.client_ip.is_none() => {
+                let ip = self.dovecot_sessions.get(&key).map(|s| s.ip.clone());
+                if kind == "dovecot.disconnect" {
+                    self.dovecot_sessions.remove(&key);
+                }
+                ip
+            }
+            _ => None,
+        };
         let ip_text = ev
             .client_ip
+            .or(session_ip.as_deref())
             .or(queued.as_ref().and_then(|q| q.ip_text.as_deref()))
             .filter(|ip| !is_local(ip));
         let local_message = kind == "pickup.queued" || queued.as_ref().is_some_and(|q| q.local);
@@ -1045,6 +1077,8 @@ impl Behaviour {
         self.message_ids
             .retain(|_, s| now - s.last < QUEUE_RETENTION);
         self.sessions.retain(|_, s| now - s.last < DAY.seconds());
+        self.dovecot_sessions
+            .retain(|_, s| now - s.last < DAY.seconds());
         self.destinations.retain(|_, s| now - s.last < day);
         self.known_ips
             .retain(|_, s| now - s.last < KNOWN_LOGIN_RETENTION);
@@ -1281,6 +1315,44 @@ mod tests {
         assert_eq!(same_network.get(Measure::AuthFailures1hByUser), 0.0);
         let stranger = b.observe(&login(day + 8, "203.0.113.67"));
         assert_eq!(stranger.get(Measure::AuthFailures1hByUser), 6.0);
+    }
+
+    /// A Dovecot session's disconnect names the user and the session, not
+    /// the address: it is the login's, so an attack on the user's name does
+    /// not mark the end of the user's own session from home.
+    #[test]
+    fn a_dovecot_sessions_lines_come_from_its_logins_address() {
+        let mut b = Behaviour::new();
+        let login = |t: i64, session: &'static str| Event {
+            time: Some(t),
+            kind: "dovecot.login",
+            client_ip: Some("192.0.2.10"),
+            user: Some("alice"),
+            session: Some(session),
+            ..Event::default()
+        };
+        let end = |t: i64, session: &'static str| Event {
+            time: Some(t),
+            kind: "dovecot.disconnect",
+            user: Some("alice"),
+            session: Some(session),
+            ..Event::default()
+        };
+        b.observe(&login(0, "s0"));
+        b.observe(&end(10, "s0"));
+        let day = 86_400 + 60;
+        b.observe(&login(day, "s1"));
+        for i in 0..5 {
+            b.observe(&Event {
+                user: Some("alice"),
+                ..auth_failure(day + 1 + i, "203.0.113.66")
+            });
+        }
+        let own = b.observe(&end(day + 10, "s1"));
+        assert_eq!(own.get(Measure::AuthFailures1hByUser), 0.0);
+        assert!(b.dovecot_sessions.is_empty(), "the disconnect ends it");
+        let unknown = b.observe(&end(day + 11, "s2"));
+        assert_eq!(unknown.get(Measure::AuthFailures1hByUser), 5.0);
     }
 
     /// A content filter's re-injection: `connect`, `client=`, the message's

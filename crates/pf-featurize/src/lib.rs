@@ -384,6 +384,7 @@ impl Featurizer {
                 message_id: f.and_then(|f| f.message_id.as_deref()),
                 relay_ip: f.and_then(|f| f.relay_ip.as_deref()),
                 notification_queue_id: f.and_then(|f| f.notification_queue_id.as_deref()),
+                session: f.and_then(|f| f.session.as_deref()),
                 program: r.program.as_deref(),
                 level: log_level(r),
                 process: r

@@ -75,6 +75,17 @@ pub fn parse<'a>(tag: &'a str, msg: &'a str, f: &mut Fields<'a>) -> &'static str
     {
         if let Some(end) = args.find(')') {
             user_ip_args(&args[..end], f);
+            // `imap(user)<pid><session>: ...`: the session its login named.
+            if let Some(session) = args[end + 1..]
+                .strip_prefix('<')
+                .and_then(|r| r.split_once("><"))
+                .filter(|(pid, _)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|(_, r)| r.split_once('>'))
+                .map(|(session, _)| session)
+                .filter(|s| !s.is_empty() && f.get("session").is_none())
+            {
+                f.s("session", session);
+            }
         }
     }
     if service.ends_with("-login") {

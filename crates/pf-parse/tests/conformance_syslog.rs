@@ -154,3 +154,25 @@ fn journald_priority_is_the_same_object() {
         json!({"facility": "mail", "severity": "warning"})
     );
 }
+
+/// A Dovecot session's later lines name its process and session in the
+/// tag (`imap(user)<pid><session>`), as its login line named the session:
+/// `session` ties them together (the disconnect carries no address).
+#[test]
+fn a_dovecot_sessions_lines_carry_its_session_id() {
+    let lines = [
+        "Mar  2 08:15:04 mx1 dovecot: imap-login: Login: user=<alice@example.com>, method=PLAIN, rip=192.0.2.4, lip=192.0.2.5, mpid=3172, TLS, session=<tzmYyECsUlJEUSoR>",
+        "Mar  2 09:20:41 mx1 dovecot: imap(alice@example.com)<3172><tzmYyECsUlJEUSoR>: Disconnected: Logged out in=2302 out=88681",
+        "Mar  2 09:20:42 mx1 dovecot: imap(bob@example.com)<tzmYyECsUlJEUSoR>: Disconnected: Logged out in=1 out=2",
+    ]
+    .map(String::from);
+    let r = parse_lines(&lines, &["--timezone", "UTC", "--year", "2026"]);
+    assert_eq!(r[0]["fields"]["session"], "tzmYyECsUlJEUSoR");
+    assert_eq!(r[1]["kind"], "dovecot.disconnect");
+    assert_eq!(r[1]["fields"]["session"], "tzmYyECsUlJEUSoR");
+    assert_eq!(r[1]["fields"]["user"], "alice@example.com");
+    assert!(
+        r[2]["fields"].get("session").is_none(),
+        "without the pid it is not the session form"
+    );
+}
