@@ -934,16 +934,20 @@ impl Behaviour {
                     }
                 }
             }
+            // The user's logins from this address and its network: whether
+            // each is new, and the keys to note a success under.
+            let origin = ip_text.map(|ip| {
+                let pair = hash(&[name, ip]);
+                let net = hash(&[name, network(ip)]);
+                let is_new = |known: Option<&Known>| known.is_none_or(|k| now - k.first < NEW_FOR);
+                let new_ip = is_new(self.known_ips.get(&pair));
+                let new_net = is_new(self.known_networks.get(&net));
+                (pair, net, new_ip, new_net)
+            });
             // Others' failures for the name do not make the user's own
             // login suspect: from an address or network it has logged in
             // from for a day, they are not shown.
-            let known = |map: &HashMap<u64, Known>, key: u64| {
-                map.get(&key).is_some_and(|k| now - k.first >= NEW_FOR)
-            };
-            let usual_origin = ip_text.is_some_and(|ip| {
-                known(&self.known_ips, hash(&[name, ip]))
-                    || known(&self.known_networks, hash(&[name, network(ip)]))
-            });
+            let usual_origin = origin.is_some_and(|(_, _, new_ip, new_net)| !new_ip || !new_net);
             if auth_failure || !usual_origin {
                 out.set(
                     Measure::AuthFailures1hByUser,
@@ -961,21 +965,9 @@ impl Behaviour {
                 sent.saturating_sub(usual),
             );
 
-            if let Some(ip) = ip_text {
-                let pair = hash(&[name, ip]);
-                let net = hash(&[name, network(ip)]);
-                let is_new = |known: Option<&Known>| match known {
-                    Some(k) => now - k.first < NEW_FOR,
-                    None => true,
-                };
-                out.set(
-                    Measure::NewIpForUser,
-                    u8::from(is_new(self.known_ips.get(&pair))),
-                );
-                out.set(
-                    Measure::NewNetworkForUser,
-                    u8::from(is_new(self.known_networks.get(&net))),
-                );
+            if let Some((pair, net, new_ip, new_net)) = origin {
+                out.set(Measure::NewIpForUser, u8::from(new_ip));
+                out.set(Measure::NewNetworkForUser, u8::from(new_net));
                 if auth_success {
                     for (map, key) in [(&mut self.known_ips, pair), (&mut self.known_networks, net)]
                     {
