@@ -141,10 +141,11 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
     let config = args.config.load()?;
     if let (Some((key, mode)), Some(path)) = (config.exposed_secret(), &config.origin) {
         eprintln!(
-            "kafka-tail: warning: {} holds the secret kafka.properties.{key} and its group may read it (mode {:04o}); \
-             if that group is more than the service, keep the secret in its own file (`{key}: \"@/path/to/file\"`)",
+            "kafka-tail: warning: {} holds the secret {key} and its group may read it (mode {:04o}); \
+             if that group is more than the service, keep the secret in its own file (`{name}: \"@/path/to/file\"`)",
             path.display(),
-            mode & 0o7777
+            mode & 0o7777,
+            name = pf_config::secret_key(&key),
         );
     }
     let kafka = config.kafka;

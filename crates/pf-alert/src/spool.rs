@@ -258,6 +258,32 @@ fn offset_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.offset"))
 }
 
+/// Holds an exclusive lock on the spool file for as long as `file` is
+/// open: two pf-sinks delivering from one spool would send its events
+/// twice and cut each other's offsets.
+fn lock_file(file: &File, path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor this process holds open.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        return Err(io::Error::new(
+            e.kind(),
+            format!(
+                "{} is in use by another pf-sink (it holds the spool's lock): \
+                 give each pf-sink instance its own delivery.spool_dir",
+                path.display()
+            ),
+        ));
+    }
+    Err(io::Error::new(
+        e.kind(),
+        format!("cannot lock {}: {e}", path.display()),
+    ))
+}
+
 fn open_state(dir: &Path, name: &str) -> io::Result<State> {
     use std::os::unix::fs::DirBuilderExt;
     let context =
@@ -275,6 +301,7 @@ fn open_state(dir: &Path, name: &str) -> io::Result<State> {
         .mode(FILE_MODE)
         .open(&path)
         .map_err(|e| context(e, &path))?;
+    lock_file(&file, &path)?;
     let bytes = std::fs::read(&path).map_err(|e| context(e, &path))?;
     // A line cut short by a crash was never acknowledged: Kafka sends its
     // record again and the event is made again.
@@ -602,14 +629,37 @@ mod tests {
             16,
             "the cut line is gone"
         );
+        drop(state);
         // An offset inside a line starts over rather than send half a line.
         std::fs::write(dir.join("x.offset"), "3 0\n").unwrap();
         let state = open_state(&dir, "x").unwrap();
         assert_eq!((state.offset, state.queued, state.last_sent), (0, 2, None));
+        drop(state);
         std::fs::write(dir.join("x.offset"), "8 0\n").unwrap();
         let state = open_state(&dir, "x").unwrap();
         assert_eq!((state.offset, state.queued), (8, 1));
         let batch = read_batch(&state, 10).unwrap();
         assert_eq!(batch, [("{\"b\":2}".to_string(), 8)]);
+    }
+
+    #[test]
+    fn a_spool_in_use_is_refused_until_its_holder_lets_go() {
+        let dir = std::env::temp_dir().join(format!("pf-alert-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let held = open_state(&dir, "webhook").unwrap();
+        let err = open_state(&dir, "webhook")
+            .err()
+            .expect("a second holder is refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("webhook.jsonl is in use by another pf-sink"),
+            "{text}"
+        );
+        assert!(text.contains("delivery.spool_dir"), "{text}");
+        // Another destination's spool in the same directory is its own.
+        assert!(open_state(&dir, "mail").is_ok());
+        drop(held);
+        assert!(open_state(&dir, "webhook").is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

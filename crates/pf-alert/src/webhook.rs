@@ -49,8 +49,12 @@ impl Webhook {
             headers: config
                 .headers
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+                .map(|(k, v)| {
+                    let value = pf_config::resolve_value(k, v)
+                        .map_err(|e| anyhow::anyhow!("delivery.webhook.headers.{k}: {e:#}"))?;
+                    Ok((k.clone(), value))
+                })
+                .collect::<anyhow::Result<_>>()?,
             agent,
             limit: config.batch_max,
             retry_max: Duration::from_secs_f64(config.retry_max_seconds),

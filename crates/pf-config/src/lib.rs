@@ -463,20 +463,22 @@ impl Config {
         if let Some((key, mode)) = cfg.exposed_secret() {
             if mode & 0o004 != 0 {
                 bail!(
-                    "{} holds the secret kafka.properties.{key} and is readable by every user (mode {:04o}): \
+                    "{} holds the secret {key} and is readable by every user (mode {:04o}): \
                      run `chmod 0640 {}` (owner and the service's group only), or keep the secret in \
-                     its own file and write `{key}: \"@/path/to/file\"`",
+                     its own file and write `{name}: \"@/path/to/file\"`",
                     path.display(),
                     mode & 0o7777,
-                    path.display()
+                    path.display(),
+                    name = secret_key(&key),
                 );
             }
         }
         Ok(cfg)
     }
 
-    /// A secret-looking Kafka property written inline in a config file that
-    /// others than its owner may read: `(property, file mode)`. World
+    /// A secret-looking Kafka property or webhook header written inline in
+    /// a config file that others than its owner may read: `(setting, file
+    /// mode)`, the setting by its whole name (`kafka.properties.sasl.password`). World
     /// readable is refused at load; group readable is for the caller to warn
     /// about (the service's group reading it is a normal set-up).
     pub fn exposed_secret(&self) -> Option<(String, u32)> {
@@ -486,11 +488,15 @@ impl Config {
         if mode & 0o044 == 0 {
             return None;
         }
-        self.kafka
-            .properties
-            .iter()
-            .find(|(k, v)| is_secret_name(k) && !v.starts_with('@') && !v.starts_with("${"))
-            .map(|(k, _)| (k.clone(), mode))
+        let inline = |(k, v): &(&String, &String)| {
+            is_secret_name(k) && !v.starts_with('@') && !v.starts_with("${")
+        };
+        let kafka = self.kafka.properties.iter().find(inline);
+        let headers = self.delivery.webhook.headers.iter().find(inline);
+        kafka
+            .map(|(k, _)| format!("kafka.properties.{k}"))
+            .or_else(|| headers.map(|(k, _)| format!("delivery.webhook.headers.{k}")))
+            .map(|setting| (setting, mode))
     }
 
     /// A section or key written empty, `null` or `~` (as Python's
@@ -760,6 +766,15 @@ fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
     }
 }
 
+/// The key as written under its section: `sasl.password` of
+/// `kafka.properties.sasl.password`.
+pub fn secret_key(setting: &str) -> &str {
+    ["kafka.properties.", "delivery.webhook.headers."]
+        .iter()
+        .find_map(|p| setting.strip_prefix(p))
+        .unwrap_or(setting)
+}
+
 /// Whether a setting's name says its value is a secret (`sasl.password`,
 /// `ssl.key.password`, `sasl.oauthbearer.client.secret`, ...).
 pub fn is_secret_name(name: &str) -> bool {
@@ -767,6 +782,36 @@ pub fn is_secret_name(name: &str) -> bool {
     ["password", "secret", "token", "authorization"]
         .iter()
         .any(|w| name.contains(w))
+}
+
+/// A setting's value as written in `-X`, `kafka.properties` or
+/// `delivery.webhook.headers`: `@FILE` is
+/// the first line of FILE (which must not be readable by every user), and
+/// `${NAME}` is the environment variable NAME; anything else is literal.
+pub fn resolve_value(key: &str, value: &str) -> Result<String> {
+    if let Some(path) = value.strip_prefix('@') {
+        use std::os::unix::fs::MetadataExt;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the value's file {path}"))?;
+        if is_secret_name(key) {
+            let mode = std::fs::metadata(path).map(|m| m.mode()).unwrap_or(0);
+            if mode & 0o004 != 0 {
+                bail!(
+                    "the secret's file {path} is readable by every user (mode {:04o}): run `chmod 0640 {path}`",
+                    mode & 0o7777
+                );
+            }
+        }
+        return Ok(text.lines().next().unwrap_or("").to_string());
+    }
+    if let Some(name) = value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+        return std::env::var(name).with_context(|| {
+            format!(
+                "{key} refers to the environment variable {name}, which is not set (or not UTF-8)"
+            )
+        });
+    }
+    Ok(value.to_string())
 }
 
 fn scalar(v: &serde_json::Value) -> String {
@@ -935,7 +980,7 @@ mod secrets {
         let cfg = Config::from_file(&path).expect("group-readable loads");
         assert_eq!(
             cfg.exposed_secret(),
-            Some(("sasl.password".into(), 0o100640))
+            Some(("kafka.properties.sasl.password".into(), 0o100640))
         );
         mode(0o600);
         assert_eq!(Config::from_file(&path).unwrap().exposed_secret(), None);
@@ -946,6 +991,27 @@ mod secrets {
         )
         .unwrap();
         mode(0o644);
+        assert!(Config::from_file(&path).is_ok());
+        // A webhook's Authorization header is a secret too.
+        std::fs::write(
+            &path,
+            "delivery:\n  webhook:\n    url: http://127.0.0.1:9/\n    headers:\n      Authorization: Bearer abc\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", Config::from_file(&path).unwrap_err());
+        assert!(
+            err.contains("secret delivery.webhook.headers.Authorization"),
+            "{err}"
+        );
+        assert!(
+            err.contains("write `Authorization: \"@/path/to/file\"`"),
+            "{err}"
+        );
+        std::fs::write(
+            &path,
+            "delivery:\n  webhook:\n    headers:\n      Authorization: \"${PF_HOOK_TOKEN}\"\n      X-Team: mail\n",
+        )
+        .unwrap();
         assert!(Config::from_file(&path).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }

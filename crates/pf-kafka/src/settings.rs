@@ -125,34 +125,7 @@ pub fn parse_property(s: &str) -> Result<(String, String)> {
     Ok((key.to_string(), value))
 }
 
-/// A property value as written in `-X` or `kafka.properties`: `@FILE` is
-/// the first line of FILE (which must not be readable by every user), and
-/// `${NAME}` is the environment variable NAME; anything else is literal.
-pub fn resolve_value(key: &str, value: &str) -> Result<String> {
-    if let Some(path) = value.strip_prefix('@') {
-        use std::os::unix::fs::MetadataExt;
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the value's file {path}"))?;
-        if pf_config::is_secret_name(key) {
-            let mode = std::fs::metadata(path).map(|m| m.mode()).unwrap_or(0);
-            if mode & 0o004 != 0 {
-                bail!(
-                    "the secret's file {path} is readable by every user (mode {:04o}): run `chmod 0640 {path}`",
-                    mode & 0o7777
-                );
-            }
-        }
-        return Ok(text.lines().next().unwrap_or("").to_string());
-    }
-    if let Some(name) = value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
-        return std::env::var(name).with_context(|| {
-            format!(
-                "{key} refers to the environment variable {name}, which is not set (or not UTF-8)"
-            )
-        });
-    }
-    Ok(value.to_string())
-}
+pub use pf_config::resolve_value;
 
 #[cfg(test)]
 mod tests {

@@ -115,14 +115,20 @@ impl Drop for Receiver {
     }
 }
 
+/// The config, and the webhook's token in a file of its own (an inline
+/// token would make this world-readable config refuse to load).
 fn write_config(dir: &Path, delivery: &str) {
+    use std::os::unix::fs::PermissionsExt;
     let text = format!("paths:\n  state_dir: state\n  output_dir: out\ndelivery:\n{delivery}");
     std::fs::write(dir.join("config.yaml"), text).unwrap();
+    let token = dir.join("authorization");
+    std::fs::write(&token, "Bearer s3cret\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 fn webhook_config(port: u16, drain: u32, extra: &str) -> String {
     format!(
-        "  drain_seconds: {drain}\n  webhook:\n    url: http://127.0.0.1:{port}/hook\n    batch_max: 2\n    retry_max_seconds: 1\n    headers:\n      Authorization: Bearer s3cret\n{extra}"
+        "  drain_seconds: {drain}\n  webhook:\n    url: http://127.0.0.1:{port}/hook\n    batch_max: 2\n    retry_max_seconds: 1\n    headers:\n      Authorization: \"@authorization\"\n{extra}"
     )
 }
 
