@@ -418,6 +418,23 @@ pub fn read_record<'a, T: serde::Deserialize<'a>>(text: &'a str) -> Result<T, St
     serde_json::from_str(text).map_err(|e| not_a_record(&e, text))
 }
 
+/// One record line's top-level members, for a stage that reads a few of
+/// them and passes the rest on as text; refused as [`read_record`] refuses.
+pub fn read_members(text: &str) -> Result<Vec<pf_record::members::Member<'_>>, String> {
+    if let Some(what) = not_an_object(text) {
+        return Err(what);
+    }
+    pf_record::members::members(text).map_err(|e| format!("{e}{}", nan_hint(text)))
+}
+
+fn nan_hint(text: &str) -> &'static str {
+    if ["NaN", "Infinity", "inf"].iter().any(|w| text.contains(w)) {
+        " (NaN and Infinity are not JSON numbers)"
+    } else {
+        ""
+    }
+}
+
 /// Why `text` cannot be a record when it does not even begin as a JSON
 /// object (serde would read an array into a struct field by field).
 pub fn not_an_object(text: &str) -> Option<String> {
@@ -446,14 +463,7 @@ pub fn not_a_record(error: &serde_json::Error, text: &str) -> String {
     match error.classify() {
         Category::Data => format!("a field has the wrong type or shape: {error}"),
         Category::Eof => format!("the JSON object is cut short: {error}"),
-        Category::Syntax | Category::Io => {
-            let hint = if ["NaN", "Infinity", "inf"].iter().any(|w| text.contains(w)) {
-                " (NaN and Infinity are not JSON numbers)"
-            } else {
-                ""
-            };
-            format!("not valid JSON: {error}{hint}")
-        }
+        Category::Syntax | Category::Io => format!("not valid JSON: {error}{}", nan_hint(text)),
     }
 }
 

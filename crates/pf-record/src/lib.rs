@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod ip;
 pub mod json;
 pub mod lines;
+pub mod members;
 pub mod rarity;
 pub mod record;
 pub mod view;

@@ -8,6 +8,7 @@
 //! object belongs) counts as absent instead of making the whole record
 //! unreadable, as a map lookup with `as_str()` would.
 
+use crate::members::Member;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::borrow::Cow;
@@ -35,9 +36,59 @@ pub struct ScoredView<'a> {
     pub detection: Option<DetectionView<'a>>,
 }
 
-impl ScoredView<'_> {
+impl<'a> ScoredView<'a> {
     pub fn is_anomaly(&self) -> bool {
         self.detection.as_ref().and_then(|d| d.is_anomaly) == Some(true)
+    }
+
+    /// The view from a record's members ([`crate::members::members`]),
+    /// deserialising only the members it has: the same view as serde gives
+    /// from the whole text, without reading `features` a second time.
+    pub fn from_members(members: &[Member<'a>]) -> Result<ScoredView<'a>, String> {
+        let mut view = ScoredView::default();
+        let mut seen = [false; 8];
+        for member in members {
+            let value = member.value;
+            let (slot, parsed) = match &*member.name() {
+                "raw" => (0, one(value).map(|Str(v)| view.raw = v)),
+                "source" => (1, one(value).map(|Object(v)| view.source = v)),
+                "ts" => (2, one(value).map(|Str(v)| view.ts = v)),
+                "program" => (3, one(value).map(|Str(v)| view.program = v)),
+                "kind" => (4, one(value).map(|Str(v)| view.kind = v)),
+                "failure" => (5, one(value).map(|Str(v)| view.failure = v)),
+                "fields" => (6, one(value).map(|Object(v)| view.fields = v)),
+                "detection" => (7, one(value).map(|Object(v)| view.detection = v)),
+                _ => continue,
+            };
+            if std::mem::replace(&mut seen[slot], true) {
+                return Err(format!("duplicate member `{}`", member.name()));
+            }
+            parsed.map_err(|e| format!("member `{}`: {e}", member.name()))?;
+        }
+        Ok(view)
+    }
+}
+
+/// One member's value, the whole of `value`.
+fn one<'a, T: Deserialize<'a>>(value: &'a str) -> serde_json::Result<T> {
+    serde_json::from_str(value)
+}
+
+/// A member's value read by [`lenient_str`].
+struct Str<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        lenient_str(d).map(Str)
+    }
+}
+
+/// A member's value read by [`lenient_object`].
+struct Object<T>(Option<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        lenient_object(d).map(Object)
     }
 }
 
@@ -380,6 +431,33 @@ mod tests {
         assert_eq!(d.top_features[0].feature.as_deref(), Some("f"));
         assert_eq!(d.top_features[0].value, Some(serde_json::json!(3)));
         assert!(d.top_features[1].feature.is_none());
+    }
+
+    #[test]
+    fn reading_the_members_gives_the_view_serde_gives() {
+        let texts = [
+            r#"{"raw":"r \"q\"","source":{"topic":"postfix","partition":2,"offset":9},"ts":"t",
+               "program":"postfix","kind":"smtpd.reject","failure":"reject",
+               "fields":{"client_ip":"192.0.2.1","level":"warning"},"features":{"a":1,"b":[2,{"c":null}]},
+               "detection":{"is_anomaly":true,"severity":"high","score":-0.5,"rarity":2e5,"model":"m",
+                 "top_features":[{"feature":"a","value":"x","contribution":-0.25}]},"extra":[1]}"#,
+            r#"{"raw":7,"k\u0069nd":"escaped name","detection":{"error":"unscorable"}}"#,
+            r#"{}"#,
+        ];
+        for text in texts {
+            let members = crate::members::members(text).unwrap();
+            let ours = ScoredView::from_members(&members).unwrap();
+            let serde: ScoredView = serde_json::from_str(text).unwrap();
+            assert_eq!(format!("{ours:?}"), format!("{serde:?}"), "{text}");
+        }
+        let twice = crate::members::members(r#"{"kind":"a","kind":"b"}"#).unwrap();
+        let err = ScoredView::from_members(&twice).unwrap_err();
+        assert_eq!(err, "duplicate member `kind`");
+        assert!(serde_json::from_str::<ScoredView>(r#"{"kind":"a","kind":"b"}"#).is_err());
+        let bad = crate::members::members(r#"{"source":{"partition":1,"partition":2}}"#).unwrap();
+        assert!(ScoredView::from_members(&bad)
+            .unwrap_err()
+            .starts_with("member `source`: duplicate field"));
     }
 
     #[test]

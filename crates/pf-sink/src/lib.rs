@@ -6,6 +6,7 @@ use anyhow::Context;
 use pf_incident::{IncidentEvent, Policy, Tracker};
 use pf_record::acks::Acks;
 use pf_record::append::AppendFile;
+use pf_record::members::Member;
 use pf_record::view::ScoredView;
 use serde_json::Value;
 use std::borrow::Cow;
@@ -402,6 +403,7 @@ pub fn create_dir(dir: &Path) -> io::Result<()> {
 /// cut out of its text: every other byte passes through as it came.
 pub fn route(
     text: &str,
+    members: &[Member<'_>],
     record: &ScoredView<'_>,
     files: &mut Files,
     counts: &mut Counts,
@@ -426,8 +428,8 @@ pub fn route(
         }
     }
     let stream = files.stream(stream_of(record))?;
-    pf_record::json::write_without(stream.buf(), text, &["features", "detection"])
-        .map_err(io::Error::other)
+    pf_record::members::write_without(stream.buf(), members, &["features", "detection"]);
+    Ok(())
 }
 
 pub const ALL_DETECTIONS: &str = "all_detections.jsonl";

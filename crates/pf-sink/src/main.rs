@@ -178,8 +178,12 @@ fn main() -> ExitCode {
             &mut out,
             &mut errors,
             |text, number, origin, alert_buf, errors| {
-                let record: ScoredView = match pf_cli::read_record(text).and_then(scored) {
-                    Ok(r) => r,
+                let read = pf_cli::read_members(text).and_then(|members| {
+                    let record = ScoredView::from_members(&members).and_then(scored)?;
+                    Ok((members, record))
+                });
+                let (members, record) = match read {
+                    Ok(read) => read,
                     Err(problem) => {
                         errors.report(origin, number, problem);
                         rejected.set(errors.count);
@@ -208,6 +212,7 @@ fn main() -> ExitCode {
                 if written.is_ok() {
                     written = route(
                         text,
+                        &members,
                         &record,
                         &mut files,
                         &mut counts.borrow_mut(),
