@@ -190,17 +190,8 @@ impl Scan<'_> {
             self.at += 1;
             self.space();
             self.value(depth)?;
-            self.space();
-            match self.peek() {
-                Some(b',') => {
-                    self.at += 1;
-                    self.space();
-                }
-                Some(b'}') => {
-                    self.at += 1;
-                    return Ok(());
-                }
-                _ => return Err("expected `,` or `}`"),
+            if self.closes(b'}', "expected `,` or `}`")? {
+                return Ok(());
             }
         }
     }
@@ -217,18 +208,26 @@ impl Scan<'_> {
         }
         loop {
             self.value(depth)?;
-            self.space();
-            match self.peek() {
-                Some(b',') => {
-                    self.at += 1;
-                    self.space();
-                }
-                Some(b']') => {
-                    self.at += 1;
-                    return Ok(());
-                }
-                _ => return Err("expected `,` or `]`"),
+            if self.closes(b']', "expected `,` or `]`")? {
+                return Ok(());
             }
+        }
+    }
+
+    /// After a member or element: `,` (more follow) or `close` (true).
+    fn closes(&mut self, close: u8, otherwise: &'static str) -> Result<bool, &'static str> {
+        self.space();
+        match self.peek() {
+            Some(b',') => {
+                self.at += 1;
+                self.space();
+                Ok(false)
+            }
+            Some(c) if c == close => {
+                self.at += 1;
+                Ok(true)
+            }
+            _ => Err(otherwise),
         }
     }
 
