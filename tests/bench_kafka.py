@@ -16,7 +16,12 @@ Python venv. Prints:
    the worst case, TreeSHAP for every line).
 3. with --pipeline-messages N, the live pipeline's throughput: N messages
    through kafka-tail -e | pf-parse | pf-features | pf-score | pf-sink
-   into all_detections.jsonl, less the time for a one-message topic.
+   into all_detections.jsonl, less the time for a one-message topic. With
+   --pipeline-log LOG the messages are LOG's lines (repeated to N) and the
+   model is trained on LOG first, as a server runs on a model of its own
+   traffic; in any case also over N copies of the synthetic line with the
+   shipped model, a flood in which ~90% of the lines are anomalies that
+   pf-score explains and pf-sink writes twice (the worst case).
 
 --json FILE also writes every figure (with p90 and the peak RSS of
 kafka-tail and of the pipeline's largest stage) as one JSON object, for
@@ -25,6 +30,7 @@ tests/perf_report.py.
 import argparse
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -67,12 +73,14 @@ def start_broker(tansu):
             time.sleep(0.05)
 
 
-def produce(addr, topic, n, batch=10000):
+def produce(addr, topic, n, batch=10000, lines=None):
+    """n messages: the synthetic LINE, or the given lines over and over."""
     p = ck.Producer({"bootstrap.servers": addr, "linger.ms": 5, "batch.num.messages": batch})
     for i in range(n):
+        value = lines[i % len(lines)] if lines else LINE.format(s=i % 60, h=i % 250, i=i).encode()
         while True:
             try:
-                p.produce(topic, LINE.format(s=i % 60, h=i % 250, i=i).encode())
+                p.produce(topic, value)
                 break
             except BufferError:
                 p.poll(0.01)
@@ -149,13 +157,15 @@ def percentile(sorted_values, q):
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
 
 
-def write_config(work, root, addr, group, topic, low):
-    """A pipeline configuration in work: the shipped model and feature set,
-    output and state (behavioural memory, sink counters) under work."""
+def write_config(work, root, addr, group, topic, low, models=None):
+    """A pipeline configuration in work: the shipped model (or the one in
+    models) and feature set, output and state (behavioural memory, sink
+    counters) under work."""
     config = os.path.join(work, "config.yaml")
+    models = models or os.path.join(root, "models")
     with open(config, "w") as f:
         f.write(f"kafka:\n  broker: \"{addr}\"\n  consumer_group: {group}\n  topics: [{topic}]\n"
-                f"paths:\n  models_dir: {root}/models\n  features: {root}/features/behavioural.json\n"
+                f"paths:\n  models_dir: {models}\n  features: {root}/features/behavioural.json\n"
                 f"  output_dir: {work}/out\n  state_dir: {work}/state\n")
         if low is not None:
             f.write(f"anomaly:\n  threshold:\n    high: -0.1\n    medium: -0.05\n    low: {low}\n")
@@ -229,12 +239,12 @@ def tail(work, n=3000):
         return ""
 
 
-def pipeline_run(root, bin_dir, addr, topic):
+def pipeline_run(root, bin_dir, addr, topic, models=None):
     """Runs the live pipeline with kafka-tail -e over topic until it ends;
-    returns (wall seconds, records written to all_detections.jsonl, peak RSS
-    in KiB of its largest process)."""
+    returns (wall seconds, records written to all_detections.jsonl, anomalies
+    written to anomalies.jsonl, peak RSS in KiB of its largest process)."""
     work = tempfile.mkdtemp(prefix="bench-kafka-")
-    config = write_config(work, root, addr, f"pipe-{topic}", topic, None)
+    config = write_config(work, root, addr, f"pipe-{topic}", topic, None, models)
     env = dict(os.environ, PF_BIN=bin_dir)
     try:
         with open(os.path.join(work, "pipeline.err"), "wb") as err:
@@ -244,21 +254,39 @@ def pipeline_run(root, bin_dir, addr, topic):
     except subprocess.CalledProcessError as e:
         sys.exit(f"bench-kafka: the pipeline failed (status {e.returncode}); its messages:\n{tail(work)}")
     else:
-        with open(os.path.join(work, "out", "all_detections.jsonl"), "rb") as f:
-            records = sum(1 for _ in f)
+        counts = [count_lines(os.path.join(work, "out", name))
+                  for name in ("all_detections.jsonl", "anomalies.jsonl")]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return elapsed, records, rss
+    return elapsed, counts[0], counts[1], rss
 
 
-def pipeline_throughput(root, bin_dir, addr, n):
+def count_lines(path):
+    """Lines in path; 0 when there is no such file (no anomaly written)."""
+    if not os.path.exists(path):
+        return 0
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def train_on(bin_dir, log, models):
+    """A model of log's traffic in models: pf-parse | pf-features | pf-train,
+    as a server's retraining makes one."""
+    b = lambda tool: shlex.quote(os.path.join(bin_dir, tool))
+    subprocess.run(["bash", "-o", "pipefail", "-c",
+                    f"{b('pf-parse')} --timezone UTC {shlex.quote(log)} | {b('pf-features')} | "
+                    f"{b('pf-train')} --max-lines all --models-dir {shlex.quote(models)}"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def pipeline_throughput(root, bin_dir, addr, n, name, lines=None, models=None):
     """Messages/s of the whole live pipeline over n messages, less the time
     of the same run over a one-message topic (group join, model load, exit)."""
-    produce(addr, "pipeline-one", 1)
-    produce(addr, "pipeline", n)
-    t1, _, _ = pipeline_run(root, bin_dir, addr, "pipeline-one")
-    tn, records, rss = pipeline_run(root, bin_dir, addr, "pipeline")
-    return {"messages": n, "records_out": records, "wall_s": tn, "one_message_s": t1,
+    produce(addr, f"{name}-one", 1, lines=lines)
+    produce(addr, name, n, lines=lines)
+    t1, _, _, _ = pipeline_run(root, bin_dir, addr, f"{name}-one", models)
+    tn, records, anomalies, rss = pipeline_run(root, bin_dir, addr, name, models)
+    return {"messages": n, "records_out": records, "anomalies": anomalies, "wall_s": tn, "one_message_s": t1,
             "messages_per_s": (n - 1) / max(tn - t1, 1e-9), "max_rss_kb": rss}
 
 
@@ -271,6 +299,9 @@ def main():
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--pipeline-messages", type=int, default=0,
                     help="also measure the live pipeline's throughput over this many messages")
+    ap.add_argument("--pipeline-log",
+                    help="with --pipeline-messages: also the live pipeline over this log's lines, "
+                         "with a model trained on them")
     ap.add_argument("--json", help="also write the results as JSON to this file")
     args = ap.parse_args()
     results = {"broker": "tansu", "messages": args.messages, "message_bytes": len(LINE.format(s=0, h=0, i=0)),
@@ -306,12 +337,28 @@ def main():
                 results["latency"].append({"output": name, "all_anomalies": all_anomalies, "rate": rate,
                                            "sent": total, "arrived": arrived, **pct})
         if args.pipeline_messages > 0:
-            pipe = pipeline_throughput(args.root, args.bin, addr, args.pipeline_messages)
-            results["pipeline"] = pipe
+            runs = []
+            if args.pipeline_log:
+                models = tempfile.mkdtemp(prefix="bench-kafka-models-")
+                try:
+                    train_on(args.bin, args.pipeline_log, models)
+                    with open(args.pipeline_log, "rb") as f:
+                        lines = [line.rstrip(b"\r\n") for line in f if line.strip()]
+                    runs.append(("pipeline", pipeline_throughput(args.root, args.bin, addr, args.pipeline_messages,
+                                                                 "pipeline", lines, models)))
+                    runs[-1][1]["log"] = os.path.basename(args.pipeline_log)
+                finally:
+                    shutil.rmtree(models, ignore_errors=True)
+            runs.append(("pipeline_flood", pipeline_throughput(args.root, args.bin, addr, args.pipeline_messages,
+                                                               "pipeline-flood")))
             print()
-            print(f"live pipeline throughput: {pipe['messages_per_s']:.0f} messages/s "
-                  f"({pipe['messages']} messages, {pipe['records_out']} records out; "
-                  f"wall {pipe['wall_s']:.2f} s, one-message run {pipe['one_message_s']:.2f} s)")
+            for key, pipe in runs:
+                results[key] = pipe
+                what = f"{pipe['log']}, its own model" if "log" in pipe else "synthetic flood, shipped model"
+                print(f"live pipeline throughput ({what}): {pipe['messages_per_s']:.0f} messages/s "
+                      f"({pipe['messages']} messages, {pipe['records_out']} records out, "
+                      f"{pipe['anomalies']} anomalies; wall {pipe['wall_s']:.2f} s, "
+                      f"one-message run {pipe['one_message_s']:.2f} s)")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=1)
