@@ -275,7 +275,7 @@ def train_on(bin_dir, log, models):
     b = lambda tool: shlex.quote(os.path.join(bin_dir, tool))
     subprocess.run(["bash", "-o", "pipefail", "-c",
                     f"{b('pf-parse')} --timezone UTC {shlex.quote(log)} | {b('pf-features')} | "
-                    f"{b('pf-train')} --max-lines all --models-dir {shlex.quote(models)}"],
+                    f"{b('pf-train')} --max-lines all --metrics - --models-dir {shlex.quote(models)}"],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
