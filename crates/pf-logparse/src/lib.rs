@@ -180,6 +180,9 @@ impl LineParser {
             self.counts.nul_bytes += 1;
         }
         if json_like {
+            if let Some(kind) = self.plain_envelope(&text, &flags, out) {
+                return kind;
+            }
             match serde_json::from_str::<Value>(&text) {
                 Ok(Value::Object(obj)) => {
                     return self.process_json(obj, &text, line.number, origin, flags, out)
@@ -225,6 +228,59 @@ impl LineParser {
             line.truncate(end);
             self.flag_truncated(flags);
         }
+    }
+
+    /// The usual kafka-tail envelope (only its own keys, no flags, nothing
+    /// escaped but the value), written from the text's slices without
+    /// building a map; `None` sends anything else down the general path,
+    /// which writes the same bytes for these.
+    fn plain_envelope(
+        &mut self,
+        text: &str,
+        flags: &[Flag],
+        out: &mut Vec<u8>,
+    ) -> Option<&'static str> {
+        let members = pf_record::members::members(text).ok()?;
+        let mut value = None;
+        let mut coordinates: [Option<&str>; 6] = [None; 6];
+        for m in &members {
+            let name = m.quoted_name.get(1..m.quoted_name.len() - 1)?;
+            if name == "value" && value.is_none() {
+                value = Some(m.value);
+                continue;
+            }
+            let i = pf_record::envelope::COORDINATES
+                .iter()
+                .position(|k| *k == name)?;
+            if coordinates[i].is_some() || !is_canonical_scalar(m.value) {
+                return None;
+            }
+            coordinates[i] = Some(m.value).filter(|v| *v != "null");
+        }
+        let (Some(raw_value), Some(topic)) = (value, coordinates[0]) else {
+            return None;
+        };
+        if !topic.starts_with('"') || !raw_value.starts_with('"') {
+            return None;
+        }
+        let value: Cow<'_, str> = match &raw_value[1..raw_value.len() - 1] {
+            inner if !inner.contains('\\') => Cow::Borrowed(inner),
+            _ => Cow::Owned(serde_json::from_str::<String>(raw_value).ok()?),
+        };
+        if value.len() > MAX_LINE_BYTES {
+            return None;
+        }
+        let reference = coordinates[3]
+            .and_then(|ms| ms.parse::<i64>().ok())
+            .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
+        let ev = self.parse_text(&value, reference);
+        let source: Vec<(&str, &str)> = pf_record::envelope::COORDINATES
+            .iter()
+            .zip(coordinates)
+            .filter_map(|(k, v)| Some((*k, v?)))
+            .collect();
+        write_record(out, &value, &SourceOut::Raw(&source), &ev, flags, None);
+        Some(ev.kind)
     }
 
     fn process_json(
@@ -455,8 +511,23 @@ fn classify<'a>(h: &Header<'a>, ev: &mut Event<'a>, proxies: &proxy::TrustedProx
 }
 
 enum SourceOut<'a> {
-    Line { origin: Origin<'a>, line: u64 },
+    Line {
+        origin: Origin<'a>,
+        line: u64,
+    },
     Json(&'a Map<String, Value>),
+    /// Names and values already in the form serde_json writes them.
+    Raw(&'a [(&'a str, &'a str)]),
+}
+
+/// A JSON value serde_json writes back byte for byte: `null`, `true`,
+/// `false`, up to 18 digits, or a string with no escape.
+fn is_canonical_scalar(v: &str) -> bool {
+    match v.as_bytes() {
+        b"null" | b"true" | b"false" => true,
+        [b'"', inner @ .., b'"'] => !inner.contains(&b'\\'),
+        digits => !digits.is_empty() && digits.len() <= 18 && digits.iter().all(u8::is_ascii_digit),
+    }
 }
 
 const FACILITIES: [&str; 24] = [
@@ -557,6 +628,18 @@ fn write_record(
             // Serialising a map of JSON values cannot fail.
             let _ = serde_json::to_writer(&mut *out, m);
         }
+        SourceOut::Raw(members) => {
+            out.push(b'{');
+            for (i, (name, value)) in members.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                json::write_str(out, name);
+                out.push(b':');
+                out.extend_from_slice(value.as_bytes());
+            }
+            out.push(b'}');
+        }
     }
     if let Some(st) = &ev.stamp {
         out.extend_from_slice(b",\"ts\":\"");
@@ -629,4 +712,85 @@ fn write_record(
         }
     }
     out.extend_from_slice(b"}\n");
+}
+
+#[cfg(test)]
+mod envelope_tests {
+    use super::*;
+
+    fn parser() -> LineParser {
+        let now = Utc.with_ymd_and_hms(2023, 3, 20, 0, 0, 0).unwrap();
+        LineParser::new(
+            Zone::Fixed(chrono::FixedOffset::east_opt(0).unwrap()),
+            None,
+            now,
+        )
+    }
+
+    /// The general path's record for `text`: the map built by serde_json.
+    fn through_the_map(text: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(text) else {
+            panic!("test envelope is not an object: {text}");
+        };
+        parser().process_json(obj, text, 1, Origin::Stdin, Vec::new(), &mut out);
+        out
+    }
+
+    #[test]
+    fn a_plain_envelope_is_written_as_the_general_path_writes_it() {
+        let line = "Mar 16 00:44:02 helga postfix/smtpd[1]: connect from a[1.2.3.4]";
+        let plain = [
+            format!(r#"{{"topic":"postfix","partition":0,"offset":1,"timestamp":1678924800000,"key":null,"value":"{line}"}}"#),
+            format!(r#"{{"value":"{line}","offset":3,"topic":"postfix","partition":2,"key":"mx1"}}"#),
+            r#"{"topic":"postfix","partition":0,"offset":2,"timestamp":null,"value":"warning: \"quoted\" \u00e9 \/ x"}"#.to_string(),
+            r#"{"topic":"t","offset":9,"value":"a","more_lines":true}"#.to_string(),
+            r#"{"topic":"t","offset":9,"value":"b","more_lines":false}"#.to_string(),
+            r#"  {"topic" : "t" , "value" : "spaced"}  "#.to_string(),
+        ];
+        for text in &plain {
+            let mut out = Vec::new();
+            let kind = parser().plain_envelope(text, &[], &mut out);
+            assert!(kind.is_some(), "not taken as a plain envelope: {text}");
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&through_the_map(text)),
+                "for {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn anything_unusual_takes_the_general_path() {
+        let unusual = [
+            r#"{"topic":"t","value":"x","flags":["invalid_utf8"]}"#,
+            r#"{"topic":"t","value":"x","extra":{"a":1}}"#,
+            r#"{"topic":"t","offset":6,"offset":7,"value":"x"}"#,
+            r#"{"topic":"t","value":"x","value":"y"}"#,
+            r#"{"topic":"post\u0066ix","value":"x"}"#,
+            r#"{"topic":"t","offset":99999999999999999999,"value":"x"}"#,
+            r#"{"topic":"t","partition":-1,"value":"x"}"#,
+            r#"{"topic":"t","offset":1.0,"value":"x"}"#,
+            r#"{"topic":5,"value":"x"}"#,
+            r#"{"topic":"t","value":5}"#,
+            r#"{"topic":"t"}"#,
+            r#"{"topic":"t","key":{"a":1},"value":"x"}"#,
+            r#"{"topic":"t","value":"x",}"#,
+            r#"{"MESSAGE":"x"}"#,
+        ];
+        for text in unusual {
+            let mut out = Vec::new();
+            assert_eq!(
+                parser().plain_envelope(text, &[], &mut out),
+                None,
+                "taken as plain: {text}"
+            );
+            assert!(out.is_empty());
+        }
+        let long = format!(
+            r#"{{"topic":"t","value":"{}"}}"#,
+            "a".repeat(MAX_LINE_BYTES + 1)
+        );
+        assert_eq!(parser().plain_envelope(&long, &[], &mut Vec::new()), None);
+    }
 }
