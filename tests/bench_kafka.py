@@ -20,7 +20,7 @@ Python venv. Prints:
    --pipeline-log LOG the messages are LOG's lines (repeated to N) and the
    model is trained on LOG first, as a server runs on a model of its own
    traffic; in any case also over N copies of the synthetic line with the
-   shipped model, a flood in which ~90% of the lines are anomalies that
+   shipped model, a flood in which nearly every line is an anomaly that
    pf-score explains and pf-sink writes twice (the worst case).
 
 --json FILE also writes every figure (with p90 and the peak RSS of

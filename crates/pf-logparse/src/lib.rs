@@ -274,12 +274,7 @@ impl LineParser {
             .and_then(|ms| ms.parse::<i64>().ok())
             .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
         let ev = self.parse_text(&value, reference);
-        let source: Vec<(&str, &str)> = pf_record::envelope::COORDINATES
-            .iter()
-            .zip(coordinates)
-            .filter_map(|(k, v)| Some((*k, v?)))
-            .collect();
-        write_record(out, &value, &SourceOut::Raw(&source), &ev, flags, None);
+        write_record(out, &value, &SourceOut::Raw(&coordinates), &ev, flags, None);
         Some(ev.kind)
     }
 
@@ -516,8 +511,9 @@ enum SourceOut<'a> {
         line: u64,
     },
     Json(&'a Map<String, Value>),
-    /// Names and values already in the form serde_json writes them.
-    Raw(&'a [(&'a str, &'a str)]),
+    /// The values of [`pf_record::envelope::COORDINATES`] (absent: `None`),
+    /// already in the form serde_json writes them.
+    Raw(&'a [Option<&'a str>; 6]),
 }
 
 /// A JSON value serde_json writes back byte for byte: `null`, `true`,
@@ -628,9 +624,13 @@ fn write_record(
             // Serialising a map of JSON values cannot fail.
             let _ = serde_json::to_writer(&mut *out, m);
         }
-        SourceOut::Raw(members) => {
+        SourceOut::Raw(values) => {
             out.push(b'{');
-            for (i, (name, value)) in members.iter().enumerate() {
+            let present = pf_record::envelope::COORDINATES
+                .iter()
+                .zip(values.iter())
+                .filter_map(|(name, value)| Some((name, (*value)?)));
+            for (i, (name, value)) in present.enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
