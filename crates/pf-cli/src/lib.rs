@@ -172,6 +172,24 @@ fn widen_pipes() {
     }
 }
 
+/// How often the idle hook runs while stdin has nothing to read.
+pub const IDLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether `fd` has input (or its end, or an error to read) within
+/// `timeout`; anything poll cannot say counts as readable, so the caller
+/// goes on to its blocking read.
+fn wait_readable(fd: i32, timeout: std::time::Duration) -> bool {
+    let mut poll = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one pollfd on the stack, its count 1; poll writes only `revents`.
+    let ready = unsafe { libc::poll(&mut poll, 1, millis) };
+    ready != 0
+}
+
 /// Totals of one run over the inputs.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct InputStats {
@@ -254,6 +272,14 @@ fn read_lines(
                 idle(out.buf())?;
                 out.flush()?;
                 report(&stats, out);
+                // While stdin stays quiet the hook runs again every
+                // IDLE_EVERY: time-driven work (a held incident's report,
+                // an acknowledgement) need not wait for the next line.
+                while origin == Origin::Stdin && !wait_readable(0, IDLE_EVERY) {
+                    idle(out.buf())?;
+                    out.flush()?;
+                    report(&stats, out);
+                }
             }
             match lines.next_line() {
                 Ok(Some(line)) => {

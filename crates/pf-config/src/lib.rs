@@ -168,6 +168,10 @@ pub struct Incidents {
     /// Incidents of one class open for different clients or accounts
     /// before the next ones join a campaign incident of the class; 0: never.
     pub campaign_after: usize,
+    /// A client's or account's new incident below `high` is reported
+    /// opened this many seconds (event time) after its first anomaly, so
+    /// the first addresses of a campaign join it instead; 0: at once.
+    pub hold_seconds: f64,
 }
 
 impl Default for Incidents {
@@ -176,6 +180,7 @@ impl Default for Incidents {
             gap_minutes: 30.0,
             samples: 3,
             campaign_after: 3,
+            hold_seconds: 120.0,
         }
     }
 }
@@ -596,6 +601,13 @@ impl Config {
         let gap = self.incidents.gap_minutes;
         if !(gap > 0.0 && gap <= 7.0 * 24.0 * 60.0) {
             bail!("incidents.gap_minutes must be above 0 and at most a week (10080), e.g. 30; got {gap}");
+        }
+        let hold = self.incidents.hold_seconds;
+        if !(hold >= 0.0 && hold < gap * 60.0) {
+            bail!(
+                "incidents.hold_seconds must be at least 0 (0: report incidents at once) and \
+                 below incidents.gap_minutes ({gap}) in seconds, e.g. 120; got {hold}"
+            );
         }
         Ok(())
     }

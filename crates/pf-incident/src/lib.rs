@@ -330,6 +330,11 @@ pub struct Policy {
     /// incident of the kind instead: an attack from many addresses is a
     /// campaign, not one incident per address. 0: never.
     pub campaign_after: usize,
+    /// A client's (or account's) new incident below `high` is held this
+    /// long (µs of event time) before it is reported opened, so that the
+    /// first addresses of a campaign join it instead of each opening an
+    /// incident of its own (Alertmanager's `group_wait`). 0: never held.
+    pub hold_micros: i64,
 }
 
 impl Default for Policy {
@@ -338,6 +343,7 @@ impl Default for Policy {
             gap_micros: 30 * 60 * 1_000_000,
             samples: 3,
             campaign_after: 3,
+            hold_micros: 120 * 1_000_000,
         }
     }
 }
@@ -352,6 +358,10 @@ pub struct Incident {
     pub last_seen: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     last_micros: Option<i64>,
+    /// Set while the incident is held ([`Policy::hold_micros`]): when it
+    /// is reported opened if no campaign took it first.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    held_until: Option<i64>,
     /// Anomalous lines that joined it.
     pub anomalies: u64,
     /// Every line of its entity while it was open, anomalous or not.
@@ -501,6 +511,7 @@ impl IncidentEvent {
         let mut v = serde_json::to_value(&self.incident).unwrap_or(Value::Null);
         if let Value::Object(m) = &mut v {
             m.remove("last_micros");
+            m.remove("held_until");
             m.remove("feature_sums");
             m.remove("member_anomalies");
             let mut out = Map::new();
@@ -541,6 +552,9 @@ pub struct Tracker {
     /// costs no allocation.
     #[serde(skip)]
     place: String,
+    /// The latest event time observed by this run.
+    #[serde(skip)]
+    latest: Option<i64>,
 }
 
 /// Kinds counted per incident; a line of any further kind counts as [`OTHER_KIND`].
@@ -582,6 +596,8 @@ enum Joins {
         anomalies: Option<u32>,
         /// This is its first anomaly there.
         joined: bool,
+        /// Held incidents of the class that the campaign forming now takes in.
+        absorbed: Vec<Incident>,
     },
 }
 
@@ -608,8 +624,12 @@ impl Tracker {
         serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
     }
 
+    /// The incidents reported open (held ones are not yet).
     pub fn open_count(&self) -> usize {
-        self.open.len()
+        self.open
+            .values()
+            .filter(|i| i.held_until.is_none())
+            .count()
     }
 
     /// [`Tracker::observe`] for a record as pf-score wrote it. Most records
@@ -635,6 +655,7 @@ impl Tracker {
             }
         }
         if let Some(t) = obs.time {
+            self.latest = Some(self.latest.map_or(t, |l| l.max(t)));
             events.extend(self.close_idle(t));
         }
         // Every line of an open incident's entity (a campaign's: of its
@@ -687,11 +708,12 @@ impl Tracker {
                 member,
                 anomalies,
                 joined,
+                absorbed,
             } => (
                 key,
                 Entity::Campaign,
                 class,
-                Some((member, anomalies, joined)),
+                Some((member, anomalies, joined, absorbed)),
             ),
         };
         if let Some(queue) = queue {
@@ -707,6 +729,7 @@ impl Tracker {
             first_seen: obs.ts.clone().unwrap_or_default(),
             last_seen: String::new(),
             last_micros: obs.time,
+            held_until: None,
             anomalies: 0,
             lines: 1,
             severity: SEVERITIES[0].into(),
@@ -721,23 +744,36 @@ impl Tracker {
             samples: Vec::new(),
             records: BTreeMap::new(),
         });
+        let before = severity_rank(&incident.severity);
+        let holds = matches!(entity, Entity::Client | Entity::User)
+            && self.policy.hold_micros > 0
+            && self.policy.campaign_after > 0;
+        if opened && holds {
+            incident.held_until = obs.time.map(|t| t.saturating_add(self.policy.hold_micros));
+        }
         incident.anomalies += 1;
         if !opened && !counted.contains(&key) {
             incident.lines += 1;
         }
-        if let Some((_, _, joined)) = &member {
+        if let Some((_, _, joined, absorbed)) = &member {
             incident.member_anomalies += 1;
             incident.members += u64::from(*joined);
+            if let (true, Some(first)) = (opened, absorbed.iter().min_by_key(|a| a.held_until)) {
+                incident.first_seen = first.first_seen.clone();
+            }
+            for held in absorbed {
+                absorb(incident, held, self.policy.samples);
+            }
         }
         // Times as the log wrote them (with its offset); compared as instants.
         if obs.time >= incident.last_micros || incident.last_seen.is_empty() {
             incident.last_micros = obs.time.or(incident.last_micros);
             incident.last_seen = obs.ts.clone().unwrap_or_default();
         }
-        let rises = anomaly.severity > severity_rank(&incident.severity);
-        if rises {
+        if anomaly.severity > severity_rank(&incident.severity) {
             incident.severity = SEVERITIES[usize::from(anomaly.severity.min(3))].into();
         }
+        let rises = severity_rank(&incident.severity) > before;
         incident.rarity = incident.rarity.max(anomaly.rarity);
         let kind = if incident.kinds.len() < MAX_KINDS || incident.kinds.contains_key(&obs.kind) {
             obs.kind.as_str()
@@ -766,7 +802,13 @@ impl Tracker {
             span.0 = span.0.min(*at);
             span.1 = span.1.max(*at);
         }
-        if opened || rises {
+        if incident.held_until.is_some() {
+            // A `high` line is not held back.
+            if severity_rank(&incident.severity) >= 3 {
+                incident.held_until = None;
+                events.push(IncidentEvent::new(Change::Opened, incident.clone()));
+            }
+        } else if opened || rises {
             let change = if opened {
                 Change::Opened
             } else {
@@ -774,7 +816,7 @@ impl Tracker {
             };
             events.push(IncidentEvent::new(change, incident.clone()));
         }
-        if let Some(((member_key, entity, value), Some(anomalies), _)) = member {
+        if let Some(((member_key, entity, value), Some(anomalies), _, _)) = member {
             let m = self.members.entry(member_key).or_default();
             m.highest = m.highest.max(anomaly.severity.min(3));
             m.rarity = m.rarity.max(anomaly.rarity);
@@ -823,6 +865,7 @@ impl Tracker {
         // Joined at once only once formed by many: a server-wide incident
         // of the class (a local flood's `campaign sending`) is not yet one.
         let formed = self.open.get(&campaign).is_some_and(|c| c.members > 0);
+        let mut absorbed = Vec::new();
         if !formed {
             let others = self
                 .open
@@ -832,6 +875,7 @@ impl Tracker {
             if others < self.policy.campaign_after {
                 return Joins::Own(key, entity, value);
             }
+            absorbed = self.take_held(class, &campaign);
         }
         let full = self.in_campaign.len() >= MAX_MESSAGES;
         let (anomalies, joined) = match self.in_campaign.get_mut(&key) {
@@ -864,7 +908,75 @@ impl Tracker {
             member: (key, entity, value),
             anomalies,
             joined,
+            absorbed,
         }
+    }
+
+    /// Takes the held incidents of `class` out of the open ones for the
+    /// campaign forming now: their clients and accounts become its members,
+    /// and none of them is ever reported opened.
+    fn take_held(&mut self, class: &str, campaign: &str) -> Vec<Incident> {
+        let keys: Vec<String> = self
+            .open
+            .iter()
+            .filter(|(_, i)| {
+                i.held_until.is_some()
+                    && matches!(i.entity, Entity::Client | Entity::User)
+                    && i.class == class
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut taken = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(incident) = self.open.remove(&key) else {
+                continue;
+            };
+            if self.in_campaign.len() < MAX_MESSAGES {
+                let anomalies = u32::try_from(incident.anomalies).unwrap_or(u32::MAX);
+                self.in_campaign
+                    .insert(key.clone(), (campaign.to_string(), anomalies));
+                self.members.insert(
+                    key.clone(),
+                    Member {
+                        highest: severity_rank(&incident.severity),
+                        reported: 0,
+                        rarity: incident.rarity,
+                        kinds: incident.kinds.clone(),
+                    },
+                );
+            }
+            for target in self.messages.values_mut() {
+                if *target == key {
+                    *target = campaign.to_string();
+                }
+            }
+            taken.push(incident);
+        }
+        taken
+    }
+
+    /// While input has been idle for `idle_micros`: the held incidents
+    /// whose hold ended by then, the latest event time counted on by the
+    /// idle time (a quiet server still hears of an attack's first lines;
+    /// a replay that pauses releases nothing early).
+    pub fn release_when_idle(&mut self, idle_micros: i64) -> Vec<IncidentEvent> {
+        match self.latest {
+            Some(latest) => self.release_held(latest.saturating_add(idle_micros)),
+            None => Vec::new(),
+        }
+    }
+
+    /// Reports opened the held incidents whose hold ended by `now` (µs of
+    /// event time).
+    fn release_held(&mut self, now: i64) -> Vec<IncidentEvent> {
+        self.open
+            .values_mut()
+            .filter(|i| i.held_until.is_some_and(|until| until <= now))
+            .map(|incident| {
+                incident.held_until = None;
+                IncidentEvent::new(Change::Opened, incident.clone())
+            })
+            .collect()
     }
 
     /// Whether the line at `offset` of `place` was taken before. The lines
@@ -905,6 +1017,7 @@ impl Tracker {
 
     /// Closes the incidents no anomaly joined within the gap before `now`.
     fn close_idle(&mut self, now: i64) -> Vec<IncidentEvent> {
+        let mut events = self.release_held(now);
         let gap = self.policy.gap_micros;
         let idle: Vec<String> = self
             .open
@@ -918,22 +1031,61 @@ impl Tracker {
             let in_campaign = &self.in_campaign;
             self.members.retain(|k, _| in_campaign.contains_key(k));
         }
-        idle.into_iter()
-            .filter_map(|k| self.open.remove(&k))
-            .map(|incident| IncidentEvent::new(Change::Closed, incident))
-            .collect()
+        events.extend(
+            idle.into_iter()
+                .filter_map(|k| self.open.remove(&k))
+                .map(|incident| IncidentEvent::new(Change::Closed, incident)),
+        );
+        events
     }
 
     /// Closes every open incident: the end of a replay, where nothing
     /// more will come.
     pub fn close_all(&mut self) -> Vec<IncidentEvent> {
+        let mut events = self.release_held(i64::MAX);
         self.messages.clear();
         self.in_campaign.clear();
         self.members.clear();
-        std::mem::take(&mut self.open)
-            .into_values()
-            .map(|incident| IncidentEvent::new(Change::Closed, incident))
-            .collect()
+        events.extend(
+            std::mem::take(&mut self.open)
+                .into_values()
+                .map(|incident| IncidentEvent::new(Change::Closed, incident)),
+        );
+        events
+    }
+}
+
+/// Adds a held incident's lines and evidence to the campaign that took it in.
+fn absorb(campaign: &mut Incident, held: &Incident, samples: usize) {
+    campaign.anomalies += held.anomalies;
+    campaign.lines += held.lines;
+    campaign.member_anomalies += held.anomalies;
+    campaign.members += 1;
+    campaign.rarity = campaign.rarity.max(held.rarity);
+    if severity_rank(&held.severity) > severity_rank(&campaign.severity) {
+        campaign.severity = held.severity.clone();
+    }
+    for (kind, n) in &held.kinds {
+        let kind = match campaign.kinds.len() < MAX_KINDS || campaign.kinds.contains_key(kind) {
+            true => kind.as_str(),
+            false => OTHER_KIND,
+        };
+        *campaign.kinds.entry(kind.to_string()).or_insert(0) += n;
+    }
+    for (feature, sum) in &held.feature_sums {
+        *campaign.feature_sums.entry(feature.clone()).or_insert(0.0) += sum;
+    }
+    let room = samples.saturating_sub(campaign.samples.len());
+    campaign
+        .samples
+        .extend(held.samples.iter().take(room).cloned());
+    for (place, (first, last)) in &held.records {
+        let span = campaign
+            .records
+            .entry(place.clone())
+            .or_insert((*first, *last));
+        span.0 = span.0.min(*first);
+        span.1 = span.1.max(*last);
     }
 }
 

@@ -51,6 +51,14 @@ fn changes(events: &[IncidentEvent]) -> Vec<(Change, String)> {
         .collect()
 }
 
+/// Every incident reported at its first anomaly, as before holds.
+fn at_once() -> Policy {
+    Policy {
+        hold_micros: 0,
+        ..Policy::default()
+    }
+}
+
 const BY_IP: &[(&str, f64)] = &[("auth_failures_1h_by_ip", -8.0), ("hour", -0.5)];
 const BY_USER: &[(&str, f64)] = &[
     ("auth_failures_1h_by_user", -6.0),
@@ -132,7 +140,7 @@ fn the_strongest_feature_names_the_entity() {
             offset,
         )
     };
-    let mut t = Tracker::new(Policy::default());
+    let mut t = Tracker::new(at_once());
     let mut events = Vec::new();
     for (n, ip) in [
         "198.51.100.1",
@@ -183,7 +191,7 @@ fn the_strongest_feature_names_the_entity() {
 
 #[test]
 fn a_restart_or_redelivery_never_opens_an_incident_twice() {
-    let policy = Policy::default();
+    let policy = at_once();
     let mut t = Tracker::new(policy);
     let r = |offset: i64| {
         record(
@@ -390,7 +398,8 @@ fn an_incidents_jsonl_line_reads_back_as_its_event() {
     assert!(IncidentEvent::from_json("{\"event\":\"nonsense\"}").is_err());
 }
 
-/// Credential stuffing from many addresses: the first clients get their
+/// Credential stuffing from many addresses, each incident reported at once
+/// (no hold): the first clients get their
 /// own incidents, the rest join one campaign of what they are evidence of
 /// (failed logins), whatever the line (a failure, a disconnect); a client
 /// already open keeps its own; with campaign_after 0 every client is its
@@ -419,7 +428,7 @@ fn an_attack_from_many_addresses_is_one_campaign_after_the_first_few() {
         events.extend(t.close_all());
         events
     };
-    let events = run(Policy::default());
+    let events = run(at_once());
     let opened: Vec<String> = changes(&events)
         .into_iter()
         .filter(|(c, _)| *c == Change::Opened)
@@ -459,7 +468,7 @@ fn an_attack_from_many_addresses_is_one_campaign_after_the_first_few() {
     // member at its third anomaly (what a ban acts on), again when it gets
     // more severe; past ten, and five times the campaign's anomalies per
     // member, it is an attack of its own.
-    let mut t = Tracker::new(Policy::default());
+    let mut t = Tracker::new(at_once());
     let mut events = Vec::new();
     for n in 0..16 {
         events.extend(t.observe(&Observation::from_record(&stuffing(n))));
@@ -495,7 +504,7 @@ fn an_attack_from_many_addresses_is_one_campaign_after_the_first_few() {
     assert_eq!(opened.incident.anomalies, 1, "its eleventh line opened it");
     let every_client = run(Policy {
         campaign_after: 0,
-        ..Policy::default()
+        ..at_once()
     });
     assert_eq!(
         every_client
@@ -568,4 +577,166 @@ fn a_server_wide_incident_does_not_absorb_an_account() {
             (Change::Opened, "user carol".to_string())
         ]
     );
+}
+
+fn failure_from(
+    ip: &str,
+    minute: u32,
+    second: u32,
+    severity: &str,
+    offset: i64,
+) -> Map<String, Value> {
+    record(
+        &at(minute, second),
+        "smtpd.sasl_auth_failed",
+        json!({"client_ip": ip}),
+        Some((severity, BY_IP)),
+        offset,
+    )
+}
+
+fn quiet_line(minute: u32, second: u32, offset: i64) -> Map<String, Value> {
+    record(&at(minute, second), "qmgr.removed", json!({}), None, offset)
+}
+
+/// The first addresses of a campaign are held, not reported: when the
+/// campaign forms within the hold it takes them in, and the admin hears of
+/// one campaign with all its lines, not of three addresses and then it.
+#[test]
+fn a_campaigns_first_addresses_are_held_and_join_it() {
+    let mut t = Tracker::new(Policy::default());
+    let mut events = Vec::new();
+    for n in 0..8u32 {
+        let ip = format!("198.51.100.{}", 10 + n);
+        events.extend(t.observe_map(&failure_from(&ip, 1, 10 * n, "medium", i64::from(n))));
+    }
+    events.extend(t.close_all());
+    let reported: Vec<(Change, String)> = changes(&events);
+    assert_eq!(
+        reported,
+        [
+            (Change::Opened, "campaign logins".to_string()),
+            (Change::Closed, "campaign logins".to_string())
+        ]
+    );
+    let campaign = &events[0].incident;
+    assert_eq!(
+        (campaign.anomalies, campaign.members),
+        (4, 4),
+        "the three held and the fourth"
+    );
+    assert_eq!(
+        campaign.first_seen,
+        at(1, 0),
+        "it began with the first held address"
+    );
+    assert_eq!(campaign.records["postfix/0"], (0, 3));
+    assert_eq!(events[1].incident.anomalies, 8);
+    // A held address that comes back is the campaign's member, its held
+    // anomaly counted: its third anomaly in all is what a ban acts on.
+    let mut t = Tracker::new(Policy::default());
+    let mut events = Vec::new();
+    for (n, last) in [10, 11, 12, 13, 10, 10].iter().enumerate() {
+        let ip = format!("198.51.100.{last}");
+        events.extend(t.observe_map(&failure_from(&ip, 1, 10 * n as u32, "medium", n as i64)));
+        if n == 4 {
+            assert_eq!(
+                changes(&events),
+                [(Change::Opened, "campaign logins".to_string())]
+            );
+        }
+    }
+    assert_eq!(
+        changes(&events[1..]),
+        [(Change::Member, "client 198.51.100.10".to_string())]
+    );
+    assert_eq!(events[1].incident.anomalies, 3);
+}
+
+/// A lone address is reported once its hold has passed (in event time, with
+/// the next line of any kind), with every anomaly it sent meanwhile; a
+/// `high` line is reported at once; with no lines at all the idle time
+/// counts on from the latest line.
+#[test]
+fn a_held_incident_is_reported_after_its_hold_or_at_once_when_high() {
+    let mut t = Tracker::new(Policy::default());
+    assert!(t
+        .observe_map(&failure_from("203.0.113.5", 0, 0, "low", 0))
+        .is_empty());
+    assert!(t
+        .observe_map(&failure_from("203.0.113.5", 0, 30, "medium", 1))
+        .is_empty());
+    assert!(t.observe_map(&quiet_line(1, 59, 2)).is_empty());
+    let events = t.observe_map(&quiet_line(2, 0, 3));
+    assert_eq!(
+        changes(&events),
+        [(Change::Opened, "client 203.0.113.5".to_string())]
+    );
+    let opened = &events[0].incident;
+    assert_eq!((opened.anomalies, opened.severity.as_str()), (2, "medium"));
+    assert_eq!(opened.first_seen, at(0, 0));
+    assert!(events[0].to_json().get("held_until").is_none());
+    // Later lines escalate it as usual.
+    let events = t.observe_map(&failure_from("203.0.113.5", 2, 10, "high", 4));
+    assert_eq!(
+        changes(&events),
+        [(Change::Escalated, "client 203.0.113.5".to_string())]
+    );
+
+    let mut t = Tracker::new(Policy::default());
+    assert!(t
+        .observe_map(&failure_from("203.0.113.6", 0, 0, "low", 0))
+        .is_empty());
+    let events = t.observe_map(&failure_from("203.0.113.6", 0, 5, "high", 1));
+    assert_eq!(
+        changes(&events),
+        [(Change::Opened, "client 203.0.113.6".to_string())]
+    );
+    assert_eq!(events[0].incident.anomalies, 2);
+    assert!(
+        t.observe_map(&quiet_line(3, 0, 2)).is_empty(),
+        "not opened twice"
+    );
+
+    let mut t = Tracker::new(Policy::default());
+    assert!(t
+        .observe_map(&failure_from("203.0.113.7", 0, 0, "low", 0))
+        .is_empty());
+    assert!(t.release_when_idle(119_000_000).is_empty());
+    let events = t.release_when_idle(120_000_000);
+    assert_eq!(
+        changes(&events),
+        [(Change::Opened, "client 203.0.113.7".to_string())]
+    );
+    assert!(t.release_when_idle(500_000_000).is_empty());
+}
+
+/// A held incident is in the saved state: after a restart (and Kafka's
+/// redelivery) it is reported once, when its hold ends; at the end of a
+/// replay it is reported opened, then closed.
+#[test]
+fn a_held_incident_survives_a_restart_and_the_end_of_a_replay() {
+    let policy = Policy::default();
+    let mut t = Tracker::new(policy);
+    t.observe_map(&failure_from("203.0.113.8", 0, 0, "low", 0));
+    t.observe_map(&failure_from("203.0.113.8", 0, 10, "low", 1));
+    let mut t = Tracker::from_json(&t.to_json(), policy).unwrap();
+    assert!(t
+        .observe_map(&failure_from("203.0.113.8", 0, 10, "low", 1))
+        .is_empty());
+    let events = t.observe_map(&quiet_line(2, 30, 2));
+    assert_eq!(
+        changes(&events),
+        [(Change::Opened, "client 203.0.113.8".to_string())]
+    );
+    assert_eq!(
+        events[0].incident.anomalies, 2,
+        "the redelivered line is not counted again"
+    );
+    assert!(t.observe_map(&quiet_line(2, 40, 3)).is_empty());
+
+    let mut t = Tracker::new(policy);
+    t.observe_map(&failure_from("203.0.113.9", 0, 0, "low", 0));
+    let end: Vec<Change> = t.close_all().iter().map(|e| e.change).collect();
+    assert_eq!(end, [Change::Opened, Change::Closed]);
 }

@@ -149,6 +149,7 @@ fn main() -> ExitCode {
             gap_micros: (config.incidents.gap_minutes * 60e6) as i64,
             samples: config.incidents.samples,
             campaign_after: config.incidents.campaign_after,
+            hold_micros: (config.incidents.hold_seconds * 1e6) as i64,
         };
         let tracker = std::cell::RefCell::new(
             load_incidents(args.incident_state.as_deref(), policy).map_err(Fatal::usage)?,
@@ -172,12 +173,17 @@ fn main() -> ExitCode {
         let mut errors = LineErrors::new("pf-sink");
         let rejected = std::cell::Cell::new(0u64);
         let files_cell = std::cell::RefCell::new(&mut files);
+        let last_record = std::cell::Cell::new(std::time::Instant::now());
+        // The incident state changed since it was last saved.
+        let unsaved = std::cell::Cell::new(false);
         let stats = pf_cli::for_each_record_idle(
             "pf-sink",
             &args.common.files,
             &mut out,
             &mut errors,
             |text, number, origin, alert_buf, errors| {
+                last_record.set(std::time::Instant::now());
+                unsaved.set(true);
                 let read = pf_cli::read_members(text).and_then(|members| {
                     let record = ScoredView::from_members(&members).and_then(scored)?;
                     Ok((members, record))
@@ -239,8 +245,23 @@ fn main() -> ExitCode {
                     stop_on_write_error(&e);
                 }
             },
-            |_| {
-                if let Err(e) = files_cell.borrow_mut().flush() {
+            |alert_buf| {
+                let idle_for = last_record.get().elapsed().as_micros();
+                let held = tracker
+                    .borrow_mut()
+                    .release_when_idle(i64::try_from(idle_for).unwrap_or(i64::MAX));
+                if !held.is_empty() {
+                    unsaved.set(true);
+                }
+                let written = write_incidents(
+                    &held,
+                    &mut files_cell.borrow_mut(),
+                    &mut deliveries.borrow_mut(),
+                    &mut counts.borrow_mut(),
+                    (alerts && !args.every_anomaly).then_some((alert_buf, colour, &args.print[..])),
+                );
+                let written = written.and_then(|()| files_cell.borrow_mut().flush());
+                if let Err(e) = written {
                     failed.set(true);
                     return Err(e);
                 }
@@ -253,8 +274,9 @@ fn main() -> ExitCode {
                         || save_incidents_before_ack(&args, &tracker.borrow()),
                     )?;
                 } else if let Some(path) = &args.incident_state {
-                    if incidents_saved.get().elapsed() >= ACK_EVERY {
+                    if unsaved.get() && incidents_saved.get().elapsed() >= ACK_EVERY {
                         incidents_saved.set(std::time::Instant::now());
+                        unsaved.set(false);
                         save_incidents(path, &tracker.borrow(), false)?;
                     }
                 }

@@ -119,7 +119,10 @@ impl Drop for Receiver {
 /// token would make this world-readable config refuse to load).
 fn write_config(dir: &Path, delivery: &str) {
     use std::os::unix::fs::PermissionsExt;
-    let text = format!("paths:\n  state_dir: state\n  output_dir: out\ndelivery:\n{delivery}");
+    // Every incident reported at its first anomaly: these tests are about delivery.
+    let text = format!(
+        "paths:\n  state_dir: state\n  output_dir: out\nincidents:\n  hold_seconds: 0\ndelivery:\n{delivery}"
+    );
     std::fs::write(dir.join("config.yaml"), text).unwrap();
     let token = dir.join("authorization");
     std::fs::write(&token, "Bearer s3cret\n").unwrap();
