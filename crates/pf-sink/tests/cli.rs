@@ -474,3 +474,49 @@ fn print_closed_gives_one_line_per_incident() {
         r.stderr
     );
 }
+
+/// A lone client's `medium` incident is held, then reported while input
+/// stays open and quiet (the live detector on a quiet server): pf-sink's
+/// idle hook runs again while stdin has nothing, and the hold ends by the
+/// idle time counted on from the latest line.
+#[test]
+fn a_held_incident_is_reported_while_input_stays_quiet() {
+    use std::io::Write;
+    let dir = temp_dir("pf-sink-hold");
+    std::fs::write(dir.join("config.yaml"), "incidents:\n  hold_seconds: 2\n").unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["--config", "config.yaml", "--output-dir", "out", "--quiet"])
+        .current_dir(&dir)
+        .env_remove("PF_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let line = pf_testkit::scored_anomaly(
+        1,
+        "+00:00",
+        "smtpd.sasl_auth_failed",
+        json!({"client_ip": "203.0.113.77"}),
+        "medium",
+        "auth_failures_1h_by_ip",
+    );
+    stdin.write_all(line.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let incidents = dir.join("out/incidents.jsonl");
+    let read = || std::fs::read_to_string(&incidents).unwrap_or_default();
+    let started = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert_eq!(read(), "", "held for its two seconds");
+    while !read().contains("\"opened\"") {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the held incident was never reported while input was quiet"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let opened: Value = serde_json::from_str(read().lines().next().unwrap()).unwrap();
+    assert_eq!(opened["key"], "203.0.113.77");
+    assert_eq!(opened["severity"], "medium");
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
