@@ -684,7 +684,7 @@ impl Tracker {
         // earlier anomalous line.
         let queue = obs.entities.get(&Entity::Queue);
         let (key, entity, value) = match obs.named_key() {
-            Some((entity, value)) => (key_of(entity, value), entity, value.to_string()),
+            Some((entity, value)) => self.same_account(entity, value),
             None => match queue
                 .and_then(|q| self.messages.get(q))
                 .filter(|k| self.open.contains_key(*k))
@@ -849,6 +849,23 @@ impl Tracker {
             }
         }
         events
+    }
+
+    /// The incident of `entity`'s `value`; for an envelope sender that is
+    /// a login name with an incident open (or the reverse), that one: an
+    /// account sending as itself is one account, whichever line named it.
+    fn same_account(&self, entity: Entity, value: &str) -> (String, Entity, String) {
+        let key = key_of(entity, value);
+        let alias = match entity {
+            Entity::Sender => Entity::User,
+            Entity::User => Entity::Sender,
+            _ => return (key, entity, value.to_string()),
+        };
+        let other = key_of(alias, value);
+        if !self.open.contains_key(&key) && self.open.contains_key(&other) {
+            return (other, alias, value.to_string());
+        }
+        (key, entity, value.to_string())
     }
 
     /// The incident a client's (or account's) anomaly joins: its own, or,

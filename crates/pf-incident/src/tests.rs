@@ -740,3 +740,46 @@ fn a_held_incident_survives_a_restart_and_the_end_of_a_replay() {
     let end: Vec<Change> = t.close_all().iter().map(|e| e.change).collect();
     assert_eq!(end, [Change::Opened, Change::Closed]);
 }
+
+/// A compromised account seen first as the envelope sender of its spam
+/// (qmgr) and then as the login sending it (smtpd) is one incident; a
+/// login of another name is not.
+#[test]
+fn an_account_sending_as_itself_is_one_incident() {
+    let mut t = Tracker::new(Policy::default());
+    let by_sender: &[(&str, f64)] = &[("messages_1h_by_sender", -7.0)];
+    let by_user: &[(&str, f64)] = &[("messages_1h_above_usual_by_user", -7.0)];
+    let sent = record(
+        &at(0, 0),
+        "qmgr.queued",
+        json!({"from": "nina@example.org", "queue_id": "6B894714A9"}),
+        Some(("high", by_sender)),
+        0,
+    );
+    let login = |user: &str, offset| {
+        record(
+            &at(1, 0),
+            "smtpd.client",
+            json!({"client_ip": "185.178.83.138", "sasl_username": user, "queue_id": "7A5B42A914"}),
+            Some(("high", by_user)),
+            offset,
+        )
+    };
+    let mut events = t.observe_map(&sent);
+    events.extend(t.observe_map(&login("nina@example.org", 1)));
+    assert_eq!(
+        changes(&events),
+        [(Change::Opened, "sender nina@example.org".to_string())]
+    );
+    events.extend(t.observe_map(&login("otto@example.org", 2)));
+    assert_eq!(
+        changes(&events[1..]),
+        [(Change::Opened, "user otto@example.org".to_string())]
+    );
+    let closed = t.close_all();
+    let nina = closed
+        .iter()
+        .find(|e| e.incident.key == "nina@example.org")
+        .unwrap();
+    assert_eq!(nina.incident.anomalies, 2);
+}
