@@ -182,6 +182,9 @@ struct Report {
     path: PathBuf,
     scores: ScoreReport,
     written: Instant,
+    /// Records scored when it was last written: an idle hook that runs on
+    /// while input is quiet does not rewrite an unchanged page.
+    written_at: u64,
 }
 
 /// A model ready to score, and the file it came from.
@@ -308,6 +311,7 @@ impl Stage {
                     spec.top,
                 ),
                 written: Instant::now(),
+                written_at: 0,
             }),
             pseudonymiser,
         })
@@ -658,10 +662,12 @@ impl Stage {
         let Some(report) = &mut self.report else {
             return;
         };
-        if !at_end && report.written.elapsed() < REPORT_EVERY {
+        let scored = report.scores.scored();
+        if !at_end && (report.written.elapsed() < REPORT_EVERY || scored == report.written_at) {
             return;
         }
         report.written = Instant::now();
+        report.written_at = scored;
         let title = format!(
             "model {}, {} records",
             self.loaded.detector.model.version,

@@ -138,6 +138,9 @@ fn main() -> ExitCode {
         let mut errors = LineErrors::new("pf-features");
         let mut value = Vec::with_capacity(512);
         let mut last_save = Instant::now();
+        // Records came since the last save (the idle hook also runs every
+        // second while input is quiet: an unchanged state is not rewritten).
+        let unsaved = std::cell::Cell::new(false);
         let featurizer_cell = std::cell::RefCell::new(&mut featurizer);
         let stats = pf_cli::for_each_record_idle(
             "pf-features",
@@ -149,6 +152,7 @@ fn main() -> ExitCode {
                     Ok(v) => v,
                     Err(problem) => return errors.report(origin, number, problem),
                 };
+                unsaved.set(true);
                 let replace = view.features.is_some() || view.feature_set.is_some();
                 value.clear();
                 featurizer_cell
@@ -160,10 +164,11 @@ fn main() -> ExitCode {
                 }
             },
             |_| {
-                if last_save.elapsed() >= SAVE_EVERY {
+                if unsaved.get() && last_save.elapsed() >= SAVE_EVERY {
                     last_save = Instant::now();
-                    if let Err(e) = save(&mut featurizer_cell.borrow_mut()) {
-                        eprintln!("pf-features: {e:#}; will try again");
+                    match save(&mut featurizer_cell.borrow_mut()) {
+                        Ok(()) => unsaved.set(false),
+                        Err(e) => eprintln!("pf-features: {e:#}; will try again"),
                     }
                 }
                 Ok(())
