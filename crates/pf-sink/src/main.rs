@@ -173,7 +173,10 @@ fn main() -> ExitCode {
         let mut errors = LineErrors::new("pf-sink");
         let rejected = std::cell::Cell::new(0u64);
         let files_cell = std::cell::RefCell::new(&mut files);
-        let last_record = std::cell::Cell::new(std::time::Instant::now());
+        // Since when input has been idle: the first idle call after records
+        // notes the time (no clock read per record).
+        let idle_since = std::cell::Cell::new(std::time::Instant::now());
+        let records_came = std::cell::Cell::new(false);
         // The incident state changed since it was last saved.
         let unsaved = std::cell::Cell::new(false);
         let stats = pf_cli::for_each_record_idle(
@@ -182,7 +185,7 @@ fn main() -> ExitCode {
             &mut out,
             &mut errors,
             |text, number, origin, alert_buf, errors| {
-                last_record.set(std::time::Instant::now());
+                records_came.set(true);
                 unsaved.set(true);
                 let read = pf_cli::read_members(text).and_then(|members| {
                     let record = ScoredView::from_members(&members).and_then(scored)?;
@@ -246,7 +249,10 @@ fn main() -> ExitCode {
                 }
             },
             |alert_buf| {
-                let idle_for = last_record.get().elapsed().as_micros();
+                if records_came.replace(false) {
+                    idle_since.set(std::time::Instant::now());
+                }
+                let idle_for = idle_since.get().elapsed().as_micros();
                 let held = tracker
                     .borrow_mut()
                     .release_when_idle(i64::try_from(idle_for).unwrap_or(i64::MAX));
