@@ -120,7 +120,7 @@ impl Measure {
             Measure::NullSenderMails1hToRecipient => ("null_sender_mails_1h_to_recipient", "on lines of a bounce (from=<>): bounces to the same recipient in the last hour, else 0"),
             Measure::NullSenderMails1hToDomain => ("null_sender_mails_1h_to_domain", "on lines of a bounce (from=<>): bounces to the recipient's domain in the last hour (backscatter), else 0"),
             Measure::Pickups10m => ("pickups_10m", "on lines of a locally submitted message: local submissions (sendmail/pickup) on the server in the last 10 minutes, else 0"),
-            Measure::NewClientConnections10m => ("new_client_connections_10m", "on lines of a client address first seen within the hour: connections from such new addresses in the last 10 minutes (a wave of new senders: backscatter, botnets), else 0"),
+            Measure::NewClientConnections10m => ("new_client_connections_10m", "on lines of a client address first seen within the hour: connections from such new addresses in the last 10 minutes to the listener it connected to (port 25, submission, smtps: a wave of new senders, backscatter, a botnet's logins), else 0"),
             Measure::NewDestinations10m => ("new_destinations_10m", "on outbound lines to a mail server first contacted within the hour: deliveries to such new servers in the last 10 minutes (a spam run to harvested addresses), else 0"),
             Measure::KindRarity => ("kind_rarity", "how rare this kind of event has been: bits of surprise beyond one in 1,024 events (-log2 of its share so far, minus 10, at least 0); common kinds are 0"),
             Measure::LevelRarity => ("level_rarity", "on warnings and worse: the same for the program and the level together, so a fatal error from a daemon that never logged one stands out on a server whose other programs do; 0 on informational lines"),
@@ -179,6 +179,9 @@ pub struct Event<'a> {
     /// The program (`postfix/smtpd`) and the line's level (0 informational,
     /// 1 warning, 2 error, 3 fatal, 4 panic).
     pub program: Option<&'a str>,
+    /// The Postfix instance or listener before the daemon in the tag
+    /// (`postfix/submission`), `None` for plain `postfix`.
+    pub instance: Option<&'a str>,
     pub level: i64,
     /// The process that logged the line (host and pid): an `smtpd`
     /// process serves one client session at a time, so its end-of-session
@@ -245,6 +248,9 @@ struct IpState {
     unknown_recipients_1h: Window,
     relay_denied_1h: Window,
     messages_1h: Window,
+    /// The listener of its latest connection ([`listener_key`]), 0 if none.
+    #[serde(default)]
+    listener: u64,
 }
 
 impl IpState {
@@ -330,8 +336,27 @@ struct Known {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Global {
     pickups_10m: Window,
+    /// New clients' connections to any listener: shown on the lines of a
+    /// client that has not been seen connecting (a Dovecot login).
     new_client_connections_10m: Window,
+    /// The same per listener. Port 25 takes every scanner and bulk sender,
+    /// so a wave of new clients on submission (a botnet's one or two login
+    /// tries per address) is lost in the server-wide count.
+    #[serde(default)]
+    new_client_connections_10m_by_listener: HashMap<u64, Window>,
     new_destination_deliveries_10m: Window,
+}
+
+/// Most listeners told apart; an instance beyond them (a forged tag)
+/// is counted server-wide only.
+const MAX_LISTENERS: usize = 64;
+
+/// The listener a connection was made to: the tag's instance
+/// (`postfix/submission/smtpd` and `postfix/smtps/smtpd` are listeners of
+/// their own; plain `postfix/smtpd` and the `postfix/postscreen` in front of
+/// it are port 25).
+fn listener_key(instance: Option<&str>) -> u64 {
+    hash(&[instance.unwrap_or("postfix"), "listener"])
 }
 
 /// An smtpd process's current session: the last message it queued, and
@@ -834,18 +859,30 @@ impl Behaviour {
             }
             s.last = s.last.max(now);
             let new_client = now - s.first < NEW_CLIENT_FOR;
-            if new_client && (kind == "smtpd.connect" || kind == "postscreen.connect") {
-                self.global
-                    .new_client_connections_10m
-                    .add(TEN_MINUTES, now, 1);
+            let connect = kind == "smtpd.connect" || kind == "postscreen.connect";
+            if connect {
+                s.listener = listener_key(ev.instance);
             }
             if new_client {
-                out.set(
-                    Measure::NewClientConnections10m,
-                    self.global
-                        .new_client_connections_10m
-                        .count(TEN_MINUTES, now),
-                );
+                let g = &mut self.global;
+                let by_listener = &mut g.new_client_connections_10m_by_listener;
+                if by_listener.len() < MAX_LISTENERS && s.listener != 0 {
+                    by_listener.entry(s.listener).or_default();
+                }
+                let listener = by_listener.get_mut(&s.listener);
+                if connect {
+                    g.new_client_connections_10m.add(TEN_MINUTES, now, 1);
+                }
+                let count = match listener {
+                    Some(window) => {
+                        if connect {
+                            window.add(TEN_MINUTES, now, 1);
+                        }
+                        window.count(TEN_MINUTES, now)
+                    }
+                    None => g.new_client_connections_10m.count(TEN_MINUTES, now),
+                };
+                out.set(Measure::NewClientConnections10m, count);
             }
             if ev.client_ip.is_some() {
                 s.lines_1h.add(HOUR, now, 1);
@@ -1537,5 +1574,75 @@ mod tests {
             .to_string()
             .contains("not a pf-features state"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn connect(t: i64, tag: &'static str, ip: String) -> Event<'static> {
+        let (instance, daemon) = tag.rsplit_once('/').unwrap_or(("postfix", tag));
+        Event {
+            time: Some(t),
+            kind: if daemon == "postscreen" {
+                "postscreen.connect"
+            } else {
+                "smtpd.connect"
+            },
+            client_ip: Some(Box::leak(ip.into_boxed_str())),
+            program: Some(if daemon == "postscreen" {
+                "postfix/postscreen"
+            } else {
+                "postfix/smtpd"
+            }),
+            instance: (instance != "postfix").then_some(instance),
+            ..Event::default()
+        }
+    }
+
+    #[test]
+    fn new_clients_are_counted_per_listener() {
+        let mut b = Behaviour::new();
+        // Scanners on port 25, through postscreen and then smtpd.
+        for i in 0..30 {
+            b.observe(&connect(
+                1_000 + i,
+                "postfix/postscreen",
+                format!("198.51.100.{i}"),
+            ));
+            b.observe(&connect(
+                1_000 + i,
+                "postfix/smtpd",
+                format!("198.51.100.{i}"),
+            ));
+        }
+        // A new client on submission is the first there.
+        let submission = b.observe(&connect(
+            1_100,
+            "postfix/submission/smtpd",
+            "192.0.2.1".into(),
+        ));
+        assert_eq!(submission.get(Measure::NewClientConnections10m), 1.0);
+        let port25 = b.observe(&connect(1_100, "postfix/smtpd", "198.51.100.200".into()));
+        assert_eq!(port25.get(Measure::NewClientConnections10m), 61.0);
+        // A botnet's logins on submission: one address after another.
+        let mut last = Observed::default();
+        for i in 2..12 {
+            last = b.observe(&connect(
+                1_200 + i,
+                "postfix/submission/smtpd",
+                format!("192.0.2.{i}"),
+            ));
+        }
+        assert_eq!(last.get(Measure::NewClientConnections10m), 11.0);
+        // The client's later lines that name no listener show its listener's count.
+        let failure = b.observe(&auth_failure(1_300, "192.0.2.11"));
+        assert_eq!(failure.get(Measure::NewClientConnections10m), 11.0);
+        // A client never seen connecting (a Dovecot login) gets the server-wide count.
+        let imap = b.observe(&login(1_300, "dovecot.login", "bob", "203.0.113.5", false));
+        assert_eq!(imap.get(Measure::NewClientConnections10m), 72.0);
+        // The counts slide out after 10 minutes.
+        let later = b.observe(&connect(
+            1_900,
+            "postfix/submission/smtpd",
+            "192.0.2.100".into(),
+        ));
+        assert_eq!(later.get(Measure::NewClientConnections10m), 1.0);
     }
 }

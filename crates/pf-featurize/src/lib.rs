@@ -386,6 +386,7 @@ impl Featurizer {
                 notification_queue_id: f.and_then(|f| f.notification_queue_id.as_deref()),
                 session: f.and_then(|f| f.session.as_deref()),
                 program: r.program.as_deref(),
+                instance: f.and_then(|f| f.instance.as_deref()),
                 level: log_level(r),
                 process: r
                     .pid

@@ -180,6 +180,8 @@ pub struct FieldsView<'a> {
     pub notification_queue_id: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "lenient_str")]
     pub session: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "lenient_str")]
+    pub instance: Option<Cow<'a, str>>,
 }
 
 /// What a lenient field accepts; everything else becomes `None`.
