@@ -21,9 +21,11 @@ AUC >= 0.8 (--min-auc, --min-alerted and --min-slow-auc change them). Records ar
 `incidents` reads pf-sink's incidents.jsonl for the test days and prints,
 per scenario, how many incidents its lines opened (an incident belongs to
 the line that opened it), the episodes, the incidents per episode and the
-share of episodes that opened at least one; and the incidents opened by
-normal lines per test day (false alarms an admin is told about). Standard
-library only.
+share of episodes that opened at least one; the share that opened one or
+caused a `member` event, or either or a `resumed` event (its line resumed
+an incident kept open since an earlier burst or episode of the same key);
+and the incidents opened by normal lines per test day (false alarms an
+admin is told about). Standard library only.
 """
 import argparse
 import csv
@@ -204,21 +206,23 @@ def incidents(args):
     for scenario, episode, day in labels.values():
         if day >= args.train_days and scenario != "normal":
             episodes.setdefault(scenario, set()).add(episode)
-    opened, members = {}, {}
+    opened, members, resumed = {}, {}, {}
     unmatched = 0
     with open(args.incidents) as f:
         for text in f:
             event = json.loads(text)
-            if event.get("event") not in ("opened", "member"):
+            if event.get("event") not in ("opened", "member", "resumed"):
                 continue
             spans = list((event.get("records") or {}).values())
-            label = labels.get(spans[0][0]) if spans else None
+            # A resumed incident's latest line is the one that resumed it.
+            at = 1 if event["event"] == "resumed" else 0
+            label = labels.get(spans[0][at]) if spans else None
             if label is None:
                 unmatched += 1
                 continue
             scenario, episode, day = label
             if day >= args.train_days:
-                into = opened if event["event"] == "opened" else members
+                into = {"opened": opened, "member": members, "resumed": resumed}[event["event"]]
                 into.setdefault(scenario, []).append(episode)
     rows = []
     for scenario in sorted(episodes):
@@ -226,12 +230,15 @@ def incidents(args):
         eps = episodes[scenario]
         hit = len(set(mine) & eps)
         reported = len((set(mine) | set(members.get(scenario, []))) & eps)
+        resumes = set(resumed.get(scenario, []))
+        told = len((set(mine) | set(members.get(scenario, [])) | resumes) & eps)
         rows.append([scenario + (" (slow)" if scenario in SLOW else ""), str(len(mine)), str(len(eps)),
                      f"{len(mine) / len(eps):.1f}", f"{100 * hit / len(eps):.0f}%",
-                     str(len(members.get(scenario, []))), f"{100 * reported / len(eps):.0f}%"])
+                     str(len(members.get(scenario, []))), f"{100 * reported / len(eps):.0f}%",
+                     f"{100 * told / len(eps):.0f}%"])
     normal = len(opened.get("normal", []))
     print_table(["scenario", "incidents", "episodes", "incidents per episode", "episodes with an incident",
-                 "member events", "episodes opening or a member"],
+                 "member events", "episodes opening or a member", "... or resuming one"],
                 rows, args.markdown)
     print(f"normal traffic: {normal} incidents in {len(test_days)} test days "
           f"({normal / max(len(test_days), 1):.1f} a day)")

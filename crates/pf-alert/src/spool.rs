@@ -69,7 +69,10 @@ pub struct Filter {
 impl Filter {
     pub fn wants(&self, event: &IncidentEvent) -> bool {
         pf_incident::severity_rank(&event.incident.severity) >= self.min_severity
-            && event.change != pf_incident::Change::Member
+            && !matches!(
+                event.change,
+                pf_incident::Change::Member | pf_incident::Change::Resumed
+            )
             && (self.closed || event.change != pf_incident::Change::Closed)
     }
 }
@@ -609,6 +612,25 @@ fn reject(shared: &Shared, lines: &[String], reason: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deliveries_leave_out_the_events_for_bans() {
+        let filter = Filter {
+            min_severity: 0,
+            closed: false,
+        };
+        let event = |change: &str| {
+            IncidentEvent::from_json(&format!(
+                r#"{{"event":"{change}","id":"1","entity":"client","key":"192.0.2.1","first_seen":"","last_seen":"","anomalies":1,"lines":1,"severity":"high","rarity":1.0,"top_features":[],"samples":[],"records":{{}}}}"#
+            ))
+            .unwrap()
+        };
+        let wanted: Vec<bool> = ["opened", "escalated", "closed", "member", "resumed"]
+            .into_iter()
+            .map(|c| filter.wants(&event(c)))
+            .collect();
+        assert_eq!(wanted, [true, true, false, false, false]);
+    }
 
     #[test]
     fn a_spool_cut_short_by_a_crash_reopens_at_a_line_start() {

@@ -172,6 +172,10 @@ pub struct Incidents {
     /// opened this many seconds (event time) after its first anomaly, so
     /// the first addresses of a campaign join it instead; 0: at once.
     pub hold_seconds: f64,
+    /// An incident of a client, account or campaign whose last incident
+    /// ended within a day waits twice as long as that one before it
+    /// closes, up to this many minutes; at most `gap_minutes`: never longer.
+    pub max_gap_minutes: f64,
 }
 
 impl Default for Incidents {
@@ -181,6 +185,7 @@ impl Default for Incidents {
             samples: 3,
             campaign_after: 3,
             hold_seconds: 120.0,
+            max_gap_minutes: 240.0,
         }
     }
 }
@@ -609,6 +614,14 @@ impl Config {
                  below incidents.gap_minutes ({gap}) in seconds, e.g. 120; got {hold}"
             );
         }
+        let max_gap = self.incidents.max_gap_minutes;
+        if !(0.0..=7.0 * 24.0 * 60.0).contains(&max_gap) {
+            bail!(
+                "incidents.max_gap_minutes must be at least 0 (at most incidents.gap_minutes: an \
+                 incident that comes back does not wait longer) and at most a week (10080), \
+                 e.g. 240; got {max_gap}"
+            );
+        }
         Ok(())
     }
 
@@ -865,6 +878,20 @@ mod tests {
         ] {
             let err =
                 Config::from_yaml(&format!("delivery:\n  syslog:\n    {setting}\n")).unwrap_err();
+            assert!(format!("{err}").contains(named), "{setting}: {err}");
+        }
+    }
+
+    #[test]
+    fn incident_timings_are_checked() {
+        let c = Config::from_yaml("incidents:\n  gap_minutes: 300\n").unwrap();
+        assert_eq!(c.incidents.max_gap_minutes, 240.0);
+        for (setting, named) in [
+            ("hold_seconds: 1800", "incidents.hold_seconds"),
+            ("max_gap_minutes: -1", "incidents.max_gap_minutes"),
+            ("max_gap_minutes: 20000", "incidents.max_gap_minutes"),
+        ] {
+            let err = Config::from_yaml(&format!("incidents:\n  {setting}\n")).unwrap_err();
             assert!(format!("{err}").contains(named), "{setting}: {err}");
         }
     }

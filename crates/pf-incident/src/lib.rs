@@ -335,6 +335,11 @@ pub struct Policy {
     /// first addresses of a campaign join it instead of each opening an
     /// incident of its own (Alertmanager's `group_wait`). 0: never held.
     pub hold_micros: i64,
+    /// An incident whose key had an incident that ended within
+    /// [`RECALL_MICROS`] waits twice that one's gap before it closes, up to
+    /// this (µs); at most `gap_micros`: never longer. A slow attack that
+    /// pauses between bursts is then one incident, not one per burst.
+    pub max_gap_micros: i64,
 }
 
 impl Default for Policy {
@@ -344,6 +349,7 @@ impl Default for Policy {
             samples: 3,
             campaign_after: 3,
             hold_micros: 120 * 1_000_000,
+            max_gap_micros: 240 * 60 * 1_000_000,
         }
     }
 }
@@ -362,6 +368,14 @@ pub struct Incident {
     /// is reported opened if no campaign took it first.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     held_until: Option<i64>,
+    /// How long it stays open without a new anomaly (µs), when longer than
+    /// the policy's gap because its key keeps coming back.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    gap_micros: Option<i64>,
+    /// Incidents of its key that ended within a day before it opened (and
+    /// followed each other within a day): 0 for a first.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub recurs: u64,
     /// Anomalous lines that joined it.
     pub anomalies: u64,
     /// Every line of its entity while it was open, anomalous or not.
@@ -410,6 +424,12 @@ pub enum Change {
     /// the campaign's, seen from that member. For the files fail2ban reads,
     /// not for the admin's inbox.
     Member,
+    /// An anomaly came after a pause longer than the policy's gap, into an
+    /// incident kept open because its key keeps coming back
+    /// ([`Policy::max_gap_micros`]): the attack resumed. For the files
+    /// fail2ban reads (a ban that ran out during the pause is renewed),
+    /// not for the admin's inbox.
+    Resumed,
 }
 
 impl Change {
@@ -419,6 +439,7 @@ impl Change {
             Change::Escalated => "escalated",
             Change::Closed => "closed",
             Change::Member => "member",
+            Change::Resumed => "resumed",
         }
     }
 }
@@ -475,8 +496,12 @@ impl IncidentEvent {
                 .map(|c| if c.is_control() { '?' } else { c })
                 .collect()
         };
+        let again = match i.recurs {
+            0 => String::new(),
+            n => format!(" (back: {n} earlier within a day)"),
+        };
         format!(
-            "{on}{:<6}{off} {:<9} {} {}  {}  {} anomalous / {} lines  {} .. {}  {}  | {}",
+            "{on}{:<6}{off} {:<9} {} {}{again}  {}  {} anomalous / {} lines  {} .. {}  {}  | {}",
             i.severity.to_uppercase(),
             self.change.as_str(),
             i.entity.as_str(),
@@ -512,6 +537,7 @@ impl IncidentEvent {
         if let Value::Object(m) = &mut v {
             m.remove("last_micros");
             m.remove("held_until");
+            m.remove("gap_micros");
             m.remove("feature_sums");
             m.remove("member_anomalies");
             let mut out = Map::new();
@@ -555,7 +581,27 @@ pub struct Tracker {
     /// The latest event time observed by this run.
     #[serde(skip)]
     latest: Option<i64>,
+    /// Per key, how its latest incident ended: what a new incident of the
+    /// key within [`RECALL_MICROS`] continues from.
+    #[serde(default)]
+    ended: BTreeMap<String, Ended>,
 }
+
+/// How an incident ended, for the next one of its key.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct Ended {
+    /// Its last anomaly (µs of event time).
+    last: i64,
+    /// The gap it was closed after (µs).
+    gap: i64,
+    /// It and the incidents of the key before it, each within a day of the last.
+    incidents: u64,
+}
+
+/// How long an ended incident is remembered for the next of its key.
+pub const RECALL_MICROS: i64 = 24 * 3_600 * 1_000_000;
+/// Keys remembered; past this, those that ended longest ago are forgotten.
+const MAX_ENDED: usize = 20_000;
 
 /// Kinds counted per incident; a line of any further kind counts as [`OTHER_KIND`].
 pub const MAX_KINDS: usize = 16;
@@ -730,6 +776,8 @@ impl Tracker {
             last_seen: String::new(),
             last_micros: obs.time,
             held_until: None,
+            gap_micros: None,
+            recurs: 0,
             anomalies: 0,
             lines: 1,
             severity: SEVERITIES[0].into(),
@@ -745,11 +793,20 @@ impl Tracker {
             records: BTreeMap::new(),
         });
         let before = severity_rank(&incident.severity);
+        let resumed = !opened
+            && matches!((obs.time, incident.last_micros), (Some(t), Some(l)) if t - l > self.policy.gap_micros);
         let holds = matches!(entity, Entity::Client | Entity::User)
             && self.policy.hold_micros > 0
             && self.policy.campaign_after > 0;
         if opened && holds {
             incident.held_until = obs.time.map(|t| t.saturating_add(self.policy.hold_micros));
+        }
+        if let (true, Some(t), Some(ended)) = (opened, obs.time, self.ended.get(&key)) {
+            if t.saturating_sub(ended.last) <= RECALL_MICROS {
+                incident.recurs = ended.incidents;
+                let gap = ended.gap.saturating_mul(2).min(self.policy.max_gap_micros);
+                incident.gap_micros = Some(gap).filter(|g| *g > self.policy.gap_micros);
+            }
         }
         incident.anomalies += 1;
         if !opened && !counted.contains(&key) {
@@ -808,11 +865,13 @@ impl Tracker {
                 incident.held_until = None;
                 events.push(IncidentEvent::new(Change::Opened, incident.clone()));
             }
-        } else if opened || rises {
+        } else if opened || rises || resumed {
             let change = if opened {
                 Change::Opened
-            } else {
+            } else if rises {
                 Change::Escalated
+            } else {
+                Change::Resumed
             };
             events.push(IncidentEvent::new(change, incident.clone()));
         }
@@ -1039,7 +1098,10 @@ impl Tracker {
         let idle: Vec<String> = self
             .open
             .iter()
-            .filter(|(_, i)| i.last_micros.is_some_and(|l| now - l > gap))
+            .filter(|(_, i)| {
+                i.last_micros
+                    .is_some_and(|l| now - l > i.gap_micros.unwrap_or(gap))
+            })
             .map(|(k, _)| k.clone())
             .collect();
         if !idle.is_empty() {
@@ -1048,12 +1110,38 @@ impl Tracker {
             let in_campaign = &self.in_campaign;
             self.members.retain(|k, _| in_campaign.contains_key(k));
         }
-        events.extend(
-            idle.into_iter()
-                .filter_map(|k| self.open.remove(&k))
-                .map(|incident| IncidentEvent::new(Change::Closed, incident)),
-        );
+        for key in idle {
+            if let Some(incident) = self.open.remove(&key) {
+                self.remember_end(key, &incident);
+                events.push(IncidentEvent::new(Change::Closed, incident));
+            }
+        }
         events
+    }
+
+    /// Notes how `incident` ended, for the next incident of its key.
+    fn remember_end(&mut self, key: String, incident: &Incident) {
+        let Some(last) = incident.last_micros else {
+            return;
+        };
+        if self.ended.len() >= MAX_ENDED && !self.ended.contains_key(&key) {
+            self.ended
+                .retain(|_, e| last.saturating_sub(e.last) <= RECALL_MICROS);
+            if self.ended.len() >= MAX_ENDED {
+                let mut ends: Vec<i64> = self.ended.values().map(|e| e.last).collect();
+                ends.sort_unstable();
+                let cut = ends[ends.len() / 2];
+                self.ended.retain(|_, e| e.last > cut);
+            }
+        }
+        self.ended.insert(
+            key,
+            Ended {
+                last,
+                gap: incident.gap_micros.unwrap_or(self.policy.gap_micros),
+                incidents: incident.recurs + 1,
+            },
+        );
     }
 
     /// Closes every open incident: the end of a replay, where nothing
@@ -1063,11 +1151,10 @@ impl Tracker {
         self.messages.clear();
         self.in_campaign.clear();
         self.members.clear();
-        events.extend(
-            std::mem::take(&mut self.open)
-                .into_values()
-                .map(|incident| IncidentEvent::new(Change::Closed, incident)),
-        );
+        for (key, incident) in std::mem::take(&mut self.open) {
+            self.remember_end(key, &incident);
+            events.push(IncidentEvent::new(Change::Closed, incident));
+        }
         events
     }
 }

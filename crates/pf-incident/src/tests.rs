@@ -783,3 +783,152 @@ fn an_account_sending_as_itself_is_one_incident() {
         .unwrap();
     assert_eq!(nina.incident.anomalies, 2);
 }
+
+fn at_hm(hour: u32, minute: u32) -> String {
+    format!("2026-03-02T{hour:02}:{minute:02}:00+00:00")
+}
+
+/// A slow spray from one address: a burst of failures every `every`
+/// minutes for `bursts` bursts; the events of the run (the last closes all).
+fn slow_spray(t: &mut Tracker, every: u32, bursts: u32) -> Vec<IncidentEvent> {
+    let ip = json!({"client_ip": "203.0.113.7"});
+    let mut events = Vec::new();
+    let mut offset = 0;
+    for b in 0..bursts {
+        let start = b * every;
+        for i in 0..3 {
+            let minute = start + i;
+            let ts = at_hm(1 + minute / 60, minute % 60);
+            offset += 1;
+            let r = record(
+                &ts,
+                "smtpd.sasl_auth_failed",
+                ip.clone(),
+                Some(("medium", BY_IP)),
+                offset,
+            );
+            events.extend(t.observe_map(&r));
+        }
+    }
+    events.extend(t.close_all());
+    events
+}
+
+fn opened(events: &[IncidentEvent]) -> Vec<&Incident> {
+    events
+        .iter()
+        .filter(|e| e.change == Change::Opened)
+        .map(|e| &e.incident)
+        .collect()
+}
+
+#[test]
+fn an_attack_that_keeps_coming_back_waits_longer_before_it_closes() {
+    // Bursts 45 minutes apart, a 30-minute gap: the first incident closes,
+    // the second waits 60 minutes and takes every later burst.
+    let mut t = Tracker::new(at_once());
+    let events = slow_spray(&mut t, 45, 6);
+    let opens = opened(&events);
+    assert_eq!(opens.len(), 2, "{:?}", changes(&events));
+    assert_eq!(opens[0].recurs, 0);
+    assert_eq!(opens[1].recurs, 1);
+    // Each later burst is reported as resumed (what fail2ban bans again on).
+    let resumed = events
+        .iter()
+        .filter(|e| e.change == Change::Resumed)
+        .count();
+    assert_eq!(resumed, 4, "{:?}", changes(&events));
+    let last = events.last().unwrap();
+    assert_eq!(last.change, Change::Closed);
+    assert_eq!(last.incident.anomalies, 15);
+    assert!(last
+        .alert_line(false)
+        .contains("(back: 1 earlier within a day)"));
+    assert!(!last
+        .to_json()
+        .as_object()
+        .unwrap()
+        .contains_key("gap_micros"));
+    assert_eq!(last.to_json()["recurs"], 1);
+
+    // The gap doubles each time, up to max_gap: bursts 100 minutes apart
+    // close at 30, 60 and 120 minutes; from the fourth on they are one.
+    let mut t = Tracker::new(Policy {
+        max_gap_micros: 120 * 60 * 1_000_000,
+        ..at_once()
+    });
+    let opens = opened(&slow_spray(&mut t, 100, 8)).len();
+    assert_eq!(opens, 3);
+
+    // max_gap at the gap: one incident per burst, as without recall.
+    let mut t = Tracker::new(Policy {
+        max_gap_micros: 30 * 60 * 1_000_000,
+        ..at_once()
+    });
+    let events = slow_spray(&mut t, 45, 6);
+    assert_eq!(opened(&events).len(), 6);
+    assert_eq!(opened(&events)[5].recurs, 5);
+}
+
+#[test]
+fn a_key_back_after_a_day_starts_afresh_and_the_recall_survives_a_restart() {
+    let ip = json!({"client_ip": "203.0.113.7"});
+    let line = |ts: &str, offset| {
+        record(
+            ts,
+            "smtpd.sasl_auth_failed",
+            ip.clone(),
+            Some(("medium", BY_IP)),
+            offset,
+        )
+    };
+    let mut t = Tracker::new(at_once());
+    t.observe_map(&line("2026-03-02T01:00:00+00:00", 1));
+    // Closed by another line's time, then the tracker is saved and loaded.
+    let other = record(
+        "2026-03-02T02:00:00+00:00",
+        "smtpd.connect",
+        json!({"client_ip": "192.0.2.1"}),
+        None,
+        2,
+    );
+    assert_eq!(changes(&t.observe_map(&other))[0].0, Change::Closed);
+    let mut t = Tracker::from_json(&t.to_json(), at_once()).unwrap();
+    let back = t.observe_map(&line("2026-03-02T03:00:00+00:00", 3));
+    assert_eq!(opened(&back)[0].recurs, 1);
+    // 50 minutes later it is still open: it waits 60, not 30.
+    let quiet = record(
+        "2026-03-02T03:50:00+00:00",
+        "smtpd.connect",
+        json!({"client_ip": "192.0.2.1"}),
+        None,
+        4,
+    );
+    assert!(t.observe_map(&quiet).is_empty());
+    let closes = t.observe_map(&record(
+        "2026-03-02T04:01:00+00:00",
+        "smtpd.connect",
+        json!({"client_ip": "192.0.2.1"}),
+        None,
+        5,
+    ));
+    assert_eq!(
+        changes(&closes),
+        vec![(Change::Closed, "client 203.0.113.7".into())]
+    );
+    // More than a day after its last anomaly: a first incident again.
+    let next_day = t.observe_map(&line("2026-03-03T04:00:01+00:00", 6));
+    assert_eq!(opened(&next_day)[0].recurs, 0);
+    let closes = t.observe_map(&record(
+        "2026-03-03T04:31:00+00:00",
+        "smtpd.connect",
+        json!({"client_ip": "192.0.2.1"}),
+        None,
+        7,
+    ));
+    assert_eq!(
+        closes.len(),
+        1,
+        "a fresh incident closes after the policy's 30 minutes"
+    );
+}

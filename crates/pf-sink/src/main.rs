@@ -26,8 +26,9 @@ Appends every scored record to files in the output directory:
                          records read from files go to mail_login_logs.json for
                          dovecot/roundcube and to postfix_logs.json otherwise
   incidents.jsonl        one line per incident event: opened, escalated
-                         (more severe than before), closed, and member (an
-                         address of a campaign reported for a ban)
+                         (more severe than before), closed, member (an
+                         address of a campaign reported for a ban) and
+                         resumed (back after a pause, for a ban's renewal)
   incidents.log          the same events as syslog-style lines
                          (`<time> <host> postfix-anomaly[pid]: opened high
                          client=203.0.113.7 kind=... id=...`), which
@@ -150,6 +151,7 @@ fn main() -> ExitCode {
             samples: config.incidents.samples,
             campaign_after: config.incidents.campaign_after,
             hold_micros: (config.incidents.hold_seconds * 1e6) as i64,
+            max_gap_micros: (config.incidents.max_gap_minutes * 60e6) as i64,
         };
         let tracker = std::cell::RefCell::new(
             load_incidents(args.incident_state.as_deref(), policy).map_err(Fatal::usage)?,
@@ -401,8 +403,9 @@ fn parse_change(word: &str) -> Result<Change, String> {
         "escalated" => Ok(Change::Escalated),
         "closed" => Ok(Change::Closed),
         "member" => Ok(Change::Member),
+        "resumed" => Ok(Change::Resumed),
         _ => Err(format!(
-            "{word:?}: the events are opened, escalated, closed and member"
+            "{word:?}: the events are opened, escalated, closed, member and resumed"
         )),
     }
 }

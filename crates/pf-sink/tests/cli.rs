@@ -469,7 +469,7 @@ fn print_closed_gives_one_line_per_incident() {
     assert_eq!(r.status, 2);
     assert!(
         r.stderr
-            .contains("the events are opened, escalated, closed and member"),
+            .contains("the events are opened, escalated, closed, member and resumed"),
         "{}",
         r.stderr
     );

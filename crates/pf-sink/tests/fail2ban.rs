@@ -86,6 +86,24 @@ fn the_filter_bans_the_clients_of_chosen_incidents_and_nothing_forged() {
             by_ip,
         );
     }
+    // A client back after 40 minutes, twice: its second incident waits an
+    // hour, so the third burst is written as `resumed`, which bans again.
+    for (n, ts) in [
+        (14, "2026-03-03T23:00:00+00:00"),
+        (15, "2026-03-03T23:40:00+00:00"),
+        (16, "2026-03-04T00:20:00+00:00"),
+    ] {
+        let mut line: Value = serde_json::from_str(&anomaly(
+            n,
+            "smtpd.sasl_auth_failed",
+            json!({"client_ip": "198.51.100.90"}),
+            "high",
+            by_ip,
+        ))
+        .unwrap();
+        line["ts"] = json!(ts);
+        input += &format!("{line}\n");
+    }
     // Each client reported at its first anomaly, so the IPv6 host's one
     // medium line is an incident of its own (held, the campaign forming
     // next would take it in as a member).
@@ -119,14 +137,16 @@ fn the_filter_bans_the_clients_of_chosen_incidents_and_nothing_forged() {
     assert_eq!(count("opened", "campaign=logins"), 1, "{text}");
     assert_eq!(count("member", "client=198.51.100.70"), 1, "{text}");
     assert_eq!(count("member", "client=198.51.100.50"), 1, "{text}");
+    assert_eq!(count("opened", "client=198.51.100.90"), 2, "{text}");
+    assert_eq!(count("resumed", "client=198.51.100.90"), 1, "{text}");
     assert_eq!(
         words.iter().filter(|w| w[0] == "opened").count(),
-        4,
+        6,
         "{text}"
     );
     assert_eq!(
         words.iter().filter(|w| w[0] == "closed").count(),
-        4,
+        6,
         "{text}"
     );
 
@@ -145,41 +165,61 @@ fn the_filter_bans_the_clients_of_chosen_incidents_and_nothing_forged() {
     let filter = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../contrib/fail2ban/filter.d/postfix-anomaly.conf");
     std::fs::copy(&filter, config.join("filter.d/postfix-anomaly.conf")).unwrap();
-    let out = Command::new(std::env::var("PF_PYTHON").unwrap_or_else(|_| "python3".into()))
-        .arg(format!("{root}/usr/bin/fail2ban-regex"))
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "-o",
-            "ip",
-            log.to_str().unwrap(),
-            "postfix-anomaly",
-        ])
-        .env(
-            "PYTHONPATH",
-            format!("{root}/usr/lib/python3/dist-packages"),
-        )
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let banned: BTreeSet<&str> = stdout
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let banned_from = |log: &Path| -> BTreeSet<String> {
+        let out = Command::new(std::env::var("PF_PYTHON").unwrap_or_else(|_| "python3".into()))
+            .arg(format!("{root}/usr/bin/fail2ban-regex"))
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "-o",
+                "ip",
+                log.to_str().unwrap(),
+                "postfix-anomaly",
+            ])
+            .env(
+                "PYTHONPATH",
+                format!("{root}/usr/lib/python3/dist-packages"),
+            )
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    };
     assert_eq!(
-        banned,
-        BTreeSet::from([
+        banned_from(&log),
+        [
             "203.0.113.7",
             "2001:db8:1:2::/64",
             "192.0.2.80",
-            "198.51.100.70"
-        ]),
-        "{stdout}"
+            "198.51.100.70",
+            "198.51.100.90"
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<BTreeSet<_>>(),
+        "{text}"
+    );
+    // The `resumed` line alone bans its client too.
+    let resumed = dir.join("resumed.log");
+    let lines: String = text
+        .lines()
+        .filter(|l| l.contains(": resumed "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&resumed, lines).unwrap();
+    assert_eq!(
+        banned_from(&resumed),
+        BTreeSet::from(["198.51.100.90".to_string()]),
+        "{text}"
     );
 }
