@@ -191,6 +191,13 @@ fn alert(event: &IncidentEvent, host: &str) -> Value {
             why.join(", ")
         }
     );
+    if i.recurs > 0 {
+        description.push_str(&format!(
+            " Back: {} earlier incidents of this {} within a day.",
+            i.recurs,
+            i.entity.as_str()
+        ));
+    }
     if let Some(sample) = i.samples.last() {
         description.push_str(" Last line: ");
         description.push_str(sample);
@@ -213,6 +220,7 @@ fn alert(event: &IncidentEvent, host: &str) -> Value {
             "rarity": i.rarity.to_string(),
             "anomalies": i.anomalies.to_string(),
             "lines": i.lines.to_string(),
+            "recurs": i.recurs.to_string(),
         },
         "startsAt": utc(&i.first_seen),
         "endsAt": if closed { utc(&i.last_seen) } else { NOT_ENDED.to_string() },

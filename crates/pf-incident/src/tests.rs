@@ -882,36 +882,29 @@ fn a_key_back_after_a_day_starts_afresh_and_the_recall_survives_a_restart() {
             offset,
         )
     };
+    // A line of another client: its time closes what has been idle.
+    let quiet = |ts: &str, offset| {
+        record(
+            ts,
+            "smtpd.connect",
+            json!({"client_ip": "192.0.2.1"}),
+            None,
+            offset,
+        )
+    };
     let mut t = Tracker::new(at_once());
     t.observe_map(&line("2026-03-02T01:00:00+00:00", 1));
     // Closed by another line's time, then the tracker is saved and loaded.
-    let other = record(
-        "2026-03-02T02:00:00+00:00",
-        "smtpd.connect",
-        json!({"client_ip": "192.0.2.1"}),
-        None,
-        2,
-    );
+    let other = quiet("2026-03-02T02:00:00+00:00", 2);
     assert_eq!(changes(&t.observe_map(&other))[0].0, Change::Closed);
     let mut t = Tracker::from_json(&t.to_json(), at_once()).unwrap();
     let back = t.observe_map(&line("2026-03-02T03:00:00+00:00", 3));
     assert_eq!(opened(&back)[0].recurs, 1);
     // 50 minutes later it is still open: it waits 60, not 30.
-    let quiet = record(
-        "2026-03-02T03:50:00+00:00",
-        "smtpd.connect",
-        json!({"client_ip": "192.0.2.1"}),
-        None,
-        4,
-    );
-    assert!(t.observe_map(&quiet).is_empty());
-    let closes = t.observe_map(&record(
-        "2026-03-02T04:01:00+00:00",
-        "smtpd.connect",
-        json!({"client_ip": "192.0.2.1"}),
-        None,
-        5,
-    ));
+    assert!(t
+        .observe_map(&quiet("2026-03-02T03:50:00+00:00", 4))
+        .is_empty());
+    let closes = t.observe_map(&quiet("2026-03-02T04:01:00+00:00", 5));
     assert_eq!(
         changes(&closes),
         vec![(Change::Closed, "client 203.0.113.7".into())]
@@ -919,13 +912,7 @@ fn a_key_back_after_a_day_starts_afresh_and_the_recall_survives_a_restart() {
     // More than a day after its last anomaly: a first incident again.
     let next_day = t.observe_map(&line("2026-03-03T04:00:01+00:00", 6));
     assert_eq!(opened(&next_day)[0].recurs, 0);
-    let closes = t.observe_map(&record(
-        "2026-03-03T04:31:00+00:00",
-        "smtpd.connect",
-        json!({"client_ip": "192.0.2.1"}),
-        None,
-        7,
-    ));
+    let closes = t.observe_map(&quiet("2026-03-03T04:31:00+00:00", 7));
     assert_eq!(
         closes.len(),
         1,
