@@ -94,6 +94,29 @@ pub struct Anomaly {
     /// When set they win over `rarity` (so the old config migrates as it
     /// is); they are on the model's own score scale.
     pub threshold: Option<Thresholds>,
+    /// The least severity of a `fatal:` or `panic:` line, whatever the
+    /// model scores.
+    pub failures: Failures,
+}
+
+/// The least severity (`none`, `low`, `medium`, `high`) of a line where a
+/// process says it failed (`fatal:`, `panic:`): a daemon's (Postfix's
+/// daemons, Dovecot) and one of Postfix's commands' (sendmail, postfix,
+/// postqueue, ...), which the person or script running it sees as well.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Failures {
+    pub daemon: String,
+    pub command: String,
+}
+
+impl Default for Failures {
+    fn default() -> Self {
+        Failures {
+            daemon: "high".into(),
+            command: "none".into(),
+        }
+    }
 }
 
 /// A line is `low` when at most one in `low` normal lines scores like it,
@@ -577,6 +600,12 @@ impl Config {
                 r.low, r.medium, r.high
             );
         }
+        let f = &self.anomaly.failures;
+        for (name, v) in [("daemon", &f.daemon), ("command", &f.command)] {
+            if !matches!(v.as_str(), "none" | "low" | "medium" | "high") {
+                bail!("anomaly.failures.{name} must be one of none, low, medium, high (the least severity of a fatal: or panic: line), got {v:?}");
+            }
+        }
         if self.retrain.calibration_folds == 1 || self.retrain.calibration_folds > 20 {
             bail!(
                 "retrain.calibration_folds must be 0 (no calibration) or 2 to 20 (e.g. 5), got {}",
@@ -911,6 +940,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err}").contains("high <= medium <= low"));
+        let err = Config::from_yaml("anomaly:\n  failures:\n    daemon: critical\n").unwrap_err();
+        assert!(
+            format!("{err:#}")
+                .contains("anomaly.failures.daemon must be one of none, low, medium, high"),
+            "{err:#}"
+        );
+        let off = Config::from_yaml("anomaly:\n  failures:\n    command: none\n").unwrap();
+        assert_eq!(off.anomaly.failures.command, "none");
+        assert_eq!(off.anomaly.failures.daemon, "high");
         let err = Config::from_yaml("anomaly:\n  rarity:\n    low: 100000\n").unwrap_err();
         assert!(format!("{err}").contains("low <= medium <= high"), "{err}");
     }

@@ -5,6 +5,10 @@
 //! directory's current model is followed without a restart; the tuning
 //! report is gathered on the side.
 
+mod failure;
+
+pub use failure::{Failure, Floors};
+
 use anyhow::Context;
 use pf_cli::{LineErrors, Origin};
 use pf_model::{Detector, Grade, Grading, Model, ModelsDir, SeverityPolicy};
@@ -28,6 +32,8 @@ pub struct Options {
     pub explain_all: bool,
     /// How many features `top_features` lists.
     pub top: usize,
+    /// The least severity of a line where a process says it failed.
+    pub failures: Floors,
 }
 
 /// Where the model comes from.
@@ -69,6 +75,8 @@ struct ScoreRecord<'a> {
     features: Option<Result<(), pf_model::EncodeError>>,
     feature_set: Option<Cow<'a, str>>,
     had_detection: bool,
+    program: Option<Cow<'a, str>>,
+    level: Option<Cow<'a, str>>,
 }
 
 struct RecordSeed<'s> {
@@ -94,6 +102,8 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
             features: None,
             feature_set: None,
             had_detection: false,
+            program: None,
+            level: None,
         };
         while let Some(pf_model::Key(key)) = map.next_key::<pf_model::Key<'de>>()? {
             match key.as_ref() {
@@ -107,6 +117,8 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
                     }))?;
                 }
                 "feature_set" => record.feature_set = map.next_value()?,
+                "program" => record.program = map.next_value::<failure::LenientStr>()?.0,
+                "fields" => record.level = map.next_value::<failure::LevelOf>()?.0,
                 "detection" => {
                     // Even `null`: it is replaced, not written a second time.
                     map.next_value::<IgnoredAny>()?;
@@ -240,6 +252,9 @@ struct Batch {
     scores: Vec<f64>,
     /// Rarity and severity of each scored row.
     grades: Vec<Grade>,
+    /// Whether each scored row's record says a process failed; after
+    /// grading, the failure only where its floor raised the severity.
+    failures: Vec<Option<Failure>>,
     /// Rows to explain, and their SHAP values, one `d`-slice per row.
     explain_rows: Vec<f32>,
     phi: Vec<f64>,
@@ -384,9 +399,15 @@ impl Stage {
                 Outcome::Error(problem.to_string())
             }
         };
-        if let Outcome::Error(_) = outcome {
-            rows.truncate(start);
-            self.unscorable += 1;
+        match outcome {
+            Outcome::Error(_) => {
+                rows.truncate(start);
+                self.unscorable += 1;
+            }
+            Outcome::Row { .. } => self.batch.failures.push(Failure::of(
+                record.program.as_deref(),
+                record.level.as_deref(),
+            )),
         }
         let texts = &mut self.batch.texts;
         let at = texts.len();
@@ -482,6 +503,9 @@ impl Stage {
                 .zip(batch.rows.chunks_exact(d))
                 .map(|(&score, row)| detector.grade(&self.grading, score, row)),
         );
+        for (grade, failure) in batch.grades.iter_mut().zip(batch.failures.iter_mut()) {
+            (grade.severity, *failure) = options.failures.apply(*failure, grade.severity);
+        }
         // Explain the rows that need it, all at once.
         let mut explained = vec![usize::MAX; n];
         batch.explain_rows.clear();
@@ -562,7 +586,7 @@ impl Stage {
                     }
                     self.write_detection(
                         batch.scores[*index],
-                        batch.grades[*index],
+                        (batch.grades[*index], batch.failures[*index]),
                         phi,
                         values.as_ref(),
                         unseen,
@@ -577,6 +601,7 @@ impl Stage {
             }
         }
         batch.rows.clear();
+        batch.failures.clear();
         batch.scores.clear();
         batch.texts.clear();
         self.batch = batch;
@@ -586,7 +611,7 @@ impl Stage {
     fn write_detection(
         &mut self,
         score: f64,
-        grade: Grade,
+        (grade, floored): (Grade, Option<Failure>),
         phi: Option<&[f64]>,
         values: Option<&Map<String, Value>>,
         unseen: &[usize],
@@ -608,6 +633,10 @@ impl Stage {
         });
         out.extend_from_slice(b",\"severity\":");
         write_str(out, severity);
+        if let Some(failure) = floored {
+            out.extend_from_slice(b",\"severity_floor\":");
+            write_str(out, failure.name());
+        }
         let names = self.loaded.detector.encoder.names();
         if let (true, Some(phi)) = (is_anomaly, phi) {
             out.extend_from_slice(b",\"top_features\":[");

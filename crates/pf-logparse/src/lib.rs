@@ -492,6 +492,12 @@ fn classify<'a>(h: &Header<'a>, ev: &mut Event<'a>, proxies: &proxy::TrustedProx
         ev.kind = postfix::parse(daemon, msg, &mut ev.fields);
         return;
     }
+    // The `postfix` command itself (`postfix start`, `postfix check`).
+    if name == "postfix" {
+        ev.program = Some(Cow::Borrowed("postfix"));
+        ev.kind = postfix::parse(name, msg, &mut ev.fields);
+        return;
+    }
     if dovecot::is_dovecot_service(name) {
         ev.program = Some(Cow::Borrowed("dovecot"));
         ev.kind = dovecot::parse(tag, msg, &mut ev.fields);

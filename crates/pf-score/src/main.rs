@@ -1,7 +1,7 @@
 use anyhow::Context;
 use clap::Parser;
 use pf_cli::{CommonArgs, Fatal, LineErrors, Output, EXIT_INPUT, EXIT_OK};
-use pf_detect::{Options, ReportSpec, Source, Stage};
+use pf_detect::{Floors, Options, ReportSpec, Source, Stage};
 use pf_model::{ModelsDir, SeverityPolicy};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -110,6 +110,7 @@ fn score(args: &Args) -> Result<u8, Fatal> {
         only_anomalies: args.only_anomalies,
         explain_all: args.explain_all,
         top: args.top,
+        failures: Floors::from(&config.anomaly.failures),
     };
     let report = args.report.as_ref().map(|path| ReportSpec {
         path: path.clone(),
