@@ -7,6 +7,7 @@
 //! whatever the model scores (`anomaly.failures`).
 
 use pf_config::Failures;
+use pf_record::severity::{severity_rank, severity_word};
 use pf_record::view::lenient_str;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -77,17 +78,11 @@ pub struct Floors {
     pub command: &'static str,
 }
 
-impl Default for Floors {
-    fn default() -> Self {
-        Floors::from(&Failures::default())
-    }
-}
-
 impl From<&Failures> for Floors {
     fn from(config: &Failures) -> Floors {
         Floors {
-            daemon: severity(&config.daemon),
-            command: severity(&config.command),
+            daemon: severity_word(&config.daemon),
+            command: severity_word(&config.command),
         }
     }
 }
@@ -107,30 +102,10 @@ impl Floors {
             Failure::Daemon => self.daemon,
             Failure::Command => self.command,
         };
-        match rank(floor) > rank(graded) {
+        match severity_rank(floor) > severity_rank(graded) {
             true => (floor, Some(failure)),
             false => (graded, None),
         }
-    }
-}
-
-/// The config's severity word as the stage writes it (validated by
-/// pf-config; anything else is `none`).
-fn severity(word: &str) -> &'static str {
-    match word {
-        "high" => "high",
-        "medium" => "medium",
-        "low" => "low",
-        _ => "none",
-    }
-}
-
-fn rank(severity: &str) -> u8 {
-    match severity {
-        "high" => 3,
-        "medium" => 2,
-        "low" => 1,
-        _ => 0,
     }
 }
 

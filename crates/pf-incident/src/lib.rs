@@ -110,17 +110,8 @@ pub fn class_of_feature(name: &str) -> Option<&'static str> {
         .map(|(class, _)| *class)
 }
 
-/// `none` < `low` < `medium` < `high`.
-pub fn severity_rank(severity: &str) -> u8 {
-    match severity {
-        "low" => 1,
-        "medium" => 2,
-        "high" => 3,
-        _ => 0,
-    }
-}
-
-const SEVERITIES: [&str; 4] = ["none", "low", "medium", "high"];
+pub use pf_record::severity::severity_rank;
+use pf_record::severity::SEVERITIES;
 
 /// What one scored record says, for grouping.
 #[derive(Debug, Clone, Default)]

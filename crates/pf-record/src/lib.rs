@@ -14,6 +14,7 @@ pub mod lines;
 pub mod members;
 pub mod rarity;
 pub mod record;
+pub mod severity;
 pub mod view;
 
 pub use lines::{Line, LineReader, MAX_LINE_BYTES, MAX_RECORD_BYTES};

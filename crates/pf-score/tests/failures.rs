@@ -109,8 +109,9 @@ fn failures_are_at_least_their_floor_whatever_the_model_says() {
         "Dovecot's Panic: {}",
         floored[1]
     );
-    // The level decides, not the kind; a `fields` or level of the wrong
-    // type is no failure and the record is still scored.
+    // A command's failure (sendmail) is the model's by default; the level
+    // decides, not the kind; a `fields` or level of the wrong type is no
+    // failure and the record is still scored.
     for d in &floored[2..] {
         assert_eq!(d["severity"], "none", "{d}");
         assert!(d["score"].is_number(), "{d}");
